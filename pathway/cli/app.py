@@ -1,0 +1,112 @@
+"""The typer application, its global options and the helpers every command shares."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..errors import InvalidCommand
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+__all__ = ["AtOption", "JsonOption", "Settings", "app", "emit_json", "engine", "parse_data", "parse_time", "settings"]
+
+app = typer.Typer(
+    name="carepath",
+    help="carepath: statechart-driven care pathways with a hash-chained audit log.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+@dataclass
+class Settings:
+    """Global options of one invocation."""
+
+    db: str = "sqlite:///carepath.db"
+    debug: bool = False
+    _engine: Engine | None = field(default=None, repr=False)
+
+
+_settings = Settings()
+
+
+def settings() -> Settings:
+    return _settings
+
+
+def reset_settings() -> None:
+    global _settings
+    _settings = Settings()
+
+
+@app.callback()
+def _global(
+    db: Annotated[
+        str | None, typer.Option("--db", help="Database URL (default: $CAREPATH_DB, else sqlite:///carepath.db).")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """carepath: statechart-driven care pathways with a hash-chained audit log.
+
+    Example: carepath --db sqlite:///demo.db status p-001 --json
+    """
+    _settings.db = db or os.environ.get("CAREPATH_DB") or "sqlite:///carepath.db"
+    _settings.debug = debug
+
+
+def engine() -> Engine:
+    """The engine of this invocation, created on first use."""
+    if _settings._engine is None:
+        from ..engine import Engine
+
+        _settings._engine = Engine(_settings.db)
+    return _settings._engine
+
+
+def parse_time(text: str, option: str = "--at") -> datetime:
+    """An ISO 8601 instant; naive times are refused downstream with a clear message."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidCommand(f"{option}: {text!r} is not an ISO 8601 time (e.g. 2026-01-05T09:00:00+00:00)") from None
+
+
+def parse_data(text: str | None, option: str = "--data") -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InvalidCommand(f"{option}: not valid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(value, dict):
+        raise InvalidCommand(f"{option}: must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def emit_json(document: Any) -> None:
+    """Print one JSON document to stdout."""
+    sys.stdout.write(json.dumps(document, indent=2, default=_default, ensure_ascii=False) + "\n")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout.")]
+AtOption = Annotated[
+    str, typer.Option("--at", help="Clinical time, ISO 8601 with a zone, e.g. 2026-01-05T09:00:00+00:00.")
+]

@@ -1,0 +1,134 @@
+"""Core commands: enroll, send, tick, status, history, migrate."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from .app import AtOption, JsonOption, app, emit_json, engine, parse_data, parse_time
+from .render import console, entry_json, print_history, print_status
+
+
+@app.command()
+def enroll(
+    patient: Annotated[str, typer.Argument(help="Patient id.")],
+    at: AtOption,
+    pathway: Annotated[str, typer.Option(help="Pathway definition.")] = "piriformis",
+    factors: Annotated[str | None, typer.Option(help="Patient factors as JSON, e.g. '{\"age\": 70}'.")] = None,
+    actor: Annotated[str | None, typer.Option(help="Who enrolled the patient.")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Enrol a patient on a pathway.
+
+    Example: carepath enroll p-001 --at 2026-01-05T09:00:00+00:00 --factors '{"age": 70}'
+    """
+    status = engine().enroll(
+        patient, parse_time(at), pathway=pathway, factors=parse_data(factors, "--factors"), actor=actor
+    )
+    if json_:
+        emit_json(status.to_json())
+    else:
+        console().print(f"enrolled [bold]{patient}[/] on {status.pathway} v{status.version}: {status.state}")
+
+
+@app.command()
+def send(
+    patient: Annotated[str, typer.Argument(help="Patient id.")],
+    event: Annotated[str, typer.Argument(help="assess, reassess, tick, relapse, override or withdraw.")],
+    at: AtOption,
+    data: Annotated[str | None, typer.Option(help="Event data as a JSON object.")] = None,
+    actor: Annotated[str | None, typer.Option(help="Who recorded the event.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Repeat-safe key.")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Apply one event to a patient.
+
+    Example: carepath send p-001 reassess --at 2026-02-02T09:00:00+00:00
+    --data '{"pain": 5, "fasciculations": "improving", "red_flags": []}'
+    """
+    result = engine().send(
+        patient, event, parse_time(at), parse_data(data), actor=actor, idempotency_key=idempotency_key
+    )
+    if json_:
+        document: dict[str, Any] = result.status.to_json()
+        document["changed"] = result.changed
+        document["duplicate"] = result.duplicate
+        document["entry"] = entry_json(result.entry) if result.entry else None
+        emit_json(document)
+        return
+    status = result.status
+    if result.duplicate:
+        console().print(
+            f"{patient}: already recorded as seq {result.entry.seq if result.entry else '?'}; nothing written"
+        )
+    elif not result.changed:
+        console().print(f"{patient}: {event} changed nothing; nothing written")
+    else:
+        console().print(
+            f"{patient}: {event} -> [bold]{status.state}[/] (seq {result.entry.seq if result.entry else '?'})"
+        )
+
+
+@app.command()
+def tick(
+    at: AtOption,
+    batch: Annotated[int, typer.Option(min=1, help="Patients per transaction.")] = 500,
+    json_: JsonOption = False,
+) -> None:
+    """Sweep every patient due at a time: advance their reassessment monitoring.
+
+    Example: carepath tick --at 2026-03-01T00:00:00+00:00
+    """
+    report = engine().tick(parse_time(at), batch=batch)
+    if json_:
+        emit_json(
+            {"at": report.at, "advanced": report.advanced, "unchanged": report.unchanged, "skipped": report.skipped}
+        )
+    else:
+        console().print(
+            f"tick at {report.at.isoformat()}: {report.advanced} advanced, "
+            f"{report.unchanged} unchanged, {len(report.skipped)} skipped"
+        )
+
+
+@app.command()
+def status(
+    patient: Annotated[str, typer.Argument(help="Patient id.")],
+    json_: JsonOption = False,
+) -> None:
+    """Show a patient's state, configuration, revision, next due time, outcome and plan.
+
+    Example: carepath status p-001 --json
+    """
+    current = engine().status(patient)
+    if json_:
+        emit_json(current.to_json())
+    else:
+        print_status(current)
+
+
+@app.command()
+def history(
+    patient: Annotated[str, typer.Argument(help="Patient id.")],
+    json_: JsonOption = False,
+) -> None:
+    """List a patient's audit entries in order.
+
+    Example: carepath history p-001 --json
+    """
+    entries = engine().history(patient)
+    if json_:
+        emit_json([entry_json(e) for e in entries])
+    else:
+        print_history(patient, entries)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the schema (idempotent; safe from several processes).
+
+    Example: carepath --db postgresql+psycopg://postgres@127.0.0.1/test migrate
+    """
+    engine().store.migrate()
+    console().print(f"schema ready on {engine().store.engine.url.render_as_string(hide_password=True)}")

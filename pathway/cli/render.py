@@ -1,0 +1,105 @@
+"""Human output: rich tables and colours; JSON shapes shared by commands."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from persistence import AuditEntry
+
+    from ..engine import Status
+
+__all__ = ["STATE_STYLE", "STATUS_STYLE", "console", "entry_json", "print_history", "print_status"]
+
+STATE_STYLE = {
+    "assessment": "cyan",
+    "first_line": "green",
+    "second_line": "yellow",
+    "third_line": "dark_orange",
+    "resolved": "bright_green",
+    "rediagnose": "magenta",
+    "urgent_referral": "bold red",
+    "withdrawn": "dim",
+}
+STATUS_STYLE = {
+    "recommended": "green",
+    "caution": "yellow",
+    "contraindicated": "bold red",
+    "not_indicated": "dim",
+}
+
+_console: Console | None = None
+
+
+def console() -> Console:
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(highlight=False)
+    return _console
+
+
+def entry_json(entry: AuditEntry) -> dict[str, Any]:
+    """The `history --json` shape of one audit entry (DESIGN.md section 6)."""
+    return {
+        "seq": entry.seq,
+        "event": entry.event,
+        "at": entry.at.isoformat(),
+        "recorded_at": entry.recorded_at.isoformat(),
+        "actor": entry.actor,
+        "data": entry.payload,
+        "state_before": entry.config_before,
+        "state_after": entry.config_after,
+        "transitions": entry.transitions,
+        "decision": entry.decision,
+        "idempotency_key": entry.idempotency_key,
+        "payload_schema": entry.payload_schema,
+        "pathway": entry.pathway,
+        "version": entry.version,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
+
+
+def styled_state(state: str) -> str:
+    return f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
+
+
+def print_status(status: Status) -> None:
+    from rich.table import Table
+
+    out = console()
+    out.print(
+        f"[bold]{status.patient_id}[/]  {status.pathway} v{status.version}  state {styled_state(status.state)}"
+        f"  revision {status.revision}"
+    )
+    out.print(f"configuration: {', '.join(status.configuration)}")
+    due = status.next_due_at.isoformat() if status.next_due_at else "-"
+    out.print(f"next due: {due}")
+    if status.outcome:
+        out.print("outcome: " + ", ".join(f"{k}={v}" for k, v in status.outcome.items()))
+    table = Table(title="plan", show_lines=False)
+    for column in ("status", "item", "reasons"):
+        table.add_column(column)
+    for item in status.plan:
+        style = STATUS_STYLE.get(item.status, "white")
+        table.add_row(f"[{style}]{item.status}[/]", item.text, "; ".join(item.reasons))
+    out.print(table)
+
+
+def print_history(patient: str, entries: Sequence[AuditEntry]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"history of {patient}")
+    for column in ("seq", "event", "at", "actor", "state after", "rule", "hash"):
+        table.add_column(column)
+    for e in entries:
+        rule = (e.decision or {}).get("rule") or ""
+        table.add_row(
+            str(e.seq), e.event, e.at.isoformat(), e.actor or "", ", ".join(e.config_after), rule, e.hash[:12]
+        )
+    console().print(table)

@@ -1,0 +1,297 @@
+"""The application service: load a patient, apply an event on its definition, save, in one
+transaction. Reads its clock once per command."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cached_property, partial
+from typing import Any
+
+from persistence import (
+    DEFAULT_URL,
+    AuditEntry,
+    IdempotencyConflict,
+    NewEntry,
+    Snapshot,
+    SnapshotUpdate,
+    Store,
+    Transaction,
+)
+from states import Pathway, PlanItem, Step, get_pathway, require_aware
+from states.payloads import Payload
+
+from .clock import Clock, system_clock
+from .errors import EventInFuture, TimeWentBackwards
+
+__all__ = ["MAX_FUTURE_SKEW", "PAYLOAD_SCHEMA", "Engine", "SendResult", "Status", "SweepReport"]
+
+# An event may be stamped at most this far ahead of the engine's clock (DESIGN.md section 3).
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+# Shape of stored payloads; bump it and add an upcaster when a payload changes shape.
+PAYLOAD_SCHEMA = 1
+DEFAULT_PATHWAY = "piriformis"
+
+
+@dataclass(frozen=True)
+class Status:
+    """What a patient's snapshot says, with the plan of its state (computed when first read)."""
+
+    snapshot: Snapshot
+
+    @property
+    def definition(self) -> Pathway:
+        return get_pathway(self.snapshot.pathway, self.snapshot.version)
+
+    patient_id = property(lambda self: self.snapshot.patient_id)
+    pathway = property(lambda self: self.snapshot.pathway)
+    version = property(lambda self: self.snapshot.version)
+    state = property(lambda self: self.snapshot.state)
+    configuration = property(lambda self: list(self.snapshot.configuration))
+    revision = property(lambda self: self.snapshot.revision)
+    next_due_at = property(lambda self: self.snapshot.next_due_at)
+    context = property(lambda self: self.snapshot.context)
+    state_since = property(lambda self: self.snapshot.state_since)
+    last_event_at = property(lambda self: self.snapshot.last_event_at)
+
+    @cached_property
+    def plan(self) -> list[PlanItem]:
+        return self.definition.plan(self.snapshot.configuration, self.snapshot.context)
+
+    @property
+    def outcome(self) -> dict[str, Any] | None:
+        return self.definition.outcome(self.snapshot.configuration, self.snapshot.context)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "patient_id": self.patient_id,
+            "pathway": self.pathway,
+            "version": self.version,
+            "state": self.state,
+            "configuration": list(self.configuration),
+            "revision": self.revision,
+            "next_due_at": _iso(self.next_due_at),
+            "plan": [item.model_dump(mode="json") for item in self.plan],
+            "outcome": self.outcome,
+            "context": self.context,
+            "state_since": _iso(self.state_since),
+            "last_event_at": _iso(self.last_event_at),
+        }
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The audit entry an event produced (or the earlier one, for a repeated idempotency key)."""
+
+    status: Status
+    entry: AuditEntry | None
+    changed: bool
+    duplicate: bool = False
+
+
+@dataclass
+class SweepReport:
+    """What one `tick` sweep did."""
+
+    at: datetime
+    advanced: int = 0
+    unchanged: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class Engine:
+    """Enrol patients, apply events, and answer what state and plan each patient has."""
+
+    def __init__(self, store: Store | str | None = None, clock: Clock = system_clock, *, retries: int = 5) -> None:
+        self.store = store if isinstance(store, Store) else Store(store or DEFAULT_URL)
+        self.clock = clock
+        self.retries = retries
+
+    # -- commands -------------------------------------------------------------------
+
+    def enroll(
+        self,
+        patient_id: str,
+        at: datetime,
+        *,
+        pathway: str = DEFAULT_PATHWAY,
+        factors: Mapping[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> Status:
+        """Enrol a patient on a pathway (the patient's first audit entry, seq 1)."""
+        at = require_aware(at)
+        definition = get_pathway(pathway)
+        enrollment = definition.validate_enrollment({"factors": dict(factors or {})})
+        now = self.clock()
+        _check_not_future(at, now)
+        configuration, context = definition.start(enrollment, at)
+        entry = NewEntry(
+            event="enroll",
+            payload=enrollment.model_dump(mode="json"),
+            payload_schema=PAYLOAD_SCHEMA,
+            at=at,
+            actor=actor,
+            config_before=[],
+            config_after=list(configuration),
+            transitions=[],
+            decision=None,
+            idempotency_key=None,
+        )
+        update = _update(definition, configuration, context, at)
+
+        def work(tx: Transaction) -> Snapshot:
+            tx.enroll(patient_id, definition.name, definition.version, update, entry, now)
+            return tx.load(patient_id)
+
+        return self._status(self.store.run(work, retries=self.retries))
+
+    def send(
+        self,
+        patient_id: str,
+        event: str,
+        at: datetime,
+        data: Mapping[str, Any] | None = None,
+        *,
+        actor: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> SendResult:
+        """Apply one event to one patient, durably; raises a specific error and writes nothing otherwise."""
+        at = require_aware(at)
+        now = self.clock()
+
+        def work(tx: Transaction) -> SendResult:
+            snapshot = tx.load(patient_id)
+            definition = get_pathway(snapshot.pathway, snapshot.version)
+            payload = definition.validate(event, dict(data) if data is not None else {})
+            _check_not_future(at, now)
+            if idempotency_key is not None:
+                earlier = tx.find_entry(patient_id, idempotency_key)
+                if earlier is not None:
+                    return self._repeat(snapshot, earlier, event, payload, at, idempotency_key)
+            step = self._apply(definition, snapshot, event, payload, at)
+            if not step.changed:
+                return SendResult(self._status(snapshot), None, changed=False)
+            written = tx.append(
+                snapshot,
+                _entry(step, payload, at, actor, idempotency_key),
+                _update(definition, step.configuration_after, step.context, at),
+                now,
+            )
+            return SendResult(self._status(tx.load(patient_id)), written, changed=True)
+
+        return self.store.run(work, retries=self.retries)
+
+    def tick(self, at: datetime, *, batch: int = 500, limit: int | None = None) -> SweepReport:
+        """Sweep every patient due at `at`: advance their monitoring, in batches of `batch`."""
+        at = require_aware(at)
+        now = self.clock()
+        _check_not_future(at, now)
+        report = SweepReport(at)
+        seen: set[str] = set()
+        while limit is None or report.advanced < limit:
+            size = batch if limit is None else min(batch, limit - report.advanced)
+            claimed = self.store.run(
+                partial(self._sweep_batch, at=at, now=now, size=size, seen=seen, report=report), retries=self.retries
+            )
+            if claimed < size:
+                break
+        return report
+
+    def _sweep_batch(
+        self, tx: Transaction, at: datetime, now: datetime, size: int, seen: set[str], report: SweepReport
+    ) -> int:
+        fresh = [snap for snap in tx.claim_due(at, size + len(seen)) if snap.patient_id not in seen][:size]
+        for snapshot in fresh:
+            seen.add(snapshot.patient_id)
+            if at < snapshot.last_event_at:
+                report.skipped[snapshot.patient_id] = "tick earlier than the patient's last event"
+                continue
+            definition = get_pathway(snapshot.pathway, snapshot.version)
+            payload = definition.validate("tick", {})
+            step = self._apply(definition, snapshot, "tick", payload, at)
+            if not step.changed:
+                report.unchanged += 1
+                continue
+            tx.append(
+                snapshot,
+                _entry(step, payload, at, "scheduler", None),
+                _update(definition, step.configuration_after, step.context, at),
+                now,
+            )
+            report.advanced += 1
+        return len(fresh)
+
+    # -- queries ----------------------------------------------------------------------
+
+    def status(self, patient_id: str) -> Status:
+        return self._status(self.store.snapshot(patient_id))
+
+    def plan(self, patient_id: str) -> list[PlanItem]:
+        return self.status(patient_id).plan
+
+    def history(self, patient_id: str) -> list[AuditEntry]:
+        return self.store.history(patient_id)
+
+    def due(self, at: datetime) -> list[Status]:
+        """Patients a tick at `at` could change."""
+        at = require_aware(at)
+        return [self._status(snap) for snap in self.store.due_snapshots(at)]
+
+    def patients(self, state: str | None = None) -> Iterator[Status]:
+        return (self._status(snap) for snap in self.store.iter_snapshots(state))
+
+    # -- internals ---------------------------------------------------------------------
+
+    @staticmethod
+    def _apply(definition: Pathway, snapshot: Snapshot, event: str, payload: Payload, at: datetime) -> Step:
+        if at < snapshot.last_event_at:
+            raise TimeWentBackwards(snapshot.patient_id, at, snapshot.last_event_at)
+        return definition.apply(snapshot.configuration, snapshot.context, event, payload, at)
+
+    def _repeat(
+        self, snapshot: Snapshot, earlier: AuditEntry, event: str, payload: Payload, at: datetime, key: str
+    ) -> SendResult:
+        same = earlier.event == event and earlier.payload == payload.model_dump(mode="json") and earlier.at == at
+        if not same:
+            raise IdempotencyConflict(snapshot.patient_id, key)
+        return SendResult(self._status(snapshot), earlier, changed=False, duplicate=True)
+
+    @staticmethod
+    def _status(snapshot: Snapshot) -> Status:
+        return Status(snapshot)
+
+
+def _check_not_future(at: datetime, now: datetime) -> None:
+    if at > now + MAX_FUTURE_SKEW:
+        raise EventInFuture(at, now)
+
+
+def _entry(step: Step, payload: Payload, at: datetime, actor: str | None, key: str | None) -> NewEntry:
+    return NewEntry(
+        event=step.event,
+        payload=payload.model_dump(mode="json"),
+        payload_schema=PAYLOAD_SCHEMA,
+        at=at,
+        actor=actor,
+        config_before=list(step.configuration_before),
+        config_after=list(step.configuration_after),
+        transitions=[dict(t) for t in step.transitions],
+        decision=step.decision_record(),
+        idempotency_key=key,
+    )
+
+
+def _update(definition: Pathway, configuration: Iterable[str], context: dict[str, Any], at: datetime) -> SnapshotUpdate:
+    configuration = list(configuration)
+    return SnapshotUpdate(
+        configuration=configuration,
+        context=context,
+        state=definition.state_name(configuration),
+        next_due_at=definition.next_due_at(configuration, context),
+        last_event_at=at,
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,71 @@
+"""Errors of the application layer, and the exit status each error maps to on the CLI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from persistence import (
+    DuplicatePatient,
+    IdempotencyConflict,
+    PersistenceError,
+    UnknownPatient,
+)
+from states import EventNotAllowed, InvalidInput, StatesError
+
+__all__ = [
+    "CarepathError",
+    "EventInFuture",
+    "InvalidCommand",
+    "TimeWentBackwards",
+    "exit_code",
+]
+
+
+class CarepathError(Exception):
+    """Root of every error raised by `pathway`."""
+
+
+class InvalidCommand(CarepathError):
+    """Raised when a command's arguments are malformed (bad JSON, bad time text, ...)."""
+
+
+class TimeWentBackwards(CarepathError):
+    """Raised when an event is earlier than the patient's last event."""
+
+    def __init__(self, patient_id: str, at: datetime, last: datetime) -> None:
+        self.patient_id = patient_id
+        self.at = at
+        self.last = last
+        super().__init__(f"at {at.isoformat()} is before patient {patient_id!r}'s last event at {last.isoformat()}")
+
+
+class EventInFuture(CarepathError):
+    """Raised when an event is more than the allowed skew ahead of the engine's clock."""
+
+    def __init__(self, at: datetime, now: datetime) -> None:
+        self.at = at
+        self.now = now
+        super().__init__(f"at {at.isoformat()} is in the future (clock reads {now.isoformat()})")
+
+
+_EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
+    (EventNotAllowed, 3),
+    (UnknownPatient, 4),
+    (InvalidInput, 2),
+    (DuplicatePatient, 2),
+    (IdempotencyConflict, 2),
+    (TimeWentBackwards, 2),
+    (EventInFuture, 2),
+    (InvalidCommand, 2),
+    (StatesError, 2),
+    (PersistenceError, 2),
+    (CarepathError, 2),
+)
+
+
+def exit_code(error: Exception) -> int:
+    """The CLI exit status of an error (DESIGN.md section 6)."""
+    for kind, code in _EXIT_CODES:
+        if isinstance(error, kind):
+            return code
+    return 2

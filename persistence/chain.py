@@ -1,0 +1,55 @@
+"""The per-patient hash chain: SHA-256 over a canonical JSON of each audit row."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["GENESIS", "HASHED_FIELDS", "canonical_json", "entry_hash", "iso_utc"]
+
+GENESIS = "0" * 64
+
+# Every audit column except the surrogate id and the hash itself.
+HASHED_FIELDS = (
+    "patient_id",
+    "seq",
+    "event",
+    "payload",
+    "payload_schema",
+    "at",
+    "recorded_at",
+    "actor",
+    "pathway",
+    "version",
+    "config_before",
+    "config_after",
+    "transitions",
+    "decision",
+    "idempotency_key",
+    "prev_hash",
+)
+
+
+def iso_utc(value: datetime) -> str:
+    """One spelling per instant: UTC, microseconds, explicit offset."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    raise TypeError(f"cannot hash a {type(value).__name__}")
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8 kept: the same row always gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default)
+
+
+def entry_hash(row: Mapping[str, Any]) -> str:
+    """The hash of an audit row; `row` must hold every field of HASHED_FIELDS."""
+    material = {name: row[name] for name in HASHED_FIELDS}
+    return hashlib.sha256(canonical_json(material).encode()).hexdigest()

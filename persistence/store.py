@@ -1,0 +1,470 @@
+"""The store: SQLite (embedded default) or PostgreSQL (scale-out), behind one interface.
+
+Writes go through `Store.transaction()`: a patient's audit append and snapshot update commit
+together or not at all. SQLite write transactions start with BEGIN IMMEDIATE (writers queue
+on the busy timeout instead of failing on a lock upgrade); PostgreSQL rows are locked with
+FOR UPDATE, and due patients are claimed with FOR UPDATE SKIP LOCKED so several workers share
+the sweep. Every snapshot update also checks the revision it read, so a lost update is
+impossible even for a caller that skipped the lock. Hot paths use SQLAlchemy Core with
+executemany, not per-object ORM sessions.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, event, func, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+
+from .chain import GENESIS, entry_hash
+from .errors import (
+    ConcurrentUpdate,
+    DuplicatePatient,
+    IdempotencyConflict,
+    PersistenceError,
+    StorageUnavailable,
+    UnknownPatient,
+)
+from .records import AuditEntry, NewEntry, Snapshot, SnapshotUpdate
+from .tables import AuditRow, PatientRow, metadata
+
+__all__ = ["DEFAULT_URL", "Store", "Transaction", "normalise_url"]
+
+DEFAULT_URL = "sqlite:///carepath.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+patients = PatientRow.__table__  # type: ignore[attr-defined]
+audit = AuditRow.__table__  # type: ignore[attr-defined]
+
+_SNAPSHOT_COLUMNS = [c for c in patients.c]
+_AUDIT_COLUMNS = [c for c in audit.c if c.name != "id"]
+_INSERT_AUDIT = audit.insert()
+# Statements built once: SQLAlchemy then reuses their compiled form on every call.
+_SELECT_PATIENT = select(patients).where(patients.c.patient_id == bindparam("patient_id"))
+_LOCK_PATIENT = _SELECT_PATIENT.with_for_update()
+_PATIENT_EXISTS = select(patients.c.patient_id).where(patients.c.patient_id == bindparam("patient_id"))
+_SELECT_KEYED_ENTRY = select(audit).where(
+    and_(audit.c.patient_id == bindparam("patient_id"), audit.c.idempotency_key == bindparam("key"))
+)
+_UPDATE_PATIENT = (
+    patients.update()
+    .where(and_(patients.c.patient_id == bindparam("b_patient_id"), patients.c.revision == bindparam("b_revision")))
+    .values(
+        configuration=bindparam("configuration"),
+        context=bindparam("context"),
+        state=bindparam("state"),
+        state_since=bindparam("state_since"),
+        revision=bindparam("new_revision"),
+        next_due_at=bindparam("next_due_at"),
+        last_event_at=bindparam("last_event_at"),
+        last_seq=bindparam("last_seq"),
+        last_hash=bindparam("last_hash"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+
+T = TypeVar("T")
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain postgresql:// URLs and point them at psycopg 3."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _snapshot(row: Any) -> Snapshot:
+    return Snapshot(**{c.name: row._mapping[c.name] for c in _SNAPSHOT_COLUMNS})
+
+
+def _entry(row: Any) -> AuditEntry:
+    return AuditEntry(**{c.name: row._mapping[c.name] for c in _AUDIT_COLUMNS})
+
+
+class Store:
+    """Persistence of snapshots and the audit log; the schema is created on first use."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, echo: bool = False) -> None:
+        self.url = normalise_url(url)
+        self.engine: Engine = self._create_engine(self.url, echo)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+
+    # -- setup ------------------------------------------------------------------------
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @staticmethod
+    def _create_engine(url: str, echo: bool) -> Engine:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "begin", _sqlite_on_begin)
+            return engine
+        try:
+            return create_engine(url, echo=echo, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError) as err:
+            raise StorageUnavailable(f"cannot use {url!r}: {err}") from None
+
+    def migrate(self) -> None:
+        """Create any missing table or index; safe to run again and from several processes."""
+        with self._guard(), self.engine.connect().execution_options(carepath_write=True) as conn, conn.begin():
+            if self.dialect == "postgresql":
+                # One creator at a time: concurrent CREATE TABLE would race on the catalog.
+                conn.execute(text("SELECT pg_advisory_xact_lock(72514003)"))
+            metadata.create_all(conn, tables=[patients, audit], checkfirst=True)
+        self._schema_ready = True
+
+    def ensure_schema(self) -> None:
+        if not self._schema_ready:
+            with self._schema_lock:
+                if not self._schema_ready:
+                    self.migrate()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- transactions ----------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One write transaction; appended entries are flushed and committed on exit."""
+        self.ensure_schema()
+        with self._guard(), self.engine.connect().execution_options(carepath_write=True) as conn, conn.begin():
+            tx = Transaction(conn)
+            yield tx
+            tx.flush()
+
+    def run(self, work: Callable[[Transaction], T], *, retries: int = 5) -> T:
+        """Run `work` in a transaction, retrying it (bounded) when another writer got there first."""
+        for attempt in range(retries + 1):
+            try:
+                with self.transaction() as tx:
+                    return work(tx)
+            except ConcurrentUpdate:
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- reads -----------------------------------------------------------------------
+
+    def snapshot(self, patient_id: str) -> Snapshot:
+        with self._read() as conn:
+            row = conn.execute(_SELECT_PATIENT, {"patient_id": patient_id}).first()
+        if row is None:
+            raise UnknownPatient(patient_id)
+        return _snapshot(row)
+
+    def exists(self, patient_id: str) -> bool:
+        with self._read() as conn:
+            return conn.execute(_PATIENT_EXISTS, {"patient_id": patient_id}).first() is not None
+
+    def history(self, patient_id: str, until: datetime | None = None) -> list[AuditEntry]:
+        """A patient's audit entries in sequence order (up to clinical time `until`)."""
+        query = select(audit).where(audit.c.patient_id == patient_id)
+        if until is not None:
+            query = query.where(audit.c.at <= until)
+        with self._read() as conn:
+            rows = conn.execute(query.order_by(audit.c.seq)).all()
+        if not rows and not self.exists(patient_id):
+            raise UnknownPatient(patient_id)
+        return [_entry(row) for row in rows]
+
+    def iter_entries(self, patient_id: str | None = None, batch: int = 5_000) -> Iterator[AuditEntry]:
+        """Stream audit entries ordered by patient then sequence, without loading them all."""
+        query = select(audit).order_by(audit.c.patient_id, audit.c.seq)
+        if patient_id is not None:
+            query = query.where(audit.c.patient_id == patient_id)
+        with self._read() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
+            for row in result:
+                yield _entry(row)
+
+    def iter_snapshots(self, state: str | None = None, batch: int = 5_000) -> Iterator[Snapshot]:
+        """Stream snapshots ordered by patient id (optionally only those in `state`)."""
+        query = select(patients).order_by(patients.c.patient_id)
+        if state is not None:
+            query = query.where(patients.c.state == state)
+        with self._read() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
+            for row in result:
+                yield _snapshot(row)
+
+    def count_by_state(self) -> dict[str, int]:
+        with self._read() as conn:
+            rows = conn.execute(select(patients.c.state, func.count()).group_by(patients.c.state)).all()
+        return {state: count for state, count in rows}
+
+    def count_patients(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(patients)).scalar_one())
+
+    def count_entries(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(audit)).scalar_one())
+
+    def due_ids(self, at: datetime, limit: int | None = None) -> list[str]:
+        """Patients whose next_due_at <= at, earliest first (one range scan of the index)."""
+        query = select(patients.c.patient_id).where(patients.c.next_due_at <= at).order_by(patients.c.next_due_at)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return list(conn.execute(query).scalars())
+
+    def due_snapshots(self, at: datetime) -> list[Snapshot]:
+        query = select(patients).where(patients.c.next_due_at <= at).order_by(patients.c.next_due_at)
+        with self._read() as conn:
+            return [_snapshot(row) for row in conn.execute(query)]
+
+    def patient_ids(self) -> list[str]:
+        with self._read() as conn:
+            return list(conn.execute(select(patients.c.patient_id).order_by(patients.c.patient_id)).scalars())
+
+    # -- test and audit support ------------------------------------------------------------
+
+    def execute_raw(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        """Run one raw statement in its own transaction (operators' repairs, tamper tests)."""
+        self.ensure_schema()
+        with self._guard(), self.engine.connect().execution_options(carepath_write=True) as conn, conn.begin():
+            conn.execute(text(sql), params or {})
+
+    # -- internals -------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        self.ensure_schema()
+        with self._guard(), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except PersistenceError:
+            raise
+        except IntegrityError as err:
+            raise ConcurrentUpdate(_patient_from(err), -1) from None
+        except OperationalError as err:
+            if _is_conflict(err):
+                raise ConcurrentUpdate(_patient_from(err), -1) from None
+            raise StorageUnavailable(str(err.orig).strip() or str(err)) from None
+        except (DBAPIError, SQLAlchemyError) as err:
+            raise StorageUnavailable(str(getattr(err, "orig", err)).strip()) from None
+
+
+class Transaction:
+    """A write transaction on one connection; appends are buffered and written in bulk."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._postgres = conn.dialect.name == "postgresql"
+        self._pending: dict[str, tuple[int, Snapshot]] = {}
+        self._entries: list[dict[str, Any]] = []
+        self._keys: dict[tuple[str, str], AuditEntry] = {}
+        self._enrolled: list[dict[str, Any]] = []
+
+    # -- reads within the transaction -------------------------------------------------
+
+    def load(self, patient_id: str) -> Snapshot:
+        """The patient's snapshot, locked for this transaction (raises UnknownPatient)."""
+        pending = self._pending.get(patient_id)
+        if pending is not None:
+            return pending[1]
+        query = _LOCK_PATIENT if self._postgres else _SELECT_PATIENT
+        row = self._conn.execute(query, {"patient_id": patient_id}).first()
+        if row is None:
+            raise UnknownPatient(patient_id)
+        return _snapshot(row)
+
+    def load_many(self, patient_ids: Sequence[str]) -> dict[str, Snapshot]:
+        """Snapshots of the patients that exist among `patient_ids`, locked."""
+        found = {pid: self._pending[pid][1] for pid in patient_ids if pid in self._pending}
+        missing = [pid for pid in patient_ids if pid not in found]
+        for start in range(0, len(missing), 500):
+            query = select(patients).where(patients.c.patient_id.in_(missing[start : start + 500]))
+            if self._postgres:
+                query = query.with_for_update()
+            for row in self._conn.execute(query):
+                snap = _snapshot(row)
+                found[snap.patient_id] = snap
+        return found
+
+    def claim_due(self, at: datetime, limit: int) -> list[Snapshot]:
+        """Up to `limit` due patients, locked; rows another worker holds are skipped."""
+        query = select(patients).where(patients.c.next_due_at <= at).order_by(patients.c.next_due_at).limit(limit)
+        if self._postgres:
+            query = query.with_for_update(skip_locked=True)
+        return [_snapshot(row) for row in self._conn.execute(query)]
+
+    def find_entry(self, patient_id: str, idempotency_key: str) -> AuditEntry | None:
+        """The entry recorded earlier under this idempotency key, if any."""
+        buffered = self._keys.get((patient_id, idempotency_key))
+        if buffered is not None:
+            return buffered
+        row = self._conn.execute(_SELECT_KEYED_ENTRY, {"patient_id": patient_id, "key": idempotency_key}).first()
+        return _entry(row) if row is not None else None
+
+    # -- writes -------------------------------------------------------------------------
+
+    def enroll(
+        self,
+        patient_id: str,
+        pathway: str,
+        version: int,
+        update: SnapshotUpdate,
+        entry: NewEntry,
+        recorded_at: datetime,
+    ) -> AuditEntry:
+        """Create the patient's snapshot and its first audit entry (seq 1)."""
+        exists = self._conn.execute(_PATIENT_EXISTS, {"patient_id": patient_id}).first()
+        if exists is not None or patient_id in self._pending:
+            raise DuplicatePatient(patient_id)
+        seed = Snapshot(
+            patient_id=patient_id,
+            pathway=pathway,
+            version=version,
+            configuration=[],
+            context={},
+            state="",
+            state_since=entry.at,
+            revision=0,
+            next_due_at=None,
+            last_event_at=entry.at,
+            last_seq=0,
+            last_hash=GENESIS,
+            created_at=recorded_at,
+            updated_at=recorded_at,
+        )
+        self._enrolled.append({"patient_id": patient_id})
+        self._pending[patient_id] = (0, seed)
+        return self.append(seed, entry, update, recorded_at)
+
+    def append(self, snapshot: Snapshot, entry: NewEntry, update: SnapshotUpdate, recorded_at: datetime) -> AuditEntry:
+        """Chain a new audit entry onto the patient and stage the snapshot update."""
+        if entry.idempotency_key is not None and (snapshot.patient_id, entry.idempotency_key) in self._keys:
+            raise IdempotencyConflict(snapshot.patient_id, entry.idempotency_key)
+        row: dict[str, Any] = {
+            "patient_id": snapshot.patient_id,
+            "seq": snapshot.last_seq + 1,
+            "event": entry.event,
+            "payload": entry.payload,
+            "payload_schema": entry.payload_schema,
+            "at": entry.at,
+            "recorded_at": recorded_at,
+            "actor": entry.actor,
+            "pathway": snapshot.pathway,
+            "version": snapshot.version,
+            "config_before": entry.config_before,
+            "config_after": entry.config_after,
+            "transitions": entry.transitions,
+            "decision": entry.decision,
+            "idempotency_key": entry.idempotency_key,
+            "prev_hash": snapshot.last_hash,
+        }
+        row["hash"] = entry_hash(row)
+        written = AuditEntry(**row)
+        self._entries.append(row)
+        if entry.idempotency_key is not None:
+            self._keys[(snapshot.patient_id, entry.idempotency_key)] = written
+        changed_state = update.state != snapshot.state
+        after = replace(
+            snapshot,
+            configuration=update.configuration,
+            context=update.context,
+            state=update.state,
+            state_since=entry.at if changed_state else snapshot.state_since,
+            revision=snapshot.revision + 1,
+            next_due_at=update.next_due_at,
+            last_event_at=update.last_event_at,
+            last_seq=written.seq,
+            last_hash=written.hash,
+            updated_at=recorded_at,
+        )
+        original = self._pending.get(snapshot.patient_id, (snapshot.revision, snapshot))[0]
+        self._pending[snapshot.patient_id] = (original, after)
+        return written
+
+    def flush(self) -> None:
+        """Write the staged entries and snapshot updates; a stale revision aborts everything."""
+        enrolled = {row["patient_id"] for row in self._enrolled}
+        if self._enrolled:
+            self._conn.execute(patients.insert(), [_snapshot_values(self._pending[pid][1]) for pid in enrolled])
+        if self._entries:
+            self._conn.execute(_INSERT_AUDIT, self._entries)
+        updates = [
+            _update_values(original, snap)
+            for pid, (original, snap) in self._pending.items()
+            if pid not in enrolled and snap.revision != original
+        ]
+        if updates:
+            result = self._conn.execute(_UPDATE_PATIENT, updates)
+            if result.rowcount != len(updates):
+                first = updates[0]
+                raise ConcurrentUpdate(str(first["b_patient_id"]), int(first["b_revision"]))
+        self._entries = []
+        self._enrolled = []
+        self._pending = {}
+        self._keys = {}
+
+
+def _snapshot_values(snap: Snapshot) -> dict[str, Any]:
+    return {c.name: getattr(snap, c.name) for c in _SNAPSHOT_COLUMNS}
+
+
+def _update_values(original_revision: int, snap: Snapshot) -> dict[str, Any]:
+    return {
+        "b_patient_id": snap.patient_id,
+        "b_revision": original_revision,
+        "configuration": snap.configuration,
+        "context": snap.context,
+        "state": snap.state,
+        "state_since": snap.state_since,
+        "new_revision": snap.revision,
+        "next_due_at": snap.next_due_at,
+        "last_event_at": snap.last_event_at,
+        "last_seq": snap.last_seq,
+        "last_hash": snap.last_hash,
+        "updated_at": snap.updated_at,
+    }
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The driver must not open transactions itself; `_sqlite_on_begin` does, explicitly.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    # Writers take the write lock up front and queue on busy_timeout; a deferred transaction
+    # that upgrades later would fail with SQLITE_BUSY instead of waiting.
+    if conn.get_execution_options().get("carepath_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def _is_conflict(err: OperationalError) -> bool:
+    code = getattr(err.orig, "sqlstate", None)
+    # 40001 serialization failure, 40P01 deadlock detected: another writer won; retry.
+    return code in ("40001", "40P01")
+
+
+def _patient_from(err: DBAPIError) -> str:
+    params = err.params
+    if isinstance(params, dict):
+        return str(params.get("patient_id", params.get("b_patient_id", "?")))
+    if isinstance(params, (list, tuple)) and params and isinstance(params[0], dict):
+        return str(params[0].get("patient_id", params[0].get("b_patient_id", "?")))
+    return "?"

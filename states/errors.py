@@ -1,0 +1,73 @@
+"""Errors of the pure domain. Each carries structured attributes for callers to act on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "DefinitionError",
+    "EventNotAllowed",
+    "InvalidPayload",
+    "NaiveTime",
+    "StatesError",
+    "UnknownDefinition",
+    "UnknownEvent",
+]
+
+
+class StatesError(Exception):
+    """Root of every error raised by `states`."""
+
+
+class InvalidInput(StatesError):
+    """Raised when a command's input is malformed; nothing is applied."""
+
+
+class UnknownEvent(InvalidInput):
+    """Raised when an event name is not one the definition knows."""
+
+    def __init__(self, event: str, known: Sequence[str]) -> None:
+        self.event = event
+        self.known = tuple(known)
+        super().__init__(f"unknown event {event!r}; expected one of: {', '.join(self.known)}")
+
+
+class InvalidPayload(InvalidInput):
+    """Raised when an event's data fails its schema: missing, extra, unknown or out of range."""
+
+    def __init__(self, event: str, problems: Sequence[str]) -> None:
+        self.event = event
+        self.problems = tuple(problems)
+        super().__init__(f"invalid {event} data: " + "; ".join(self.problems))
+
+
+class NaiveTime(InvalidInput):
+    """Raised when a clinical time has no zone (it would be ambiguous)."""
+
+    def __init__(self, field: str, value: object) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"{field} must carry a time zone (e.g. 2026-01-05T09:00:00+00:00), got {value!r}")
+
+
+class UnknownDefinition(StatesError):
+    """Raised when a pathway name or version is not registered."""
+
+    def __init__(self, name: str, version: int | None = None) -> None:
+        self.name = name
+        self.version = version
+        what = name if version is None else f"{name} version {version}"
+        super().__init__(f"unknown pathway definition {what}")
+
+
+class EventNotAllowed(StatesError):
+    """Raised when a valid event has no transition from the patient's current configuration."""
+
+    def __init__(self, event: str, configuration: Sequence[str]) -> None:
+        self.event = event
+        self.configuration = tuple(configuration)
+        super().__init__(f"event {event!r} is not allowed in state {', '.join(self.configuration)}")
+
+
+class DefinitionError(StatesError):
+    """Raised when a pathway definition fails its build-time checks."""

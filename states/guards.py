@@ -1,0 +1,193 @@
+"""Guards as data: the conditions transitions test, evaluable, explainable and recordable.
+
+The engine, `explain` and the audit log all read these same objects, so the rules exist once.
+A guard is a disjunction of clauses, each a conjunction of conditions on named inputs; a
+threshold is either a literal or the name of a policy field (so another policy can be replayed).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+__all__ = [
+    "Condition",
+    "ConditionResult",
+    "Decision",
+    "Guard",
+    "Rule",
+    "RuleResult",
+    "decide",
+]
+
+Inputs = Mapping[str, Any]
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "in": lambda value, allowed: value in allowed,
+    "contains": lambda value, item: item in value,
+    "nonempty": lambda value, _unused: bool(value),
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One comparison of a named input with a threshold (a literal or a policy field name)."""
+
+    input: str
+    op: str
+    threshold: Any = None
+    policy_field: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.op not in _COMPARE:
+            raise ValueError(f"unknown operator {self.op!r} in condition on {self.input}")
+
+    def threshold_value(self, policy: BaseModel) -> Any:
+        if self.policy_field is not None:
+            return getattr(policy, self.policy_field)
+        return self.threshold
+
+    def evaluate(self, inputs: Inputs, policy: BaseModel) -> ConditionResult:
+        value = inputs.get(self.input)
+        threshold = self.threshold_value(policy)
+        holds = value is not None and _COMPARE[self.op](value, threshold)
+        return ConditionResult(self, value, threshold, holds)
+
+    def describe(self, policy: BaseModel) -> str:
+        threshold = self.threshold_value(policy)
+        if self.op == "nonempty":
+            return f"{self.input} not empty"
+        if self.op == "in":
+            return f"{self.input} in ({', '.join(sorted(map(str, threshold)))})"
+        return f"{self.input} {self.op} {_show(threshold)}"
+
+
+@dataclass(frozen=True)
+class ConditionResult:
+    """A condition with the value it saw, the threshold in force and whether it held."""
+
+    condition: Condition
+    value: Any
+    threshold: Any
+    holds: bool
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "input": self.condition.input,
+            "op": self.condition.op,
+            "threshold": _jsonable(self.threshold),
+            "value": _jsonable(self.value),
+            "holds": self.holds,
+        }
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Any of the clauses holds, a clause holding when all of its conditions hold."""
+
+    clauses: tuple[tuple[Condition, ...], ...]
+
+    @classmethod
+    def all_of(cls, *conditions: Condition) -> Guard:
+        return cls((tuple(conditions),))
+
+    @classmethod
+    def any_of(cls, *clauses: Sequence[Condition]) -> Guard:
+        return cls(tuple(tuple(clause) for clause in clauses))
+
+    def evaluate(self, inputs: Inputs, policy: BaseModel) -> list[list[ConditionResult]]:
+        return [[c.evaluate(inputs, policy) for c in clause] for clause in self.clauses]
+
+    def inputs(self) -> list[str]:
+        return list(dict.fromkeys(c.input for clause in self.clauses for c in clause))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """On `event` in any of `sources`, go to `target` when `guard` holds (None: always)."""
+
+    name: str
+    event: str
+    sources: frozenset[str]
+    target: str
+    guard: Guard | None = None
+    outcome: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """A rule as evaluated against one event: per-clause condition results and the verdict."""
+
+    rule: Rule
+    clauses: list[list[ConditionResult]]
+    holds: bool
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule.name,
+            "target": self.rule.target,
+            "holds": self.holds,
+            "clauses": [[c.as_record() for c in clause] for clause in self.clauses],
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The first rule that held (or None) and every rule evaluated before it, in order."""
+
+    rule: Rule | None
+    evaluated: list[RuleResult]
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule.name if self.rule else None,
+            "evaluated": [r.as_record() for r in self.evaluated],
+        }
+
+
+def evaluate_rule(rule: Rule, inputs: Inputs, policy: BaseModel) -> RuleResult:
+    """Evaluate one rule's guard against the inputs."""
+    if rule.guard is None:
+        return RuleResult(rule, [], True)
+    clauses = rule.guard.evaluate(inputs, policy)
+    holds = any(all(c.holds for c in clause) for clause in clauses)
+    return RuleResult(rule, clauses, holds)
+
+
+def decide(rules: Sequence[Rule], event: str, active: frozenset[str], inputs: Inputs, policy: BaseModel) -> Decision:
+    """Evaluate the rules for `event` that apply to the active states in order; first that holds wins."""
+    evaluated: list[RuleResult] = []
+    for rule in rules:
+        if rule.event != event or not (rule.sources & active):
+            continue
+        result = evaluate_rule(rule, inputs, policy)
+        evaluated.append(result)
+        if result.holds:
+            return Decision(rule, evaluated)
+    return Decision(None, evaluated)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (frozenset, set, tuple)):
+        return sorted(str(v) for v in value)
+    if isinstance(value, list):
+        return [str(v) if not isinstance(v, (int, float, bool)) else v for v in value]
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
