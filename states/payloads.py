@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # 0-10 numeric rating scale or VAS in cm (LOINC 72514-3).
-Pain = Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)]
+Pain = Annotated[float, Field(ge=0, le=10, allow_inf_nan=False, strict=True)]  # strict: no "7" or true
 # Lower Extremity Functional Scale (Binkley 1999), 0-80.
 FunctionScore = Annotated[int, Field(ge=0, le=80, strict=True)]
 Text = Annotated[str, Field(min_length=1, max_length=500)]
