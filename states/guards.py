@@ -22,6 +22,8 @@ __all__ = [
     "Rule",
     "RuleResult",
     "decide",
+    "evaluate_rule",
+    "format_value",
 ]
 
 Inputs = Mapping[str, Any]
@@ -56,19 +58,24 @@ class Condition:
             return getattr(policy, self.policy_field)
         return self.threshold
 
+    def holds(self, inputs: Inputs, policy: BaseModel) -> bool:
+        value = inputs.get(self.input)
+        return value is not None and _COMPARE[self.op](value, self.threshold_value(policy))
+
     def evaluate(self, inputs: Inputs, policy: BaseModel) -> ConditionResult:
         value = inputs.get(self.input)
         threshold = self.threshold_value(policy)
         holds = value is not None and _COMPARE[self.op](value, threshold)
         return ConditionResult(self, value, threshold, holds)
 
-    def describe(self, policy: BaseModel) -> str:
+    def describe(self, policy: BaseModel, *, percent: bool = False) -> str:
+        """The condition as text, e.g. "improvement < 30 %" (fractions as percentages when asked)."""
         threshold = self.threshold_value(policy)
         if self.op == "nonempty":
             return f"{self.input} not empty"
         if self.op == "in":
             return f"{self.input} in ({', '.join(sorted(map(str, threshold)))})"
-        return f"{self.input} {self.op} {_show(threshold)}"
+        return f"{self.input} {self.op} {format_value(threshold, percent=percent)}"
 
 
 @dataclass(frozen=True)
@@ -143,15 +150,33 @@ class RuleResult:
 
 @dataclass(frozen=True)
 class Decision:
-    """The first rule that held (or None) and every rule evaluated before it, in order."""
+    """The first rule that held (or None), the rules checked before it, and the values they saw."""
 
     rule: Rule | None
-    evaluated: list[RuleResult]
+    checked: tuple[Rule, ...]
+    inputs: Mapping[str, Any]
+    policy: BaseModel
+
+    @property
+    def evaluated(self) -> list[RuleResult]:
+        """Every checked rule with its per-condition results (computed on demand)."""
+        return [evaluate_rule(rule, self.inputs, self.policy) for rule in self.checked]
 
     def as_record(self) -> dict[str, Any]:
+        """What the audit log keeps: the rule that won, the inputs and thresholds, each rule checked."""
+        thresholds = {
+            c.policy_field: c.threshold_value(self.policy)
+            for rule in self.checked
+            if rule.guard is not None
+            for clause in rule.guard.clauses
+            for c in clause
+            if c.policy_field is not None
+        }
         return {
             "rule": self.rule.name if self.rule else None,
-            "evaluated": [r.as_record() for r in self.evaluated],
+            "inputs": {name: _jsonable(value) for name, value in self.inputs.items()},
+            "thresholds": thresholds,
+            "checked": [[rule.name, rule is self.rule] for rule in self.checked],
         }
 
 
@@ -166,20 +191,28 @@ def evaluate_rule(rule: Rule, inputs: Inputs, policy: BaseModel) -> RuleResult:
 
 def decide(rules: Sequence[Rule], event: str, active: frozenset[str], inputs: Inputs, policy: BaseModel) -> Decision:
     """Evaluate the rules for `event` that apply to the active states in order; first that holds wins."""
-    evaluated: list[RuleResult] = []
+    checked: list[Rule] = []
     for rule in rules:
         if rule.event != event or not (rule.sources & active):
             continue
-        result = evaluate_rule(rule, inputs, policy)
-        evaluated.append(result)
-        if result.holds:
-            return Decision(rule, evaluated)
-    return Decision(None, evaluated)
+        checked.append(rule)
+        if rule.guard is None or any(all(c.holds(inputs, policy) for c in clause) for clause in rule.guard.clauses):
+            return Decision(rule, tuple(checked), inputs, policy)
+    return Decision(None, tuple(checked), inputs, policy)
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+def format_value(value: Any, *, percent: bool = False) -> str:
+    """A condition's threshold or input value as people read it: 4 not 4.0, 0.3 as "30 %"."""
+    if value is None:
+        return "not recorded"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)) and percent:
+        return f"{round(value * 100)} %"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.2f}".rstrip("0")
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ", ".join(sorted(map(str, value))) or "none"
     return str(value)
 
 

@@ -1,0 +1,368 @@
+"""Why a patient is where they are and what would move them; the cohort at a glance.
+
+`explain` reads the definition's own rules (states.guards) and evaluates them against the
+patient's recorded context: inputs that come with the next observation (pain, fasciculations,
+red flags) stand in with their last recorded values, and inputs that grow with time
+(weeks in line, weeks since assessment) are evaluated at `at`. Nothing here restates a rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from persistence import AuditEntry, Snapshot, Store
+from states import Pathway, StatesError, get_pathway, require_aware
+from states.guards import ConditionResult, Rule, evaluate_rule, format_value
+from states.payloads import Payload
+
+from .clock import Clock, system_clock
+from .engine import Engine
+from .errors import TimeWentBackwards
+
+__all__ = [
+    "CohortRow",
+    "ConditionView",
+    "Explanation",
+    "TransitionView",
+    "cohort",
+    "due_cohort",
+    "explain",
+]
+
+# Inputs that are fractions and read as percentages, unless the definition names its own.
+DEFAULT_PERCENT_INPUTS = frozenset({"improvement"})
+# The state a patient with a missed reassessment is in (monitoring region).
+OVERDUE_STATE = "overdue"
+# The time step used to tell clock-driven inputs from recorded ones, and to extrapolate them.
+_PROBE = timedelta(days=1)
+
+# Where a condition's current value comes from.
+CLOCK = "clock"  # grows with time: evaluated at `at`
+RECORDED = "last_recorded"  # comes with the next event: the last recorded value stands in
+UNKNOWN = "not_recorded"  # nothing recorded yet: the next event decides
+
+
+@dataclass(frozen=True)
+class ConditionView:
+    """One condition of a rule with its current value, verdict and what would make it hold."""
+
+    result: ConditionResult
+    text: str
+    basis: str
+    holds_from: datetime | None = None
+    need: str | None = None
+
+    input = property(lambda self: self.result.condition.input)
+    value = property(lambda self: self.result.value)
+    threshold = property(lambda self: self.result.threshold)
+    holds = property(lambda self: self.result.holds)
+
+    def to_json(self) -> dict[str, Any]:
+        record = self.result.as_record()
+        record.update(text=self.text, basis=self.basis, holds_from=_iso(self.holds_from), need=self.need)
+        return record
+
+
+@dataclass(frozen=True)
+class TransitionView:
+    """One outgoing rule of the current state, evaluated now."""
+
+    rule: str
+    event: str
+    target: str
+    description: str
+    clauses: list[list[ConditionView]]
+    holds_now: bool
+    decides_now: bool
+
+    @property
+    def text(self) -> str:
+        """E.g. "second_line when weeks_in_line >= 4 (now 2.0) and improvement < 30 % (now 43 %)"."""
+        if not self.clauses:
+            return f"{self.target} on {self.event} (no condition)"
+        clauses = [" and ".join(c.text for c in clause) for clause in self.clauses]
+        joined = " or ".join(f"({c})" for c in clauses) if len(clauses) > 1 else clauses[0]
+        return f"{self.target} when {joined}"
+
+    @property
+    def needs(self) -> list[str]:
+        """What would have to change: the failing conditions of the clause closest to holding."""
+        if self.holds_now or not self.clauses:
+            return []
+        closest = min(self.clauses, key=lambda clause: sum(not c.holds for c in clause))
+        return [c.need for c in closest if not c.holds and c.need]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "event": self.event,
+            "target": self.target,
+            "description": self.description,
+            "text": self.text,
+            "clauses": [[c.to_json() for c in clause] for clause in self.clauses],
+            "holds_now": self.holds_now,
+            "decides_now": self.decides_now,
+            "needs": self.needs,
+        }
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Every outgoing rule of a patient's current state, evaluated at `at`."""
+
+    patient_id: str
+    pathway: str
+    version: int
+    state: str
+    configuration: list[str]
+    at: datetime
+    next_due_at: datetime | None
+    final: bool
+    transitions: list[TransitionView]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "patient_id": self.patient_id,
+            "pathway": self.pathway,
+            "version": self.version,
+            "state": self.state,
+            "configuration": self.configuration,
+            "at": self.at.isoformat(),
+            "next_due_at": _iso(self.next_due_at),
+            "final": self.final,
+            "transitions": [t.to_json() for t in self.transitions],
+        }
+
+
+def explain(source: Engine | Store, patient_id: str, at: datetime | None = None) -> Explanation:
+    """What would move the patient next: each outgoing rule with its inputs' current values.
+
+    `at` defaults to the engine's clock (the system clock for a bare store); raises
+    UnknownPatient, and TimeWentBackwards when `at` is before the patient's last event.
+    """
+    store, clock = _store_and_clock(source)
+    snapshot = store.snapshot(patient_id)
+    at = require_aware(at) if at is not None else clock()
+    if at < snapshot.last_event_at:
+        raise TimeWentBackwards(patient_id, at, snapshot.last_event_at)
+    definition = get_pathway(snapshot.pathway, snapshot.version)
+    active = frozenset(snapshot.configuration)
+    rules = [rule for rule in definition.rules if rule.sources & active]
+    history = store.history(patient_id) if any(rule.guard for rule in rules) else []
+    evaluator = _Evaluator(definition, snapshot, history, at)
+    transitions: list[TransitionView] = []
+    decided: set[str] = set()
+    for rule in rules:
+        view = evaluator.view(rule, decides=rule.event not in decided)
+        if view.holds_now:
+            decided.add(rule.event)
+        transitions.append(view)
+    return Explanation(
+        patient_id=patient_id,
+        pathway=snapshot.pathway,
+        version=snapshot.version,
+        state=snapshot.state,
+        configuration=list(snapshot.configuration),
+        at=at,
+        next_due_at=snapshot.next_due_at,
+        final=definition.outcome(snapshot.configuration, snapshot.context) is not None or not rules,
+        transitions=transitions,
+    )
+
+
+class _Evaluator:
+    """Evaluates rules for one patient at one time, computing each event's inputs once."""
+
+    def __init__(self, definition: Pathway, snapshot: Snapshot, history: Sequence[AuditEntry], at: datetime) -> None:
+        self.definition = definition
+        self.snapshot = snapshot
+        self.history = history
+        self.at = at
+        self.percent = frozenset(getattr(definition, "percent_inputs", DEFAULT_PERCENT_INPUTS))
+        self._inputs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def view(self, rule: Rule, *, decides: bool) -> TransitionView:
+        now, later = self._event_inputs(rule.event) if rule.guard else ({}, {})
+        result = evaluate_rule(rule, now, self.definition.policy)
+        clauses = [[self._condition(c, later) for c in clause] for clause in result.clauses]
+        return TransitionView(
+            rule=rule.name,
+            event=rule.event,
+            target=rule.target,
+            description=rule.description,
+            clauses=clauses,
+            holds_now=result.holds,
+            decides_now=result.holds and decides,
+        )
+
+    def _event_inputs(self, event: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The rule inputs of `event` at `at` and one probe step later (to spot clock inputs)."""
+        if event not in self._inputs:
+            payload = _stand_in(self.definition, event, self.history)
+            if payload is None:
+                self._inputs[event] = ({}, {})
+            else:
+                context = self.snapshot.context
+                self._inputs[event] = (
+                    self.definition.inputs(event, payload, context, self.at),
+                    self.definition.inputs(event, payload, context, self.at + _PROBE),
+                )
+        return self._inputs[event]
+
+    def _condition(self, result: ConditionResult, later: dict[str, Any]) -> ConditionView:
+        condition = result.condition
+        percent = condition.input in self.percent
+        value = result.value
+        basis = _basis(value, later.get(condition.input))
+        shown = f"{value:.1f}" if basis == CLOCK else format_value(value, percent=percent)
+        described = condition.describe(self.definition.policy, percent=percent)
+        holds_from = None if result.holds else _crossing(result, later.get(condition.input), self.at)
+        return ConditionView(
+            result=result,
+            text=f"{described} (now {shown})",
+            basis=basis,
+            holds_from=holds_from,
+            need=None if result.holds else _need(described, basis, holds_from),
+        )
+
+
+def _stand_in(definition: Pathway, event: str, history: Sequence[AuditEntry]) -> Payload | None:
+    """The event's payload built from the latest recorded data it accepts (None when there is none)."""
+    model = definition.payloads.get(event)
+    if model is None:
+        return None
+    fields = model.model_fields
+    for entry in reversed(history):
+        data = {key: value for key, value in entry.payload.items() if key in fields}
+        try:
+            return definition.validate(event, data)
+        except StatesError:
+            continue
+    try:
+        return definition.validate(event, {})
+    except StatesError:
+        return None
+
+
+def _basis(value: Any, later: Any) -> str:
+    if value is None:
+        return UNKNOWN
+    if _is_number(value) and _is_number(later) and later != value:
+        return CLOCK
+    return RECORDED
+
+
+def _crossing(result: ConditionResult, later: Any, at: datetime) -> datetime | None:
+    """When a clock-driven condition starts to hold, extrapolating its input linearly."""
+    value, threshold = result.value, result.threshold
+    if not (_is_number(value) and _is_number(later) and _is_number(threshold)):
+        return None
+    slope = later - value
+    rising = result.condition.op in (">=", ">") and slope > 0
+    falling = result.condition.op in ("<=", "<") and slope < 0
+    if not (rising or falling):
+        return None
+    return at + _PROBE * float((threshold - value) / slope)
+
+
+def _need(described: str, basis: str, holds_from: datetime | None) -> str:
+    if basis == CLOCK:
+        return f"{described}: from {holds_from:%Y-%m-%d %H:%M %Z}" if holds_from else f"{described}: never by waiting"
+    if basis == RECORDED:
+        return f"next {described}"
+    return f"{described}: given with the event"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# -- cohort views -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CohortRow:
+    """One patient in a cohort view: state, dwell time, next due time and what a tick would do."""
+
+    patient_id: str
+    pathway: str
+    version: int
+    state: str
+    configuration: list[str]
+    state_since: datetime
+    dwell: timedelta
+    next_due_at: datetime | None
+    tick: str | None
+    overdue: bool
+
+    @property
+    def dwell_days(self) -> float:
+        return self.dwell / timedelta(days=1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "patient_id": self.patient_id,
+            "pathway": self.pathway,
+            "version": self.version,
+            "state": self.state,
+            "configuration": self.configuration,
+            "state_since": self.state_since.isoformat(),
+            "dwell_days": round(self.dwell_days, 2),
+            "dwell_weeks": round(self.dwell_days / 7, 2),
+            "next_due_at": _iso(self.next_due_at),
+            "tick": self.tick,
+            "overdue": self.overdue,
+        }
+
+
+def cohort(store: Store, at: datetime, state: str | None = None) -> Iterator[CohortRow]:
+    """Every patient (optionally those in `state`), streamed from the store, as seen at `at`."""
+    at = require_aware(at)
+    for snapshot in store.iter_snapshots(state):
+        yield _row(snapshot, at)
+
+
+def due_cohort(store: Store, at: datetime) -> Iterator[CohortRow]:
+    """The patients a tick at `at` could change (next_due_at <= at), earliest first."""
+    at = require_aware(at)
+    for snapshot in store.due_snapshots(at):
+        yield _row(snapshot, at)
+
+
+def _row(snapshot: Snapshot, at: datetime) -> CohortRow:
+    tick = _tick_target(snapshot, at)
+    return CohortRow(
+        patient_id=snapshot.patient_id,
+        pathway=snapshot.pathway,
+        version=snapshot.version,
+        state=snapshot.state,
+        configuration=list(snapshot.configuration),
+        state_since=snapshot.state_since,
+        dwell=max(at - snapshot.state_since, timedelta(0)),
+        next_due_at=snapshot.next_due_at,
+        tick=tick,
+        overdue=OVERDUE_STATE in snapshot.configuration or tick == OVERDUE_STATE,
+    )
+
+
+def _tick_target(snapshot: Snapshot, at: datetime) -> str | None:
+    """The state a tick at `at` would move the patient to, decided by the definition's rules."""
+    if snapshot.next_due_at is None or snapshot.next_due_at > at or at < snapshot.last_event_at:
+        return None
+    definition = get_pathway(snapshot.pathway, snapshot.version)
+    payload = definition.validate("tick", {})
+    decision = definition.decide(snapshot.configuration, snapshot.context, "tick", payload, at)
+    return decision.rule.target if decision.rule is not None else None
+
+
+def _store_and_clock(source: Engine | Store) -> tuple[Store, Clock]:
+    if isinstance(source, Engine):
+        return source.store, source.clock
+    return source, system_clock
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
