@@ -121,30 +121,10 @@ class Engine:
     ) -> Status:
         """Enrol a patient on a pathway (the patient's first audit entry, seq 1)."""
         at = require_aware(at)
-        definition = get_pathway(pathway)
-        enrollment = definition.validate_enrollment({"factors": dict(factors or {})})
         now = self.clock()
-        _check_not_future(at, now)
-        configuration, context = definition.start(enrollment, at)
-        entry = NewEntry(
-            event="enroll",
-            payload=enrollment.model_dump(mode="json"),
-            payload_schema=PAYLOAD_SCHEMA,
-            at=at,
-            actor=actor,
-            config_before=[],
-            config_after=list(configuration),
-            transitions=[],
-            decision=None,
-            idempotency_key=None,
-        )
-        update = _update(definition, configuration, context, at)
-
-        def work(tx: Transaction) -> Snapshot:
-            tx.enroll(patient_id, definition.name, definition.version, update, entry, now)
-            return tx.load(patient_id)
-
-        return self._status(self.store.run(work, retries=self.retries))
+        work = partial(self.enroll_in, patient_id=patient_id, at=at, pathway=pathway, factors=factors,
+                       actor=actor, now=now)
+        return self.store.run(work, retries=self.retries)
 
     def send(
         self,
@@ -159,28 +139,77 @@ class Engine:
         """Apply one event to one patient, durably; raises a specific error and writes nothing otherwise."""
         at = require_aware(at)
         now = self.clock()
-
-        def work(tx: Transaction) -> SendResult:
-            snapshot = tx.load(patient_id)
-            definition = get_pathway(snapshot.pathway, snapshot.version)
-            payload = definition.validate(event, dict(data) if data is not None else {})
-            _check_not_future(at, now)
-            if idempotency_key is not None:
-                earlier = tx.find_entry(patient_id, idempotency_key)
-                if earlier is not None:
-                    return self._repeat(snapshot, earlier, event, payload, at, idempotency_key)
-            step = self._apply(definition, snapshot, event, payload, at)
-            if not step.changed:
-                return SendResult(self._status(snapshot), None, changed=False)
-            written = tx.append(
-                snapshot,
-                _entry(step, payload, at, actor, idempotency_key),
-                _update(definition, step.configuration_after, step.context, at),
-                now,
-            )
-            return SendResult(self._status(tx.load(patient_id)), written, changed=True)
-
+        work = partial(self.send_in, patient_id=patient_id, event=event, at=at, data=data, actor=actor,
+                       idempotency_key=idempotency_key, now=now)
         return self.store.run(work, retries=self.retries)
+
+    # -- the same commands inside a caller's transaction (bulk ingestion) -------------------
+
+    def enroll_in(
+        self,
+        tx: Transaction,
+        patient_id: str,
+        at: datetime,
+        *,
+        pathway: str = DEFAULT_PATHWAY,
+        factors: Mapping[str, Any] | None = None,
+        actor: str | None = None,
+        now: datetime,
+    ) -> Status:
+        """Stage an enrolment in `tx`; raises and stages nothing when the input is bad."""
+        at = require_aware(at)
+        definition = get_pathway(pathway)
+        enrollment = definition.validate_enrollment({"factors": dict(factors or {})})
+        _check_not_future(at, now)
+        configuration, context = definition.start(enrollment, at)
+        entry = NewEntry(
+            event="enroll",
+            payload=enrollment.model_dump(mode="json"),
+            payload_schema=PAYLOAD_SCHEMA,
+            at=at,
+            actor=actor,
+            config_before=[],
+            config_after=list(configuration),
+            transitions=[],
+            decision=None,
+            idempotency_key=None,
+        )
+        tx.enroll(patient_id, definition.name, definition.version,
+                  _update(definition, configuration, context, at), entry, now)
+        return self._status(tx.load(patient_id))
+
+    def send_in(
+        self,
+        tx: Transaction,
+        patient_id: str,
+        event: str,
+        at: datetime,
+        data: Mapping[str, Any] | None = None,
+        *,
+        actor: str | None = None,
+        idempotency_key: str | None = None,
+        now: datetime,
+    ) -> SendResult:
+        """Stage one event in `tx`; raises and stages nothing when it is rejected."""
+        at = require_aware(at)
+        snapshot = tx.load(patient_id)
+        definition = get_pathway(snapshot.pathway, snapshot.version)
+        payload = definition.validate(event, dict(data) if data is not None else {})
+        _check_not_future(at, now)
+        if idempotency_key is not None:
+            earlier = tx.find_entry(patient_id, idempotency_key)
+            if earlier is not None:
+                return self._repeat(snapshot, earlier, event, payload, at, idempotency_key)
+        step = self._apply(definition, snapshot, event, payload, at)
+        if not step.changed:
+            return SendResult(self._status(snapshot), None, changed=False)
+        written = tx.append(
+            snapshot,
+            _entry(step, payload, at, actor, idempotency_key),
+            _update(definition, step.configuration_after, step.context, at),
+            now,
+        )
+        return SendResult(self._status(tx.load(patient_id)), written, changed=True)
 
     def tick(self, at: datetime, *, batch: int = 500, limit: int | None = None) -> SweepReport:
         """Sweep every patient due at `at`: advance their monitoring, in batches of `batch`."""

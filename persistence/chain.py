@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 __all__ = ["GENESIS", "HASHED_FIELDS", "canonical_json", "entry_hash", "iso_utc"]
 
@@ -38,15 +39,20 @@ def iso_utc(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _default(value: Any) -> Any:
+def _canonical_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso_utc(value)
-    raise TypeError(f"cannot hash a {type(value).__name__}")
+    return value
 
 
 def canonical_json(value: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8 kept: the same row always gives the same text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default)
+    """Sorted keys, no whitespace, UTF-8, shortest round-trip floats: one text per row.
+
+    Datetimes are spelled by `iso_utc`; anything that is not plain JSON is refused.
+    """
+    if isinstance(value, Mapping):
+        value = {key: _canonical_value(item) for key, item in value.items()}
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME).decode()
 
 
 def entry_hash(row: Mapping[str, Any]) -> str:

@@ -333,6 +333,11 @@ def _weeks(later: datetime, earlier: datetime | None) -> float | None:
     return (later - earlier) / WEEK
 
 
+def _time(context: Context, key: str) -> datetime | None:
+    value = context.get(key)
+    return datetime.fromisoformat(value) if value is not None else None
+
+
 def _improvement(baseline: float | None, pain: float) -> float | None:
     if baseline is None:
         return None
@@ -373,7 +378,8 @@ class PiriformisPathway(Pathway):
         return self.runner.initial_configuration(), context.model_dump(mode="json")
 
     def inputs(self, event: str, payload: Payload, context: Context, at: datetime) -> dict[str, Any]:
-        ctx = PiriformisContext.model_validate(context)
+        # Reads the few context fields the rules need straight from the stored JSON: this runs
+        # for every event and every replayed event.
         if isinstance(payload, AssessPayload):
             found = set(payload.findings)
             return {
@@ -389,12 +395,12 @@ class PiriformisPathway(Pathway):
                 "red_flags": [flag.value for flag in payload.red_flags],
                 "fasciculations": payload.fasciculations.value,
                 "pain": payload.pain,
-                "weeks_in_line": _weeks(at, ctx.line_started_at),
-                "improvement": _improvement(ctx.line_baseline, payload.pain),
-                "line_baseline": ctx.line_baseline,
+                "weeks_in_line": _weeks(at, _time(context, "line_started_at")),
+                "improvement": _improvement(context.get("line_baseline"), payload.pain),
+                "line_baseline": context.get("line_baseline"),
             }
         if isinstance(payload, TickPayload):
-            return {"weeks_since_assessment": _weeks(at, ctx.last_assessed_at)}
+            return {"weeks_since_assessment": _weeks(at, _time(context, "last_assessed_at"))}
         if isinstance(payload, OverridePayload):
             return {"to": payload.to.value}
         return {}

@@ -1,0 +1,43 @@
+"""`carepath import`: bulk ingestion of events from a JSON Lines file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import JsonOption, app, emit_json, engine
+from .render import console
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="JSON Lines file, one event per line; '-' reads stdin.")],
+    batch: Annotated[int, typer.Option(min=1, help="Events per transaction.")] = 1000,
+    json_: JsonOption = False,
+) -> None:
+    """Ingest many events, each checked as `send` checks it; exit 2 if any line was rejected.
+
+    Lines look like {"patient": "p-1", "event": "enroll", "at": "2026-01-05T09:00:00+00:00", "factors": {}}
+    or {"patient": "p-1", "event": "assess", "at": "...", "data": {...}}.
+
+    Example: carepath import events.jsonl --json
+    """
+    from ..ingest import ingest
+
+    if str(file) == "-":
+        report = ingest(engine(), sys.stdin, batch=batch)
+    else:
+        with file.open(encoding="utf-8") as handle:
+            report = ingest(engine(), handle, batch=batch)
+    if json_:
+        emit_json(report.to_json())
+    else:
+        console().print(f"imported {report.accepted} events ({report.unchanged} unchanged, "
+                        f"{report.duplicates} duplicates, {len(report.rejected)} rejected)")
+        for rejection in report.rejected[:20]:
+            sys.stderr.write(f"line {rejection.line}: {rejection.error}\n")
+    if report.rejected:
+        raise typer.Exit(2)

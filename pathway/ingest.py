@@ -1,0 +1,160 @@
+"""Bulk ingestion: many events per transaction, each checked exactly as `send` checks it.
+
+Input is JSON Lines, one event per line:
+    {"patient": "p-1", "event": "enroll", "at": "...", "factors": {...}, "pathway": "piriformis"}
+    {"patient": "p-1", "event": "assess", "at": "...", "data": {...}, "actor": "...", "idempotency_key": "..."}
+A rejected line is reported with its line number and reason and writes nothing; the other lines
+of its batch still commit. The engine's clock is read once for the whole import.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+from persistence import Transaction
+
+from .engine import Engine
+from .errors import InvalidCommand, exit_code
+
+__all__ = ["IngestReport", "Rejection", "ingest", "read_jsonl"]
+
+_ENVELOPE = {"patient", "event", "at", "data", "actor", "idempotency_key", "factors", "pathway"}
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A line that was not applied, and why."""
+
+    line: int
+    patient: str | None
+    error: str
+    exit_code: int
+
+
+@dataclass
+class IngestReport:
+    """Totals of one import."""
+
+    accepted: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "unchanged": self.unchanged,
+            "duplicates": self.duplicates,
+            "rejected": [vars(r) for r in self.rejected],
+        }
+
+
+def read_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | InvalidCommand]]:
+    """Number and parse each non-blank line; a malformed line yields its error instead."""
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            yield number, InvalidCommand(f"line {number}: not valid JSON ({err.msg})")
+            continue
+        if not isinstance(value, dict):
+            yield number, InvalidCommand(f"line {number}: must be a JSON object")
+            continue
+        yield number, value
+
+
+def ingest(engine: Engine, lines: Iterable[str], *, batch: int = 1_000) -> IngestReport:
+    """Apply every event of a JSON Lines stream, `batch` events per transaction."""
+    report = IngestReport()
+    now = engine.clock()
+    records = read_jsonl(lines)
+    while chunk := list(islice(records, batch)):
+        report_part = engine.store.run(
+            lambda tx, chunk=chunk: _apply_chunk(engine, tx, chunk, now), retries=engine.retries
+        )
+        report.accepted += report_part.accepted
+        report.unchanged += report_part.unchanged
+        report.duplicates += report_part.duplicates
+        report.rejected.extend(report_part.rejected)
+    return report
+
+
+def _apply_chunk(engine: Engine, tx: Transaction, chunk: list[tuple[int, Any]], now: datetime) -> IngestReport:
+    part = IngestReport()
+    tx.prefetch(
+        [
+            record["patient"]
+            for _, record in chunk
+            if isinstance(record, dict) and isinstance(record.get("patient"), str)
+        ]
+    )
+    for number, record in chunk:
+        patient = record.get("patient") if isinstance(record, dict) else None
+        try:
+            if isinstance(record, Exception):
+                raise record
+            _apply_line(engine, tx, record, now, part)
+        except Exception as err:  # every rejection is reported, never silently dropped
+            if not _is_domain_error(err):
+                raise
+            part.rejected.append(Rejection(number, patient, str(err), exit_code(err)))
+    return part
+
+
+def _apply_line(engine: Engine, tx: Transaction, record: dict[str, Any], now: datetime, part: IngestReport) -> None:
+    unknown = set(record) - _ENVELOPE
+    if unknown:
+        raise InvalidCommand(f"unknown keys {sorted(unknown)}; expected some of {sorted(_ENVELOPE)}")
+    patient, event, at_text = record.get("patient"), record.get("event"), record.get("at")
+    if not isinstance(patient, str) or not isinstance(event, str) or not isinstance(at_text, str):
+        raise InvalidCommand("each line needs string fields patient, event and at")
+    try:
+        at = datetime.fromisoformat(at_text)
+    except ValueError:
+        raise InvalidCommand(f"at: {at_text!r} is not an ISO 8601 time") from None
+    if event == "enroll":
+        engine.enroll_in(
+            tx,
+            patient,
+            at,
+            pathway=record.get("pathway", "piriformis"),
+            factors=record.get("factors"),
+            actor=record.get("actor"),
+            now=now,
+        )
+        part.accepted += 1
+        return
+    result = engine.send_in(
+        tx,
+        patient,
+        event,
+        at,
+        record.get("data"),
+        actor=record.get("actor"),
+        idempotency_key=record.get("idempotency_key"),
+        now=now,
+    )
+    if result.duplicate:
+        part.duplicates += 1
+    elif result.changed:
+        part.accepted += 1
+    else:
+        part.unchanged += 1
+
+
+def _is_domain_error(err: Exception) -> bool:
+    from persistence import ConcurrentUpdate, PersistenceError, StorageUnavailable
+    from states import StatesError
+
+    from .errors import CarepathError
+
+    if isinstance(err, (ConcurrentUpdate, StorageUnavailable)):
+        return False  # retried or fatal for the whole batch, not a property of one line
+    return isinstance(err, (StatesError, PersistenceError, CarepathError))
