@@ -82,7 +82,7 @@ class TransitionView:
     def text(self) -> str:
         """E.g. "second_line when weeks_in_line >= 4 (now 2.0) and improvement < 30 % (now 43 %)"."""
         if not self.clauses:
-            return f"{self.target} on {self.event} (no condition)"
+            return f"{self.target} on {self.event}: {self.description}" if self.description else self.target
         clauses = [" and ".join(c.text for c in clause) for clause in self.clauses]
         joined = " or ".join(f"({c})" for c in clauses) if len(clauses) > 1 else clauses[0]
         return f"{self.target} when {joined}"

@@ -1,0 +1,257 @@
+"""Inspection commands: explain, list, due, diagram, timeline.
+
+Their modules (rules evaluation, Graphviz, matplotlib) are imported inside each command so
+that the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..errors import InvalidCommand
+from .app import JsonOption, app, emit_json, engine, parse_time
+from .render import console, styled_state
+
+if TYPE_CHECKING:
+    from ..explain import CohortRow, Explanation, TransitionView
+
+OptionalAt = Annotated[
+    str | None,
+    typer.Option("--at", help="Time to evaluate at, ISO 8601 with a zone (default: now)."),
+]
+
+
+def _at(text: str | None) -> datetime:
+    return parse_time(text) if text is not None else engine().clock()
+
+
+# -- explain ------------------------------------------------------------------------------------
+
+
+@app.command()
+def explain(
+    patient: Annotated[str, typer.Argument(help="Patient id.")],
+    at: OptionalAt = None,
+    json_: JsonOption = False,
+) -> None:
+    """Show what would move a patient next: every outgoing rule, its conditions and current values.
+
+    Example: carepath explain p-001 --at 2026-02-02T09:00:00+00:00
+    """
+    from ..explain import explain as explain_patient
+
+    explanation = explain_patient(engine(), patient, parse_time(at) if at is not None else None)
+    if json_:
+        emit_json(explanation.to_json())
+    else:
+        _print_explanation(explanation)
+
+
+def _print_explanation(x: Explanation) -> None:
+    from rich.markup import escape
+
+    out = console()
+    out.print(f"[bold]{x.patient_id}[/]  {styled_state(x.state)}  {x.pathway} v{x.version}  at {_when(x.at)}")
+    out.print(f"configuration: {', '.join(x.configuration)}")
+    out.print(f"next reassessment due: {_when(x.next_due_at) if x.next_due_at else '-'}")
+    if not x.transitions:
+        out.print("[dim]final state: no rule leaves it[/]")
+    for event in dict.fromkeys(t.event for t in x.transitions):
+        out.print(f"\n[bold]on {event}[/] [dim](values: last recorded; times: at {_when(x.at)})[/]")
+        for t in (t for t in x.transitions if t.event == event):
+            _print_transition(t, escape)
+
+
+def _print_transition(t: TransitionView, escape: object) -> None:
+    assert callable(escape)
+    mark = "[bold green]->[/]" if t.decides_now else ("[green]ok[/]" if t.holds_now else "[dim] x[/]")
+    console().print(f"  {mark} {escape(t.text)}  [dim]{escape(t.rule)}[/]")
+    for need in t.needs:
+        console().print(f"       [yellow]needs[/] {escape(need)}")
+
+
+# -- cohort views --------------------------------------------------------------------------------
+
+
+@app.command("list")
+def list_patients(
+    state: Annotated[str | None, typer.Option("--state", help="Only patients in this state.")] = None,
+    at: OptionalAt = None,
+    json_: JsonOption = False,
+) -> None:
+    """List patients with their state, time in it, next due time and overdue flag; counts per state.
+
+    Example: carepath list --state second_line --json
+    """
+    from ..explain import cohort
+
+    when = _at(at)
+    store = engine().store
+    rows = list(cohort(store, when, state))
+    counts = store.count_by_state()
+    if json_:
+        emit_json(
+            {
+                "at": when.isoformat(),
+                "state": state,
+                "counts": counts,
+                "total": sum(counts.values()),
+                "overdue": sum(row.overdue for row in rows),
+                "patients": [row.to_json() for row in rows],
+            }
+        )
+        return
+    _print_rows(f"patients{f' in {state}' if state else ''} at {_when(when)}", rows, when)
+    _print_counts(counts)
+
+
+@app.command()
+def due(
+    at: OptionalAt = None,
+    json_: JsonOption = False,
+) -> None:
+    """List the patients a tick at a time could change (next_due_at <= at) and what it would do.
+
+    Example: carepath due --at 2026-03-01T00:00:00+00:00 --json
+    """
+    from ..explain import due_cohort
+
+    when = _at(at)
+    rows = list(due_cohort(engine().store, when))
+    actions: dict[str, int] = {}
+    for row in rows:
+        key = row.tick or "nothing"
+        actions[key] = actions.get(key, 0) + 1
+    if json_:
+        emit_json(
+            {
+                "at": when.isoformat(),
+                "count": len(rows),
+                "actions": actions,
+                "patients": [row.to_json() for row in rows],
+            }
+        )
+        return
+    _print_rows(f"{len(rows)} patients due at {_when(when)}", rows, when)
+    summary = ", ".join(f"{count} -> {action}" for action, count in sorted(actions.items())) or "nothing to do"
+    console().print(f"a tick at {_when(when)} would move: {summary}")
+
+
+def _print_rows(title: str, rows: list[CohortRow], at: datetime) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("patient", "state", "since", "dwell", "next due", "reassessment"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.patient_id,
+            styled_state(row.state),
+            _when(row.state_since),
+            _dwell(row.dwell),
+            _when(row.next_due_at) if row.next_due_at else "-",
+            _reassessment(row, at),
+        )
+    console().print(table)
+
+
+def _reassessment(row: CohortRow, at: datetime) -> str:
+    if row.overdue:
+        late = f" ({_dwell(at - row.next_due_at)} late)" if row.next_due_at and row.tick else ""
+        return f"[bold red]overdue[/]{late}"
+    if row.tick:
+        return f"[yellow]tick -> {row.tick}[/]"
+    if "due" in row.configuration:
+        return "[yellow]due[/]"
+    return ""
+
+
+def _print_counts(counts: dict[str, int]) -> None:
+    from rich.table import Table
+
+    table = Table(title="patients per state")
+    table.add_column("state")
+    table.add_column("patients", justify="right")
+    for state, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        table.add_row(styled_state(state), str(count))
+    table.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
+    console().print(table)
+
+
+def _dwell(span: timedelta) -> str:
+    days = span / timedelta(days=1)
+    if days < 1:
+        return f"{span / timedelta(hours=1):.0f} h"
+    if days < 14:
+        return f"{days:.0f} d"
+    return f"{days / 7:.1f} wk"
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M %Z").strip() if value is not None else "-"
+
+
+# -- pictures -------------------------------------------------------------------------------------
+
+
+@app.command()
+def diagram(
+    patient: Annotated[str | None, typer.Option("--patient", help="Highlight this patient's active states.")] = None,
+    pathway: Annotated[str, typer.Option("--pathway", help="Pathway definition (without --patient).")] = "piriformis",
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="mermaid, dot, svg or png (default: from -o's suffix, else mermaid)."),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to this file (default: stdout).")] = None,
+) -> None:
+    """Draw the whole statechart (compound and parallel regions), a patient's active states highlighted.
+
+    Example: carepath diagram --patient p-001 --format svg -o p-001.svg
+    """
+    from states import get_pathway
+
+    from ..diagram import TEXT_FORMATS, render
+
+    chosen = fmt or _format_from(output)
+    if output is None and chosen not in TEXT_FORMATS:
+        raise InvalidCommand(f"--format {chosen} is binary: give -o FILE")
+    if patient is not None:
+        status = engine().status(patient)
+        definition, active = status.definition, status.configuration
+    else:
+        definition, active = get_pathway(pathway), []
+    data = render(definition, chosen, active)
+    if output is None:
+        sys.stdout.write(data.decode())
+        return
+    output.write_bytes(data)
+    console().print(f"wrote {output} ({chosen}, {len(data)} bytes)")
+
+
+def _format_from(output: Path | None) -> str:
+    suffix = output.suffix.lower().lstrip(".") if output is not None else ""
+    return {"mmd": "mermaid", "md": "mermaid", "gv": "dot"}.get(suffix, suffix) or "mermaid"
+
+
+@app.command()
+def timeline(
+    patient: Annotated[str, typer.Argument(help="Patient id.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Image file to write (.png, .svg or .pdf).")],
+) -> None:
+    """Plot pain over time with the states as coloured bands, events marked and thresholds drawn.
+
+    Example: carepath timeline p-001 -o p-001.png
+    """
+    from states import get_pathway
+
+    from ..timeline import plot_timeline
+
+    entries = engine().history(patient)
+    definition = get_pathway(entries[0].pathway, entries[0].version)
+    written = plot_timeline(entries, definition, output)
+    console().print(f"wrote {written}")
