@@ -1,61 +1,305 @@
-"""`carepath demo`: a handful of patients run through realistic reassessments."""
+"""`carepath demo`: a seeded synthetic cohort over six months, its dashboard, verify, diagram and plot.
+
+Every figure the dashboard prints is read back from the database (snapshots and audit log),
+not from what the simulation intended, so the demo shows what the engine's rules decided.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .app import app
 from .render import console, styled_state
 
-FULL_PICTURE = ["buttock_pain", "sitting_aggravation", "sciatic_notch_tenderness", "fair_test", "pace_sign"]
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import ProgressColumn
+    from rich.table import Table
 
+    from persistence import Store
 
-def _course(pains: list[float], fasciculations: str = "improving") -> list[dict[str, Any]]:
-    return [{"pain": p, "fasciculations": fasciculations, "red_flags": []} for p in pains]
+    from ..cohort_plot import CohortHistory
+    from ..engine import Engine
+    from ..replay import VerifyReport
+    from ..simulate import SimulationResult
+
+__all__ = ["DIAGRAM_STEM", "PLOT_NAME", "Dashboard", "demo"]
+
+DATABASE_NAME = "carepath.db"
+DIAGRAM_STEM = "statechart"
+PLOT_NAME = "cohort.png"
+_OUTPUTS = (
+    DATABASE_NAME,
+    f"{DATABASE_NAME}-wal",
+    f"{DATABASE_NAME}-shm",
+    f"{DIAGRAM_STEM}.svg",
+    f"{DIAGRAM_STEM}.mmd",
+    PLOT_NAME,
+)
 
 
 @app.command()
 def demo(
-    directory: Annotated[Path, typer.Option("--dir", help="Where to write the demo database.")] = Path("carepath-demo"),
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to write the database, diagram and plot (recreated each run).")
+    ] = Path("carepath-demo"),
+    patients: Annotated[int, typer.Option("--patients", min=1, help="Cohort size.")] = 300,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same cohort.")] = 7,
 ) -> None:
-    """Simulate patients on the embedded SQLite default and print their states and plans.
+    """Simulate a seeded cohort for six months on SQLite, then show its dashboard, verify it, and draw it.
 
-    Example: carepath demo --dir /tmp/carepath-demo
+    Example: carepath demo --dir /tmp/carepath-demo --patients 300 --seed 7
     """
     from ..clock import FakeClock
+    from ..cohort_plot import plot_cohort, read_history
     from ..engine import Engine
+    from ..simulate import DEFAULT_START
 
     directory.mkdir(parents=True, exist_ok=True)
-    db = directory / "carepath.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
-    start = datetime(2026, 1, 5, 9, tzinfo=UTC)
-    clock = FakeClock(start + timedelta(weeks=26))  # records are stamped when the simulation ends
-    engine = Engine(f"sqlite:///{db}", clock)
-    patients: dict[str, tuple[dict[str, Any], list[str], list[dict[str, Any]]]] = {
-        "responder": ({"age": 34}, FULL_PICTURE, _course([5, 2])),
-        "partial-responder": ({"age": 52}, FULL_PICTURE, _course([7, 6, 6, 4, 4], "stable")),
-        "non-responder": ({"age": 70, "anticoagulant": True}, FULL_PICTURE, _course([8, 8, 8, 8, 8, 8, 8], "present")),
-        "red-flag": ({}, FULL_PICTURE, [{"pain": 6, "fasciculations": "present", "red_flags": ["cauda_equina"]}]),
-        "radiculopathy": ({}, [*FULL_PICTURE, "straight_leg_raise"], []),
-    }
-    for patient, (factors, findings, course) in patients.items():
-        engine.enroll(patient, start, factors=factors)
-        engine.send(patient, "assess", start, {"findings": findings, "pain": 8, "fasciculations": "present", "red_flags": []})
-        at = start
-        for visit in course:
-            if engine.status(patient).state not in ("first_line", "second_line", "third_line"):
-                break
-            at += timedelta(weeks=3)
-            engine.tick(at)
-            engine.send(patient, "reassess", at, visit)
+    for name in _OUTPUTS:
+        (directory / name).unlink(missing_ok=True)
+    database = directory / DATABASE_NAME
+    url = f"sqlite:///{database.resolve()}"
+    engine = Engine(url, FakeClock(DEFAULT_START))
     out = console()
-    for patient in patients:
-        status = engine.status(patient)
-        recommended = [item.text for item in status.plan if item.status in ("recommended", "caution")][:3]
-        out.print(f"[bold]{patient:18}[/] {styled_state(status.state):30} " + " | ".join(recommended))
-    out.print(f"\ndatabase: {db}  (try: carepath --db sqlite:///{db} status non-responder)")
+    try:
+        result = _simulate(engine, patients, seed)
+        history = read_history(engine.store, result.start, result.end)
+        dashboard = Dashboard.read(engine, history)
+        dashboard.print(out, result)
+        report = _verify(engine.store)
+        _print_verify(out, report)
+        diagram = _write_diagram(directory)
+        plot = plot_cohort(history, directory / PLOT_NAME, title=f"Piriformis pathway, seed {seed}")
+        _print_files(out, database, diagram, plot)
+        _print_next_steps(out, url, dashboard, directory)
+    finally:
+        engine.store.dispose()
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# -- simulation and verify, with progress bars on stderr -----------------------------------------
+
+
+def _progress() -> tuple[Console, list[ProgressColumn]]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+    columns: list[ProgressColumn] = [
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
+    return Console(stderr=True), columns
+
+
+def _simulate(engine: Engine, patients: int, seed: int) -> SimulationResult:
+    from rich.progress import Progress
+
+    from ..simulate import DEFAULT_WEEKS, simulate
+
+    stderr, columns = _progress()
+    started = time.perf_counter()
+    with Progress(*columns, console=stderr) as bar:
+        task = bar.add_task(f"simulating {patients} patients, week", total=DEFAULT_WEEKS)
+        result = simulate(
+            engine, patients=patients, seed=seed, progress=lambda week, _weeks: bar.update(task, completed=week)
+        )
+    seconds = time.perf_counter() - started
+    rate = (result.sent + result.advanced_by_sweeps) / seconds if seconds else 0.0
+    console().print(
+        f"simulated [bold]{patients}[/] patients for {DEFAULT_WEEKS} weeks (seed {seed}): "
+        f"{result.sent} commands and {result.sweeps} weekly sweeps ({result.advanced_by_sweeps} patients advanced) "
+        f"in {seconds:.1f} s, {rate:.0f} audited events/s"
+    )
+    return result
+
+
+def _verify(store: Store) -> VerifyReport:
+    from rich.progress import Progress
+
+    from ..replay import verify
+
+    stderr, columns = _progress()
+    with Progress(*columns, console=stderr) as bar:
+        task = bar.add_task("verifying the audit log, events", total=store.count_entries())
+        return verify(store, progress=lambda entries: bar.advance(task, entries))
+
+
+def _print_verify(out: Console, report: VerifyReport) -> None:
+    if report.ok:
+        out.print(
+            f"verify: [bold green]ok[/]: {report.events} events of {report.patients} patients; hash chains intact, "
+            "replay reproduces every step and every snapshot"
+        )
+        return
+    first = report.problems[0]
+    out.print(
+        f"verify: [bold red]{report.problem_count} problem(s)[/]; first: patient {first.patient_id} "
+        f"seq {first.first_bad_seq}: {first.reason} {first.detail}".rstrip()
+    )
+
+
+# -- the dashboard ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """The cohort's figures, read from the snapshots and the audit log."""
+
+    by_state: dict[str, int]
+    due_now: int
+    overdue_now: int
+    urgency: Counter[str]
+    red_flags: Counter[str]
+    rediagnose: Counter[str]
+    withdrawn: Counter[str]
+    history: CohortHistory
+    example_patient: str | None
+
+    @classmethod
+    def read(cls, engine: Engine, history: CohortHistory) -> Dashboard:
+        due = overdue = 0
+        urgency: Counter[str] = Counter()
+        red_flags: Counter[str] = Counter()
+        rediagnose: Counter[str] = Counter()
+        withdrawn: Counter[str] = Counter()
+        example: str | None = None
+        for status in engine.patients():
+            outcome = status.outcome or {}
+            due += "due" in status.configuration
+            overdue += "overdue" in status.configuration
+            if status.state == "urgent_referral":
+                urgency[outcome.get("urgency", "?")] += 1
+                red_flags.update(outcome.get("red_flags", []))
+            elif status.state == "rediagnose":
+                rediagnose[outcome.get("reason", "?")] += 1
+            elif status.state == "withdrawn":
+                withdrawn[outcome.get("reason", "?")] += 1
+            if example is None and status.state == "third_line":
+                example = status.patient_id
+        by_state = engine.store.count_by_state()
+        return cls(by_state, due, overdue, urgency, red_flags, rediagnose, withdrawn, history, example)
+
+    def print(self, out: Console, result: SimulationResult) -> None:
+        from rich.columns import Columns
+
+        out.print()
+        out.print(Columns([self._states_table(), self._treatment_table()], padding=(0, 4)))
+        outcomes = [
+            _counter_table("urgent referrals", "urgency", self.urgency),
+            _counter_table("red flags referred", "red flag", self.red_flags),
+            _counter_table("rediagnose", "reason", self.rediagnose),
+            _counter_table("withdrawn", "reason", self.withdrawn),
+        ]
+        out.print(Columns(outcomes, padding=(0, 4)))
+        archetypes = Counter(profile.archetype.value for profile in result.profiles.values())
+        out.print(
+            "[dim]simulated archetypes (the engine's rules decided every state above): "
+            + ", ".join(f"{name} {count}" for name, count in archetypes.most_common())
+            + "[/]"
+        )
+
+    def _states_table(self) -> Table:
+        from rich.table import Table
+
+        from ..cohort_plot import STATE_ORDER
+
+        total = sum(self.by_state.values())
+        table = Table(title="patients per state", title_justify="left", show_footer=True)
+        table.add_column("state", footer="total")
+        table.add_column("patients", justify="right", footer=str(total))
+        table.add_column("share", justify="right")
+        states = [*STATE_ORDER, *sorted(set(self.by_state) - set(STATE_ORDER))]
+        for state in states:
+            count = self.by_state.get(state, 0)
+            share = f"{count / total:.0%}" if total else "-"
+            table.add_row(styled_state(state), str(count), share)
+        return table
+
+    def _treatment_table(self) -> Table:
+        from rich.table import Table
+
+        history = self.history
+        median = history.median_weeks_to_resolution()
+        table = Table(title="treatment", title_justify="left")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        table.add_row("resolved episodes", str(len(history.resolution_weeks)))
+        table.add_row("median weeks to resolution", "-" if median is None else f"{median:.1f}")
+        for line in ("second_line", "third_line"):
+            table.add_row(f"escalated to {line} by the rules", str(history.escalated(line, "reassess")))
+        table.add_row(
+            "moved by clinician override", str(sum(n for (_, by), n in history.escalations.items() if by == "override"))
+        )
+        table.add_row("reassessments due now", str(self.due_now))
+        table.add_row("reassessments overdue now", str(self.overdue_now))
+        table.add_row("overdue episodes (six months)", str(history.overdue_episodes))
+        return table
+
+
+def _counter_table(title: str, key: str, counts: Counter[str]) -> Table:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column(key)
+    table.add_column("patients", justify="right")
+    for name, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        table.add_row(name, str(count))
+    if not counts:
+        table.add_row("[dim]none[/]", "0")
+    return table
+
+
+# -- files and what to try next ------------------------------------------------------------------
+
+
+def _write_diagram(directory: Path) -> Path:
+    """The statechart as SVG through Graphviz, or as Mermaid text when Graphviz is missing."""
+    from states import get_pathway
+
+    from ..diagram import GraphvizMissing, render
+
+    definition = get_pathway("piriformis")
+    try:
+        path, data = directory / f"{DIAGRAM_STEM}.svg", render(definition, "svg")
+    except GraphvizMissing:
+        path, data = directory / f"{DIAGRAM_STEM}.mmd", render(definition, "mermaid")
+    path.write_bytes(data)
+    return path
+
+
+def _print_files(out: Console, database: Path, diagram: Path, plot: Path) -> None:
+    out.print()
+    out.print(f"database      {database.resolve()}")
+    if diagram.suffix == ".svg":
+        out.print(f"statechart    {diagram.resolve()}  (SVG, drawn by Graphviz)")
+    else:
+        out.print(
+            f"statechart    {diagram.resolve()}  (Mermaid text: Graphviz 'dot' is not installed; "
+            "paste it into any Mermaid viewer, or install Graphviz for SVG)"
+        )
+    out.print(f"cohort plot   {plot.resolve()}  (patients per state over time; weeks to resolution)")
+
+
+def _print_next_steps(out: Console, url: str, dashboard: Dashboard, directory: Path) -> None:
+    patient = dashboard.example_patient or next(iter(dashboard.history.times), "p-001")
+    db = f"--db {url}"
+    out.print()
+    out.print("try next:")
+    commands = (
+        f"status {patient}",
+        f"explain {patient}",
+        f"timeline {patient} -o {directory / (patient + '.png')}",
+        "list --state third_line",
+    )
+    for command in commands:
+        out.print(f"  carepath {db} {command}", soft_wrap=True)  # unbroken, so it can be copied

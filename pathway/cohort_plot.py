@@ -1,0 +1,200 @@
+"""A cohort's course read back from the audit log, and its plot.
+
+Everything here is computed from the recorded entries (never from what a simulation meant to
+do): each patient's state after each event, the time from entering treatment to resolution,
+escalations between lines and reassessments that became overdue. matplotlib is imported only
+when a plot is drawn, so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import statistics
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from persistence import AuditEntry, Store
+from states import get_pathway
+
+from .errors import CarepathError
+from .timeline import STATE_COLOURS  # the same colours as a patient's timeline
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["STATE_ORDER", "CohortHistory", "EmptyCohort", "plot_cohort", "read_history"]
+
+WEEK = timedelta(weeks=1)
+STATE_ORDER = (
+    "assessment",
+    "first_line",
+    "second_line",
+    "third_line",
+    "resolved",
+    "rediagnose",
+    "urgent_referral",
+    "withdrawn",
+)
+LINES = ("first_line", "second_line", "third_line")
+
+
+class EmptyCohort(CarepathError):
+    """Raised when a cohort is read from an empty audit log without a time span to show."""
+
+
+@dataclass
+class CohortHistory:
+    """What happened to every patient, from their audit entries."""
+
+    start: datetime
+    end: datetime
+    # Per patient: the times of their events and the state after each (same length, time order).
+    times: dict[str, list[datetime]]
+    states: dict[str, list[str]]
+    # Weeks from entering treatment to resolution, one per resolved episode.
+    resolution_weeks: list[float]
+    # (line entered, event that moved the patient there), for moves between lines.
+    escalations: Counter[tuple[str, str]]
+    overdue_episodes: int
+    events: int
+
+    def state_at(self, patient_id: str, at: datetime) -> str | None:
+        """A patient's state at `at`, or None before enrolment."""
+        index = bisect_right(self.times[patient_id], at)
+        return self.states[patient_id][index - 1] if index else None
+
+    def counts_at(self, at: datetime) -> Counter[str]:
+        """Patients per state at `at` (patients not yet enrolled are not counted)."""
+        counts: Counter[str] = Counter()
+        for patient_id in self.times:
+            state = self.state_at(patient_id, at)
+            if state is not None:
+                counts[state] += 1
+        return counts
+
+    def median_weeks_to_resolution(self) -> float | None:
+        return statistics.median(self.resolution_weeks) if self.resolution_weeks else None
+
+    def escalated(self, line: str, event: str | None = None) -> int:
+        """Moves into `line` from another line (by the rules on `reassess`, or `override`)."""
+        return sum(n for (target, by), n in self.escalations.items() if target == line and event in (None, by))
+
+
+def read_history(store: Store, start: datetime | None = None, end: datetime | None = None) -> CohortHistory:
+    """Read every patient's course from the audit log (streamed); `start`/`end` default to the log's span."""
+    reader = _Reader()
+    for entry in store.iter_entries():
+        reader.read(entry)
+    if not reader.times and (start is None or end is None):
+        raise EmptyCohort("the audit log is empty: there is no cohort to read")
+    return CohortHistory(
+        start=start or min(times[0] for times in reader.times.values()),
+        end=end or max(times[-1] for times in reader.times.values()),
+        times=reader.times,
+        states=reader.states,
+        resolution_weeks=reader.resolution_weeks,
+        escalations=reader.escalations,
+        overdue_episodes=reader.overdue_episodes,
+        events=reader.events,
+    )
+
+
+class _Reader:
+    """Folds audit entries, in patient then sequence order, into the cohort's figures."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, list[datetime]] = {}
+        self.states: dict[str, list[str]] = {}
+        self.resolution_weeks: list[float] = []
+        self.escalations: Counter[tuple[str, str]] = Counter()
+        self.overdue_episodes = 0
+        self.events = 0
+        self._treatment_since: dict[str, datetime] = {}
+
+    def read(self, entry: AuditEntry) -> None:
+        self.events += 1
+        patient = entry.patient_id
+        definition = get_pathway(entry.pathway, entry.version)
+        self.times.setdefault(patient, []).append(entry.at)
+        self.states.setdefault(patient, []).append(definition.state_name(entry.config_after))
+        before, after = set(entry.config_before), set(entry.config_after)
+        if "treatment" in after and "treatment" not in before:
+            self._treatment_since[patient] = entry.at
+        if "resolved" in after and "resolved" not in before and patient in self._treatment_since:
+            self.resolution_weeks.append((entry.at - self._treatment_since.pop(patient)) / WEEK)
+        if "treatment" in before:
+            for line in LINES:
+                if line in after and line not in before:
+                    self.escalations[(line, entry.event)] += 1
+        if "overdue" in after and "overdue" not in before:
+            self.overdue_episodes += 1
+
+
+def _daily(history: CohortHistory) -> list[datetime]:
+    days = max(1, (history.end - history.start).days)
+    return [history.start + timedelta(days=d) for d in range(days + 1)]
+
+
+def plot_cohort(history: CohortHistory, path: Path, *, title: str = "Piriformis pathway cohort") -> Path:
+    """Write a PNG: patients per state over time (stacked), and the weeks to resolution."""
+    from matplotlib.figure import Figure  # lazily: matplotlib is slow to import
+
+    fig = Figure(figsize=(13, 5.5), dpi=110, layout="constrained")
+    states_ax, weeks_ax = fig.subplots(1, 2, width_ratios=[2.2, 1])
+    _stacked_states(states_ax, history)
+    _resolution_histogram(weeks_ax, history)
+    fig.suptitle(f"{title}: {len(history.times)} patients, {history.events} audited events", fontsize=13)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _stacked_states(ax: Axes, history: CohortHistory) -> None:
+    days = _daily(history)
+    counts = [history.counts_at(day) for day in days]
+    present = [s for s in STATE_ORDER if any(c[s] for c in counts)]
+    extra = sorted({s for c in counts for s in c} - set(STATE_ORDER))  # states of another pathway
+    order = present + extra
+    weeks = [(day - history.start) / WEEK for day in days]
+    ax.set_title("patients per state")
+    if not order:
+        ax.text(0.5, 0.5, "no patient enrolled", ha="center", va="center", transform=ax.transAxes)
+        return
+    ax.stackplot(
+        weeks,
+        [[c[s] for c in counts] for s in order],
+        labels=[s.replace("_", " ") for s in order],
+        colors=[STATE_COLOURS.get(s, "#6c757d") for s in order],
+        alpha=0.9,
+    )
+    ax.set_xlim(0, weeks[-1])
+    ax.set_ylim(0, max(sum(c.values()) for c in counts) * 1.3)  # headroom for the legend
+    ax.set_xlabel(f"weeks since {history.start:%Y-%m-%d}")
+    ax.set_ylabel("patients")
+    ax.legend(loc="upper center", fontsize=8, ncols=4, framealpha=0.85)
+    ax.grid(alpha=0.3)
+
+
+def _resolution_histogram(ax: Axes, history: CohortHistory) -> None:
+    weeks = history.resolution_weeks
+    ax.set_title("weeks from starting treatment to resolution")
+    ax.set_xlabel("weeks")
+    ax.set_ylabel("resolved episodes")
+    ax.grid(alpha=0.3)
+    if not weeks:
+        ax.text(0.5, 0.5, "no patient resolved", ha="center", va="center", transform=ax.transAxes)
+        return
+    bins = _bins(weeks)
+    ax.hist(weeks, bins=bins, color=STATE_COLOURS["resolved"], edgecolor="white")
+    median = statistics.median(weeks)
+    ax.axvline(median, color="#264653", linestyle="--", label=f"median {median:.1f} weeks (n={len(weeks)})")
+    ax.legend(loc="upper right", fontsize=8)
+
+
+def _bins(values: Iterable[float]) -> list[float]:
+    top = int(max(values)) + 2
+    return [float(w) for w in range(0, top + 1)]
