@@ -38,6 +38,9 @@ __all__ = ["DEFAULT_URL", "Store", "Transaction", "normalise_url"]
 
 DEFAULT_URL = "sqlite:///carepath.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# FULL: every commit reaches the disk before `send` returns (WAL + NORMAL could lose the last
+# commits on power loss).
+SQLITE_SYNCHRONOUS = "FULL"
 
 patients = PatientRow.__table__  # type: ignore[attr-defined]
 audit = AuditRow.__table__  # type: ignore[attr-defined]
@@ -469,7 +472,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # Busy timeout first: switching a fresh file to WAL takes a lock other starting processes may hold.
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

@@ -1,0 +1,369 @@
+"""carepath benchmarks: each figure printed beside its floor and the ratio (>= 1 meets the floor).
+
+Writes bench/results.json: {"machine": {...}, "results": [{"name", "value", "unit", "floor", "ratio"}]}.
+Run with `make bench`. Sizes can be reduced for a quick look with CAREPATH_BENCH_SCALE=0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from statemachine.orderedset import OrderedSet
+
+from pathway import Engine, FakeClock
+from pathway.ingest import ingest
+from persistence import GENESIS
+from persistence.store import patients as patients_table
+from states import get_pathway
+from states.piriformis import PiriformisChart
+
+ROOT = Path(__file__).resolve().parent
+SCALE = float(os.environ.get("CAREPATH_BENCH_SCALE", "1"))
+T0 = datetime(2026, 1, 5, 9, tzinfo=UTC)
+FINDINGS = ["buttock_pain", "sitting_aggravation", "fair_test", "pace_sign"]
+TREATMENT = ["treatment", "line", "first_line", "monitoring", "scheduled"]
+
+
+@dataclass
+class Result:
+    name: str
+    value: float
+    unit: str
+    floor: float
+    higher_is_better: bool = True
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        if self.higher_is_better:
+            return self.value / self.floor
+        return self.floor / self.value if self.value else float("inf")
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": round(self.value, 3),
+            "unit": self.unit,
+            "floor": round(self.floor, 3),
+            "ratio": round(self.ratio, 3),
+            "note": self.note,
+        }
+
+
+def scaled(n: int) -> int:
+    return max(10, int(n * SCALE))
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def assess(pain: float = 8) -> dict[str, Any]:
+    return {"findings": FINDINGS, "pain": pain, "fasciculations": "present", "red_flags": []}
+
+
+def reassess(pain: float) -> dict[str, Any]:
+    return {"pain": pain, "fasciculations": "stable", "red_flags": []}
+
+
+# -- floor: restore the chart + one transition + raw sqlite3 UPDATE + INSERT, committed ---------------
+
+
+class _Model:
+    state: Any = None
+
+
+def floor_send(workdir: Path, n: int) -> float:
+    """Events/s of the bare minimum a durable send does, measured like for like in this run."""
+    definition = get_pathway("piriformis")
+    payload = definition.validate("reassess", reassess(7))
+    decision = definition.decide(
+        TREATMENT,
+        {"line_baseline": 8.0, "line_started_at": T0.isoformat()},
+        "reassess",
+        payload,
+        T0 + timedelta(days=10),
+    )
+    db = sqlite3.connect(workdir / "floor.db", isolation_level=None)
+    for pragma in ("journal_mode=WAL", "synchronous=" + _store_synchronous(), "busy_timeout=30000"):
+        db.execute(f"PRAGMA {pragma}")
+    db.execute("CREATE TABLE p (id TEXT PRIMARY KEY, configuration TEXT, revision INT)")
+    db.execute("CREATE TABLE a (id INTEGER PRIMARY KEY, patient TEXT, seq INT, payload TEXT, config TEXT)")
+    db.execute("INSERT INTO p VALUES ('p', '[]', 0)")
+
+    def run() -> None:
+        for i in range(n):
+            model = _Model()
+            model.state = OrderedSet(TREATMENT)
+            machine = PiriformisChart(model=model)  # restore without entry actions
+            machine.send("reassess", decision=decision)
+            configuration = json.dumps(list(machine.configuration_values))
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("UPDATE p SET configuration = ?, revision = revision + 1 WHERE id = 'p'", (configuration,))
+            db.execute(
+                "INSERT INTO a (patient, seq, payload, config) VALUES ('p', ?, ?, ?)",
+                (i, json.dumps(payload.model_dump(mode="json")), configuration),
+            )
+            db.execute("COMMIT")
+
+    rate = n / timed(run)
+    db.close()
+    return rate
+
+
+def _store_synchronous() -> str:
+    from persistence import store
+
+    return str(store.SQLITE_SYNCHRONOUS)
+
+
+# -- carepath figures ------------------------------------------------------------------------------------
+
+
+def send_sqlite(workdir: Path, n: int, patients: int = 100) -> float:
+    clock = FakeClock(T0 + timedelta(days=400))
+    engine = Engine(f"sqlite:///{workdir / 'send.db'}", clock)
+    ids = [f"p{i}" for i in range(patients)]
+    for pid in ids:
+        engine.enroll(pid, T0)
+        engine.send(pid, "assess", T0, assess())
+
+    def run() -> None:
+        for i in range(n):
+            engine.send(ids[i % patients], "reassess", T0 + timedelta(days=1, seconds=i), reassess(7))
+
+    rate = n / timed(run)
+    engine.store.dispose()
+    return rate
+
+
+def cohort_lines(patients: int, visits: int) -> Iterator[str]:
+    for i in range(patients):
+        pid = f"p{i:07d}"
+        yield json.dumps({"patient": pid, "event": "enroll", "at": T0.isoformat(), "factors": {"age": 40 + i % 40}})
+        yield json.dumps({"patient": pid, "event": "assess", "at": T0.isoformat(), "data": assess()})
+        for k in range(1, visits + 1):
+            at = T0 + timedelta(days=14 * k, hours=i % 24)
+            yield json.dumps(
+                {
+                    "patient": pid,
+                    "event": "reassess",
+                    "at": at.isoformat(),
+                    "data": reassess(round(8 - 0.3 * k - (i % 3), 1)),
+                }
+            )
+
+
+def bulk_sqlite(workdir: Path, patients: int, visits: int) -> tuple[float, Path]:
+    path = workdir / "bulk.db"
+    engine = Engine(f"sqlite:///{path}", FakeClock(T0 + timedelta(days=400)))
+    lines = list(cohort_lines(patients, visits))
+    report = None
+
+    def run() -> None:
+        nonlocal report
+        report = ingest(engine, lines, batch=2_000)
+
+    seconds = timed(run)
+    assert report is not None and not report.rejected, report
+    engine.store.dispose()
+    return len(lines) / seconds, path
+
+
+def replay_rate(path: Path) -> tuple[float, str]:
+    from pathway.replay import verify
+
+    engine = Engine(f"sqlite:///{path}")
+    events = engine.store.count_entries()
+    outcome: Any = None
+
+    def run() -> None:
+        nonlocal outcome
+        outcome = verify(engine.store)
+
+    seconds = timed(run)
+    engine.store.dispose()
+    return events / seconds, f"verify ok={outcome.ok} over {events} events"
+
+
+def seed_cohort(path: Path, total: int, due_fraction: float) -> datetime:
+    """`total` patients in first line, a `due_fraction` of them due for a reassessment at the returned time."""
+    engine = Engine(f"sqlite:///{path}")
+    engine.store.migrate()
+    sweep_at = T0 + timedelta(weeks=10)
+    due_every = round(1 / due_fraction)
+    context = get_pathway("piriformis").start(get_pathway("piriformis").validate_enrollment({}), T0)[1]
+    with engine.store.engine.begin() as conn:
+        batch: list[dict[str, Any]] = []
+        for i in range(total):
+            assessed = sweep_at - timedelta(days=15) if i % due_every == 0 else sweep_at - timedelta(days=3)
+            ctx = dict(
+                context,
+                line_baseline=8.0,
+                line_started_at=assessed.isoformat(),
+                last_assessed_at=assessed.isoformat(),
+                last_pain=8.0,
+            )
+            batch.append(
+                {
+                    "patient_id": f"c{i:07d}",
+                    "pathway": "piriformis",
+                    "version": 1,
+                    "configuration": TREATMENT,
+                    "context": ctx,
+                    "state": "first_line",
+                    "state_since": assessed,
+                    "revision": 2,
+                    "next_due_at": assessed + timedelta(weeks=2),
+                    "last_event_at": assessed,
+                    "last_seq": 2,
+                    "last_hash": GENESIS,
+                    "created_at": T0,
+                    "updated_at": T0,
+                }
+            )
+            if len(batch) == 20_000:
+                conn.execute(patients_table.insert(), batch)
+                batch = []
+        if batch:
+            conn.execute(patients_table.insert(), batch)
+    engine.store.dispose()
+    return sweep_at
+
+
+def sweep(path: Path, sweep_at: datetime) -> tuple[float, float, int, float]:
+    engine = Engine(f"sqlite:///{path}", FakeClock(sweep_at + timedelta(days=1)))
+    engine.store.due_ids(sweep_at)  # warm the page cache once, as a running service would be
+    finds = []
+    for _ in range(5):
+        start = time.perf_counter()
+        due = engine.store.due_ids(sweep_at)
+        finds.append((time.perf_counter() - start) * 1000)
+    tracemalloc.start()
+    start = time.perf_counter()
+    report = engine.tick(sweep_at, batch=1_000)
+    seconds = time.perf_counter() - start
+    peak_mb = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    assert report.advanced == len(due), (report, len(due))
+    engine.store.dispose()
+    return statistics.median(finds), report.advanced / seconds, len(due), peak_mb
+
+
+def cold_start(path: Path, patient: str) -> float:
+    exe = Path(sys.executable).with_name("carepath")
+    walls = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run(
+            [str(exe), "--db", f"sqlite:///{path}", "status", patient, "--json"], check=True, stdout=subprocess.DEVNULL
+        )
+        walls.append(time.perf_counter() - start)
+    return statistics.median(walls)
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "sqlite": sqlite3.sqlite_version,
+        "scale": SCALE,
+    }
+
+
+def main() -> int:
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="carepath-bench-") as tmp:
+        workdir = Path(tmp)
+        n_send = scaled(3_000)
+        floor_rate = floor_send(workdir, n_send)
+        results.append(
+            Result(
+                "send_floor_sqlite",
+                floor_rate,
+                "events/s",
+                floor_rate,
+                note="restore chart + 1 transition + raw sqlite3 UPDATE+INSERT committed",
+            )
+        )
+        results.append(
+            Result(
+                "send_sqlite",
+                send_sqlite(workdir, n_send),
+                "events/s",
+                0.6 * floor_rate,
+                note="durable single-event send; floor = 60 % of send_floor_sqlite",
+            )
+        )
+        bulk, bulk_db = bulk_sqlite(workdir, scaled(4_000), 9)
+        results.append(
+            Result("bulk_sqlite", bulk, "events/s", 10_000, note="carepath import path, 2,000 per transaction")
+        )
+        rate, note = replay_rate(bulk_db)
+        results.append(Result("replay", rate, "events/s", 10_000, note=note))
+        cohort_db = workdir / "cohort.db"
+        total = scaled(1_000_000)
+        sweep_at = seed_cohort(cohort_db, total, 0.01)
+        find_ms, advance, due, peak_mb = sweep(cohort_db, sweep_at)
+        results.append(
+            Result("sweep_find_ms", find_ms, "ms", 20, higher_is_better=False, note=f"{due} due among {total} patients")
+        )
+        results.append(Result("sweep_advance", advance, "patients/s", 5_000, note=f"{due} ticks"))
+        results.append(
+            Result(
+                "sweep_peak_memory_mb",
+                peak_mb,
+                "MB",
+                64,
+                higher_is_better=False,
+                note="Python heap peak while advancing (tracemalloc)",
+            )
+        )
+        results.append(
+            Result(
+                "status_cold_start_s",
+                cold_start(bulk_db, "p0000001"),
+                "s",
+                0.5,
+                higher_is_better=False,
+                note="carepath status --json in a new process",
+            )
+        )
+    print(f"{'name':22} {'value':>12} {'unit':11} {'floor':>10} {'ratio':>7}")
+    for r in results:
+        mark = "ok " if r.ratio >= 1 else "LOW"
+        print(f"{r.name:22} {r.value:12.2f} {r.unit:11} {r.floor:10.2f} {r.ratio:7.2f} {mark} {r.note}")
+    out = ROOT / "results.json"
+    out.write_text(json.dumps({"machine": machine(), "results": [r.as_json() for r in results]}, indent=2) + "\n")
+    print(f"\nwritten {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
