@@ -323,7 +323,7 @@ def main() -> int:
         )
         bulk, bulk_db = bulk_sqlite(workdir, scaled(4_000), 9)
         results.append(
-            Result("bulk_sqlite", bulk, "events/s", 10_000, note="carepath import path, 2,000 per transaction")
+            Result("bulk_sqlite", bulk, "events/s", 10_000, note="import path, 2,000 per transaction")
         )
         rate, note = replay_rate(bulk_db)
         results.append(Result("replay", rate, "events/s", 10_000, note=note))
