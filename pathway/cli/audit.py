@@ -1,0 +1,155 @@
+"""Audit commands: replay, verify, whatif."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import InvalidCommand
+from ..replay import ReplayDiverged, VerifyReport, WhatIfReport
+from ..replay import replay as replay_log
+from ..replay import verify as verify_log
+from ..replay import whatif as whatif_log
+from .app import JsonOption, app, emit_json, engine, parse_time
+from .render import console, print_status, styled_state
+
+# Exit status when the log does not reproduce what was recorded (DESIGN.md section 6).
+EXIT_PROBLEM = 1
+
+
+@app.command("replay")
+def replay_command(
+    patient: Annotated[str, typer.Argument(help="Patient id.")],
+    until: Annotated[
+        str | None, typer.Option("--until", help="Show the state as of this time (ISO 8601 with a zone).")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Rebuild a patient's state from its audit log, checking every recorded step.
+
+    Exits 1 when the log does not reproduce what was recorded.
+
+    Example: carepath replay p-001 --until 2026-02-01T00:00:00+00:00 --json
+    """
+    try:
+        result = replay_log(engine().store, patient, parse_time(until, "--until") if until else None)
+    except ReplayDiverged as err:
+        if json_:
+            emit_json({"ok": False, "patient_id": err.patient_id, "first_bad_seq": err.seq, "reason": err.reason})
+        sys.stderr.write(f"carepath: {err}\n")
+        raise typer.Exit(EXIT_PROBLEM) from None
+    if json_:
+        emit_json(result.to_json())
+        return
+    as_of = f" as of {result.until.isoformat()}" if result.until else ""
+    console().print(f"replayed {result.revision} entries (up to seq {result.seq}){as_of}")
+    print_status(result)
+
+
+@app.command("verify")
+def verify_command(
+    patient: Annotated[str | None, typer.Argument(help="Patient id (default: every patient).")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Check the hash chain, replay every step and compare the stored snapshots.
+
+    Exits 0 when everything checks out, 1 on the first problem found (named by patient and seq).
+
+    Example: carepath verify --json
+    """
+    store = engine().store
+    show_progress = patient is None and not json_
+    with _progress("verifying", store.count_patients() if show_progress else 0) as advance:
+        report = verify_log(store, patient, progress=advance)
+    if json_:
+        emit_json(report.to_json())
+    else:
+        _print_verify(report)
+    if not report.ok:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+@app.command("whatif")
+def whatif_command(
+    policy: Annotated[Path, typer.Option("--policy", help="Policy JSON file (fields of the pathway's policy).")],
+    json_: JsonOption = False,
+) -> None:
+    """Replay every patient's recorded events under another policy; list who moves differently.
+
+    Example: carepath whatif --policy stricter.json --json
+    (stricter.json: {"moderate_improvement": 0.4, "first_line_early_weeks": 3})
+    """
+    data = _read_policy(policy)
+    store = engine().store
+    with _progress("what-if", 0 if json_ else store.count_patients()) as advance:
+        report = whatif_log(store, data, progress=advance)
+    if json_:
+        emit_json(report.to_json())
+    else:
+        _print_whatif(report)
+
+
+def _read_policy(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InvalidCommand(f"--policy: cannot read {str(path)!r}: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise InvalidCommand(f"--policy: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(value, dict):
+        raise InvalidCommand(f"--policy: must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
+@contextmanager
+def _progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr over `total` patients (none when total is 0 or 1)."""
+    if total <= 1:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("patients"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda _events: bar.advance(task)
+
+
+def _print_verify(report: VerifyReport) -> None:
+    out = console()
+    checked = f"{report.patients} patients, {report.events} events"
+    if report.ok:
+        out.print(f"[green]ok[/]: {checked} verified")
+        return
+    out.print(f"[bold red]problem[/]: {report.problem_count} of {checked}")
+    for problem in report.problems:
+        detail = f" ({problem.detail})" if problem.detail else ""
+        out.print(f"  {problem.patient_id} seq {problem.first_bad_seq}: {problem.reason}{detail}")
+
+
+def _print_whatif(report: WhatIfReport) -> None:
+    from rich.table import Table
+
+    out = console()
+    out.print(f"{len(report.changes)} of {report.patients} patients would have moved differently")
+    if not report.changes:
+        return
+    table = Table()
+    for column in ("patient", "recorded", "what-if", "first diverging seq", "stopped at seq"):
+        table.add_column(column)
+    for change in report.changes:
+        table.add_row(
+            change.patient_id,
+            styled_state(change.recorded_state),
+            styled_state(change.whatif_state),
+            str(change.first_diverging_seq),
+            str(change.stopped_at_seq or ""),
+        )
+    out.print(table)

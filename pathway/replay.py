@@ -1,0 +1,585 @@
+"""Replay, verify and what-if over the audit log (DESIGN.md section 5).
+
+- `replay` rebuilds a patient's state by re-applying its recorded events to the recorded
+  definition version, checking every step against what was recorded; with `until` it answers
+  "what was the state at time T".
+- `verify` checks each patient's hash chain, that replay reproduces every recorded step, and
+  that the stored snapshot equals the replayed one, streaming the log (memory stays flat).
+- `whatif` re-runs the recorded events under another policy and reports who would have moved
+  differently.
+
+Stored payloads are upcast to the current payload schema (states/upcast.py) before they are
+validated. One definition instance (and its memoising chart runner) serves every patient of a
+(pathway, version), so replay does no statechart work per event beyond the first of a kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from itertools import groupby
+from operator import attrgetter
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from persistence import GENESIS, AuditEntry, Snapshot, Store, UnknownPatient, entry_hash
+from states import EventNotAllowed, Pathway, StatesError, Step, get_pathway, require_aware
+from states.guards import ConditionResult, evaluate_rule
+from states.payloads import Payload
+from states.upcast import upcast
+
+from .engine import PAYLOAD_SCHEMA, Status
+from .errors import CarepathError
+
+__all__ = [
+    "InvalidPolicy",
+    "NotEnrolledAt",
+    "Problem",
+    "ReplayDiverged",
+    "ReplayResult",
+    "VerifyReport",
+    "WhatIfChange",
+    "WhatIfReport",
+    "describe_decision",
+    "replay",
+    "verify",
+    "whatif",
+]
+
+T = TypeVar("T")
+Progress = Callable[[int], None]
+Resolve = Callable[[str, int], Pathway]
+
+# Reasons `verify` reports (DESIGN.md section 5); replay and snapshot reasons add detail after ": ".
+HASH_MISMATCH = "hash mismatch"
+BROKEN_LINK = "broken link to previous entry"
+SEQUENCE_GAP = "sequence gap"
+REPLAY_DIVERGED = "replay diverged"
+SNAPSHOT_DIFFERS = "snapshot differs"
+# A full report lists at most this many problems (the count covers them all).
+MAX_LISTED_PROBLEMS = 100
+
+
+class ReplayDiverged(CarepathError):
+    """Raised when re-applying a patient's recorded events does not reproduce what was recorded."""
+
+    def __init__(self, patient_id: str, seq: int, reason: str) -> None:
+        self.patient_id = patient_id
+        self.seq = seq
+        self.reason = reason
+        super().__init__(f"patient {patient_id!r}, seq {seq}: {reason}")
+
+
+class NotEnrolledAt(UnknownPatient):
+    """Raised when replaying a patient to a time before its enrolment."""
+
+    def __init__(self, patient_id: str, until: datetime) -> None:
+        super().__init__(patient_id)
+        self.until = until
+        self.args = (f"patient {patient_id!r} was not enrolled yet at {until.isoformat()}",)
+
+
+class InvalidPolicy(CarepathError):
+    """Raised when a what-if policy does not validate against a definition's policy model."""
+
+    def __init__(self, pathway: str, problems: list[str]) -> None:
+        self.pathway = pathway
+        self.problems = problems
+        super().__init__(f"invalid policy for {pathway}: " + "; ".join(problems))
+
+
+class _Mismatch(Exception):
+    """A recorded entry that replay or the chain check does not reproduce (internal)."""
+
+    def __init__(self, seq: int, reason: str, detail: str = "") -> None:
+        self.seq = seq
+        self.reason = reason
+        self.detail = detail
+        super().__init__(reason)
+
+
+def _diverged(seq: int, detail: str) -> _Mismatch:
+    return _Mismatch(seq, f"{REPLAY_DIVERGED}: {detail}")
+
+
+@contextmanager
+def _streaming(items: Iterator[T]) -> Iterator[Iterator[T]]:
+    """Close a streaming read (and free its connection) even when we stop early."""
+    try:
+        yield items
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+
+# -- rebuilding one patient ------------------------------------------------------------------
+
+
+def _payload(definition: Pathway, entry: AuditEntry) -> Payload:
+    """The entry's payload upcast to the current schema and validated by the current code."""
+    data = upcast(definition.name, entry.event, entry.payload, entry.payload_schema, PAYLOAD_SCHEMA)
+    if entry.event == "enroll":
+        return definition.validate_enrollment(dict(data))
+    return definition.validate(entry.event, dict(data))
+
+
+class _Rebuild:
+    """A patient's snapshot rebuilt from its entries, one step at a time."""
+
+    def __init__(self, definition: Pathway, enrollment: AuditEntry) -> None:
+        self.definition = definition
+        self.patient_id = enrollment.patient_id
+        configuration, self.context = definition.start(_payload(definition, enrollment), enrollment.at)
+        self.configuration = tuple(configuration)
+        self.state = definition.state_name(self.configuration)
+        self.state_since = self.last_event_at = enrollment.at
+        self.created_at = self.updated_at = enrollment.recorded_at
+        self.seq = enrollment.seq
+        self.last_hash = enrollment.hash
+        self.applied = 1
+
+    def step(self, entry: AuditEntry) -> Step:
+        """Apply an entry's event to the current state (raises EventNotAllowed, InvalidInput)."""
+        payload = _payload(self.definition, entry)
+        return self.definition.apply(self.configuration, self.context, entry.event, payload, entry.at)
+
+    def advance(self, entry: AuditEntry, step: Step) -> None:
+        self.configuration = step.configuration_after
+        self.context = step.context
+        state = self.definition.state_name(self.configuration)
+        if state != self.state:
+            self.state, self.state_since = state, entry.at
+        self.last_event_at = entry.at
+        self.updated_at = entry.recorded_at
+        self.seq = entry.seq
+        self.last_hash = entry.hash
+        self.applied += 1
+
+    def snapshot(self) -> Snapshot:
+        """The snapshot the engine would have stored after the entries applied so far."""
+        return Snapshot(
+            patient_id=self.patient_id,
+            pathway=self.definition.name,
+            version=self.definition.version,
+            configuration=list(self.configuration),
+            context=self.context,
+            state=self.state,
+            state_since=self.state_since,
+            revision=self.applied,
+            next_due_at=self.definition.next_due_at(self.configuration, self.context),
+            last_event_at=self.last_event_at,
+            last_seq=self.seq,
+            last_hash=self.last_hash,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
+
+def _checked_start(entry: AuditEntry) -> _Rebuild:
+    """Start a patient's replay from its enrolment entry, checked against the record."""
+    if entry.event != "enroll":
+        raise _diverged(entry.seq, f"first entry is {entry.event!r}, not an enrolment")
+    try:
+        rebuild = _Rebuild(get_pathway(entry.pathway, entry.version), entry)
+    except StatesError as err:
+        raise _diverged(entry.seq, str(err)) from None
+    _expect(entry.seq, "configuration before", entry.config_before, [])
+    _expect(entry.seq, "configuration after", entry.config_after, list(rebuild.configuration))
+    return rebuild
+
+
+def _checked_step(rebuild: _Rebuild, entry: AuditEntry) -> None:
+    """Re-apply one entry and check configuration, rule, guard values and transitions."""
+    definition = rebuild.definition
+    if (entry.pathway, entry.version) != (definition.name, definition.version):
+        raise _diverged(
+            entry.seq,
+            f"entry names {entry.pathway} v{entry.version}, patient is on {definition.name} v{definition.version}",
+        )
+    if entry.at < rebuild.last_event_at:
+        raise _diverged(entry.seq, f"at {entry.at.isoformat()} is before the previous entry's")
+    _expect(entry.seq, "configuration before", entry.config_before, list(rebuild.configuration))
+    try:
+        step = rebuild.step(entry)
+    except StatesError as err:  # not allowed in the replayed state, or the payload no longer valid
+        raise _diverged(entry.seq, str(err)) from None
+    if not step.changed:
+        raise _diverged(entry.seq, f"{entry.event} changes nothing on replay, yet it was recorded")
+    _expect(entry.seq, "configuration after", entry.config_after, list(step.configuration_after))
+    replayed_rule = step.decision.rule.name if step.decision and step.decision.rule else None
+    _expect(entry.seq, "decided rule", (entry.decision or {}).get("rule"), replayed_rule)
+    _expect(entry.seq, "transitions", entry.transitions, [dict(t) for t in step.transitions])
+    if entry.decision != step.decision_record():
+        raise _diverged(entry.seq, "recorded guard values differ from the replayed ones")
+    rebuild.advance(entry, step)
+
+
+def _expect(seq: int, what: str, recorded: Any, replayed: Any) -> None:
+    if recorded != replayed:
+        raise _diverged(seq, f"{what} recorded {recorded!r}, replayed {replayed!r}")
+
+
+# -- replay -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplayResult(Status):
+    """A patient's status as rebuilt from the log (up to `until`), with the last seq applied."""
+
+    seq: int = 0
+    until: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        document = super().to_json()
+        document["seq"] = self.seq
+        document["until"] = self.until.isoformat() if self.until else None
+        return document
+
+
+def replay(store: Store, patient_id: str, until: datetime | None = None) -> ReplayResult:
+    """Rebuild a patient's state from its audit log, checking each step against the record.
+
+    With `until` (an aware time) the result is the state after the last event at or before it.
+    Raises UnknownPatient, NotEnrolledAt (enrolled after `until`) or ReplayDiverged.
+    """
+    if until is not None:
+        until = require_aware(until, "until")
+    rebuild: _Rebuild | None = None
+    with _streaming(store.iter_entries(patient_id)) as entries:
+        for entry in entries:
+            if until is not None and entry.at > until:
+                break
+            try:
+                if rebuild is None:
+                    rebuild = _checked_start(entry)
+                else:
+                    _checked_step(rebuild, entry)
+            except _Mismatch as err:
+                raise ReplayDiverged(patient_id, err.seq, err.reason) from None
+    if rebuild is None:
+        if not store.exists(patient_id):
+            raise UnknownPatient(patient_id)
+        if until is not None:
+            raise NotEnrolledAt(patient_id, until)
+        raise ReplayDiverged(patient_id, 1, f"{REPLAY_DIVERGED}: the patient has no audit entries")
+    return ReplayResult(rebuild.snapshot(), seq=rebuild.seq, until=until)
+
+
+# -- verify -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first thing found wrong with one patient's log or snapshot."""
+
+    patient_id: str
+    first_bad_seq: int
+    reason: str
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "patient_id": self.patient_id,
+            "first_bad_seq": self.first_bad_seq,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class VerifyReport:
+    """What `verify` checked and the problems it found (the first one is the headline)."""
+
+    patients: int = 0
+    events: int = 0
+    problem_count: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem_count == 0
+
+    def add(self, problem: Problem) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_LISTED_PROBLEMS:
+            self.problems.append(problem)
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"ok": self.ok, "patients": self.patients, "events": self.events}
+        if not self.ok:
+            document.update(self.problems[0].to_json())
+            document["problem_count"] = self.problem_count
+            document["problems"] = [p.to_json() for p in self.problems]
+        return document
+
+
+def verify(store: Store, patient_id: str | None = None, *, progress: Progress | None = None) -> VerifyReport:
+    """Check the hash chain, replay equality and the snapshot of one patient or of every patient.
+
+    Streams entries and snapshots side by side in patient order, so memory does not grow with
+    the log. `progress` is called after each patient with the number of its entries.
+    Raises UnknownPatient when the named patient has no snapshot.
+    """
+    report = VerifyReport()
+    if patient_id is not None:
+        snapshots: Iterator[Snapshot] = iter([store.snapshot(patient_id)])
+    else:
+        snapshots = store.iter_snapshots()
+    with _streaming(store.iter_entries(patient_id)) as stream, _streaming(snapshots):
+        groups = groupby(stream, key=attrgetter("patient_id"))
+        snapshot = next(snapshots, None)
+        group = next(groups, None)
+        while snapshot is not None or group is not None:
+            orphan = group is not None and (snapshot is None or group[0] != snapshot.patient_id)
+            if orphan and group is not None and (snapshot is None or not store.exists(group[0])):
+                # Entries whose patient has no snapshot (patients are never deleted).
+                _check_patient(report, group[0], None, group[1], progress)
+                group = next(groups, None)
+                continue
+            if group is not None and snapshot is not None and group[0] == snapshot.patient_id:
+                _check_patient(report, snapshot.patient_id, snapshot, group[1], progress)
+                group = next(groups, None)
+            else:
+                assert snapshot is not None
+                _check_patient(report, snapshot.patient_id, snapshot, iter(()), progress)
+            snapshot = next(snapshots, None)
+    return report
+
+
+def _check_patient(
+    report: VerifyReport,
+    patient_id: str,
+    snapshot: Snapshot | None,
+    entries: Iterable[AuditEntry],
+    progress: Progress | None,
+) -> None:
+    checked = _Checked()
+    try:
+        replayed = checked.run(entries)
+        _compare_snapshot(snapshot, replayed)
+    except _Mismatch as err:
+        report.add(Problem(patient_id, err.seq, err.reason, err.detail))
+    report.patients += 1
+    report.events += checked.events
+    if progress is not None:
+        progress(checked.events)
+
+
+class _Checked:
+    """Chain and replay checks over one patient's entries, in sequence order."""
+
+    def __init__(self) -> None:
+        self.events = 0
+
+    def run(self, entries: Iterable[AuditEntry]) -> Snapshot | None:
+        rebuild: _Rebuild | None = None
+        expected, previous = 1, GENESIS
+        for entry in entries:
+            _check_chain(entry, expected, previous)
+            if rebuild is None:
+                rebuild = _checked_start(entry)
+            else:
+                _checked_step(rebuild, entry)
+            self.events += 1
+            expected, previous = entry.seq + 1, entry.hash
+        return rebuild.snapshot() if rebuild is not None else None
+
+
+def _check_chain(entry: AuditEntry, expected: int, previous: str) -> None:
+    if entry.seq != expected:
+        raise _Mismatch(expected, SEQUENCE_GAP, f"expected seq {expected}, found {entry.seq}")
+    recomputed = entry_hash(entry.as_row())
+    if recomputed != entry.hash:
+        raise _Mismatch(entry.seq, HASH_MISMATCH, f"stored {entry.hash[:16]}, recomputed {recomputed[:16]}")
+    if entry.prev_hash != previous:
+        raise _Mismatch(entry.seq, BROKEN_LINK, f"prev_hash {entry.prev_hash[:16]}, previous entry {previous[:16]}")
+
+
+def _compare_snapshot(stored: Snapshot | None, replayed: Snapshot | None) -> None:
+    """Raise when the stored snapshot is not the one the replayed log produces."""
+    if replayed is None:
+        raise _Mismatch(1, f"{SNAPSHOT_DIFFERS}: the patient has no audit entries")
+    if stored is None:
+        raise _Mismatch(1, f"{SNAPSHOT_DIFFERS}: audit entries without a patient snapshot")
+    if stored.last_seq != replayed.last_seq:
+        # The first entry one side has and the other lacks (deleted or appended out of band).
+        seq = min(stored.last_seq, replayed.last_seq) + 1
+        raise _Mismatch(seq, f"{SNAPSHOT_DIFFERS}: last_seq stored {stored.last_seq}, replayed {replayed.last_seq}")
+    for name in (f.name for f in fields(Snapshot)):
+        mine, theirs = getattr(stored, name), getattr(replayed, name)
+        if mine != theirs:
+            raise _Mismatch(replayed.last_seq, f"{SNAPSHOT_DIFFERS}: {name} {_difference(name, mine, theirs)}")
+
+
+def _difference(name: str, stored: Any, replayed: Any) -> str:
+    if name == "context" and isinstance(stored, dict) and isinstance(replayed, dict):
+        keys = sorted(k for k in stored.keys() | replayed.keys() if stored.get(k) != replayed.get(k))
+        return "; ".join(f"{k} stored {stored.get(k)!r}, replayed {replayed.get(k)!r}" for k in keys)
+    return f"stored {stored!r}, replayed {replayed!r}"
+
+
+# -- what-if -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WhatIfChange:
+    """A patient who would have moved differently under the what-if policy."""
+
+    patient_id: str
+    recorded_state: str
+    whatif_state: str
+    first_diverging_seq: int
+    # The recorded event the what-if state does not allow (replay stops there), if any.
+    stopped_at_seq: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "patient_id": self.patient_id,
+            "recorded_state": self.recorded_state,
+            "whatif_state": self.whatif_state,
+            "first_diverging_seq": self.first_diverging_seq,
+            "stopped_at_seq": self.stopped_at_seq,
+        }
+
+
+@dataclass
+class WhatIfReport:
+    """Who would have moved differently, out of how many patients and events."""
+
+    policy: dict[str, Any]
+    patients: int = 0
+    events: int = 0
+    changes: list[WhatIfChange] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "patients": self.patients,
+            "events": self.events,
+            "changed": len(self.changes),
+            "patients_changed": [c.to_json() for c in self.changes],
+        }
+
+
+def whatif(store: Store, policy: Mapping[str, Any], *, progress: Progress | None = None) -> WhatIfReport:
+    """Re-run every patient's recorded events under `policy` and report who moves differently.
+
+    The recorded payloads and times are re-applied as they were; a recorded tick that changes
+    nothing under the new policy is skipped, and a recorded event the what-if state does not
+    allow ends that patient's what-if run (the clinician would have seen another state).
+    Raises InvalidPolicy when `policy` does not fit a patient's definition.
+    """
+    resolve = _with_policy(policy)
+    report = WhatIfReport(policy=dict(policy))
+    with _streaming(store.iter_entries()) as stream:
+        for patient_id, entries in groupby(stream, key=attrgetter("patient_id")):
+            count, change = _whatif_patient(patient_id, entries, resolve)
+            report.patients += 1
+            report.events += count
+            if change is not None:
+                report.changes.append(change)
+            if progress is not None:
+                progress(count)
+    return report
+
+
+def _with_policy(policy: Mapping[str, Any]) -> Resolve:
+    """A resolver giving each recorded (pathway, version) a definition under `policy`."""
+    cache: dict[tuple[str, int], Pathway] = {}
+
+    def resolve(name: str, version: int) -> Pathway:
+        key = (name, version)
+        if key not in cache:
+            recorded = get_pathway(name, version)
+            model: type[BaseModel] = type(recorded.policy)
+            try:
+                chosen = model.model_validate(dict(policy))
+            except ValidationError as err:
+                problems = [f"{'.'.join(map(str, e['loc'])) or 'policy'}: {e['msg']}" for e in err.errors()]
+                raise InvalidPolicy(name, problems) from None
+            cache[key] = type(recorded)(chosen)
+        return cache[key]
+
+    return resolve
+
+
+def _whatif_patient(
+    patient_id: str, entries: Iterable[AuditEntry], resolve: Resolve
+) -> tuple[int, WhatIfChange | None]:
+    iterator = iter(entries)
+    first = next(iterator)
+    try:
+        rebuild = _Rebuild(resolve(first.pathway, first.version), first)
+    except StatesError as err:
+        raise ReplayDiverged(patient_id, first.seq, f"{REPLAY_DIVERGED}: {err}") from None
+    count, recorded, diverged, stopped = 1, first.config_after, None, None
+    for entry in iterator:
+        count += 1
+        recorded = entry.config_after
+        if stopped is not None:
+            continue
+        try:
+            step = rebuild.step(entry)
+        except EventNotAllowed:
+            stopped = entry.seq
+            diverged = diverged or entry.seq
+            continue
+        except StatesError as err:
+            raise ReplayDiverged(patient_id, entry.seq, f"{REPLAY_DIVERGED}: {err}") from None
+        if step.changed:
+            rebuild.advance(entry, step)
+        if diverged is None and list(rebuild.configuration) != entry.config_after:
+            diverged = entry.seq
+    if diverged is None:
+        return count, None
+    definition = rebuild.definition
+    change = WhatIfChange(patient_id, definition.state_name(recorded), rebuild.state, diverged, stopped)
+    return count, change
+
+
+# -- reading a recorded decision ------------------------------------------------------------------
+
+
+def describe_decision(entry: AuditEntry) -> list[str]:
+    """Why an entry moved the patient, from the audit row alone: one line per rule checked.
+
+    The row records the inputs the rules read and the thresholds in force; each checked rule's
+    conditions are shown against those recorded values (not today's policy), e.g.
+    "reassess.escalate_to_second_line held: weeks_in_line 4 >= 4 (first_line_early_weeks) and
+    improvement 0.125 < 0.3 (moderate_improvement)".
+    """
+    record = entry.decision
+    if not record:
+        return []
+    definition = get_pathway(entry.pathway, entry.version)
+    rules = {rule.name: rule for rule in definition.rules}
+    policy = definition.policy.model_copy(update=record.get("thresholds", {}))
+    lines = []
+    for name, _won in record.get("checked", []):
+        result = evaluate_rule(rules[name], record.get("inputs", {}), policy)
+        clauses = [" and ".join(_condition_text(c) for c in clause) for clause in result.clauses]
+        why = " or ".join(f"({c})" if len(clauses) > 1 else c for c in clauses) or "always"
+        lines.append(f"{name} {'held' if result.holds else 'did not hold'}: {why}")
+    return lines
+
+
+def _condition_text(result: ConditionResult) -> str:
+    condition = result.condition
+    named = f" ({condition.policy_field})" if condition.policy_field else ""
+    if condition.op == "nonempty":
+        text = f"{condition.input} {_show(result.value)} not empty"
+    else:
+        text = f"{condition.input} {_show(result.value)} {condition.op} {_show(result.threshold)}{named}"
+    return text if result.holds else f"{text} [no]"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return "[" + ", ".join(sorted(map(str, value))) + "]"
+    return "not recorded" if value is None else str(value)
