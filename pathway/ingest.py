@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -76,9 +77,8 @@ def ingest(engine: Engine, lines: Iterable[str], *, batch: int = 1_000) -> Inges
     now = engine.clock()
     records = read_jsonl(lines)
     while chunk := list(islice(records, batch)):
-        report_part = engine.store.run(
-            lambda tx, chunk=chunk: _apply_chunk(engine, tx, chunk, now), retries=engine.retries
-        )
+        work = partial(_apply_chunk, engine, chunk=chunk, now=now)
+        report_part = engine.store.run(work, retries=engine.retries)
         report.accepted += report_part.accepted
         report.unchanged += report_part.unchanged
         report.duplicates += report_part.duplicates
@@ -86,7 +86,7 @@ def ingest(engine: Engine, lines: Iterable[str], *, batch: int = 1_000) -> Inges
     return report
 
 
-def _apply_chunk(engine: Engine, tx: Transaction, chunk: list[tuple[int, Any]], now: datetime) -> IngestReport:
+def _apply_chunk(engine: Engine, tx: Transaction, *, chunk: list[tuple[int, Any]], now: datetime) -> IngestReport:
     part = IngestReport()
     tx.prefetch(
         [

@@ -1,4 +1,4 @@
-"""`carepath import`: bulk ingestion of events from a JSON Lines file."""
+"""Data exchange: `carepath import` (bulk events from JSON Lines) and `carepath export-fhir`."""
 
 from __future__ import annotations
 
@@ -35,9 +35,24 @@ def import_(
     if json_:
         emit_json(report.to_json())
     else:
-        console().print(f"imported {report.accepted} events ({report.unchanged} unchanged, "
-                        f"{report.duplicates} duplicates, {len(report.rejected)} rejected)")
+        console().print(
+            f"imported {report.accepted} events ({report.unchanged} unchanged, "
+            f"{report.duplicates} duplicates, {len(report.rejected)} rejected)"
+        )
         for rejection in report.rejected[:20]:
             sys.stderr.write(f"line {rejection.line}: {rejection.error}\n")
     if report.rejected:
         raise typer.Exit(2)
+
+
+@app.command("export-fhir")
+def export_fhir(
+    patient: Annotated[str, typer.Argument(help="Patient id.")],
+) -> None:
+    """Print the patient's pathway as a FHIR R4 Bundle (CarePlan, Condition, Observation, Provenance).
+
+    Example: carepath export-fhir p-001 > p-001.fhir.json
+    """
+    from ..fhir import export_bundle
+
+    emit_json(export_bundle(engine(), patient))

@@ -1,0 +1,76 @@
+"""Bulk ingestion: many events per transaction, each checked exactly as `send` checks it."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pathway import Engine
+from pathway.cli import main
+from pathway.ingest import ingest
+from tests.conftest import T0
+from tests.helpers import assess_data, reassess_data
+
+
+def _line(patient: str, event: str, at: object, **fields: object) -> str:
+    return json.dumps({"patient": patient, "event": event, "at": str(at), **fields})
+
+
+def _course(patient: str) -> list[str]:
+    return [
+        _line(patient, "enroll", T0.isoformat(), factors={"age": 40}),
+        _line(patient, "assess", T0.isoformat(), data=assess_data(pain=8)),
+        _line(patient, "reassess", (T0 + timedelta(weeks=4)).isoformat(), data=reassess_data(pain=7)),
+    ]
+
+
+def test_import_applies_each_line_like_send(engine: Engine) -> None:
+    """Imported events produce the same states and hash chain as sending them one by one."""
+    report = ingest(engine, _course("a") + _course("b"), batch=2)
+    assert (report.accepted, report.rejected) == (6, [])
+    assert engine.status("a").state == "second_line"
+    assert [e.seq for e in engine.history("b")] == [1, 2, 3]
+    assert engine.history("b")[1].hash == engine.history("b")[2].prev_hash
+
+
+def test_rejected_lines_are_reported_and_write_nothing(sqlite_engine: Engine) -> None:
+    """Bad lines are listed with line number and reason; the good lines of the batch still commit."""
+    lines = [
+        *_course("a"),
+        _line("a", "relapse", (T0 + timedelta(weeks=5)).isoformat(), data={"pain": 1, "fasciculations": "absent"}),
+        _line("ghost", "tick", (T0 + timedelta(weeks=5)).isoformat()),
+        _line("a", "reassess", "2026-02-01T09:00:00", data=reassess_data()),
+        "{not json",
+        json.dumps({"patient": "a", "event": "tick", "at": T0.isoformat(), "colour": "red"}),
+        _line("a", "enroll", T0.isoformat()),
+    ]
+    report = ingest(sqlite_engine, lines, batch=100)
+    assert report.accepted == 3
+    assert [(r.line, r.exit_code) for r in report.rejected] == [(4, 3), (5, 4), (6, 2), (7, 2), (8, 2), (9, 2)]
+    assert "time zone" in report.rejected[2].error
+    assert len(sqlite_engine.history("a")) == 3
+
+
+def test_repeated_idempotency_key_in_one_import_writes_once(sqlite_engine: Engine) -> None:
+    """The same key and payload twice in a file counts as a duplicate, not a second event."""
+    visit = _line("a", "reassess", (T0 + timedelta(weeks=1)).isoformat(), data=reassess_data(), idempotency_key="v1")
+    report = ingest(sqlite_engine, [*_course("a")[:2], visit, visit])
+    assert (report.accepted, report.duplicates) == (3, 1)
+    assert len(sqlite_engine.history("a")) == 3
+
+
+def test_import_command_exits_2_when_a_line_is_rejected(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`carepath import --json` prints the report and exits 2 if any line was rejected, 0 otherwise."""
+    good = tmp_path / "good.jsonl"
+    good.write_text("\n".join(_course("a")) + "\n")
+    assert main(["--db", sqlite_url, "import", str(good), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accepted"] == 3
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(_line("a", "assess", (T0 + timedelta(weeks=5)).isoformat(), data=assess_data()) + "\n")
+    assert main(["--db", sqlite_url, "import", str(bad), "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["rejected"][0]["exit_code"] == 3
