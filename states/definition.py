@@ -18,6 +18,7 @@ from statemachine import StateChart
 from statemachine.exceptions import TransitionNotAllowed
 from statemachine.orderedset import OrderedSet
 
+from .checks import check_definition
 from .errors import EventNotAllowed, UnknownDefinition, UnknownEvent
 from .guards import Decision, Rule, decide
 from .payloads import Payload, parse_payload
@@ -136,6 +137,8 @@ class Pathway(ABC):
     # Events that, when no rule holds in the named state, change nothing instead of failing.
     idle_events: ClassVar[Mapping[str, str]] = {}
     enroll_payload: ClassVar[type[Payload]]
+    # The names `inputs()` produces for each event; registration checks every rule reads only these.
+    rule_inputs: ClassVar[Mapping[str, frozenset[str]]] = {}
 
     def __init__(self, policy: BaseModel | None = None) -> None:
         self.policy = policy if policy is not None else self.default_policy()
@@ -229,7 +232,8 @@ _INSTANCES: dict[tuple[str, int], Pathway] = {}
 
 
 def register(definition: type[Pathway]) -> type[Pathway]:
-    """Class decorator adding a definition to the registry under (name, version)."""
+    """Class decorator adding a definition to the registry under (name, version), once it passes its checks."""
+    check_definition(definition)
     _REGISTRY[(definition.name, definition.version)] = definition
     return definition
 

@@ -71,3 +71,9 @@ class EventNotAllowed(StatesError):
 
 class DefinitionError(StatesError):
     """Raised when a pathway definition fails its build-time checks."""
+
+    def __init__(self, name: str, version: int, problems: Sequence[str]) -> None:
+        self.name = name
+        self.version = version
+        self.problems = tuple(problems)
+        super().__init__(f"pathway definition {name} version {version} is invalid: " + "; ".join(self.problems))

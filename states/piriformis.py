@@ -364,6 +364,18 @@ class PiriformisPathway(Pathway):
         "withdraw": WithdrawPayload,
     }
     idle_events: ClassVar[Mapping[str, str]] = {"tick": "treatment"}
+    rule_inputs: ClassVar[Mapping[str, frozenset[str]]] = {
+        "assess": frozenset(
+            {"red_flags", "radicular_findings", "buttock_pain", "pain", "diagnostic_findings", "special_tests"}
+        ),
+        "reassess": frozenset(
+            {"red_flags", "fasciculations", "pain", "weeks_in_line", "improvement", "line_baseline"}
+        ),
+        "tick": frozenset({"weeks_since_assessment"}),
+        "override": frozenset({"to"}),
+        "relapse": frozenset(),
+        "withdraw": frozenset(),
+    }
     enroll_payload = EnrollPayload
 
     policy: Policy
