@@ -4,6 +4,9 @@ from .clock import Clock, FakeClock, system_clock
 from .engine import Engine, SendResult, Status, SweepReport
 from .errors import CarepathError, EventInFuture, InvalidCommand, TimeWentBackwards, exit_code
 
+# `replay` itself stays in pathway.replay: exporting it here would shadow the module of that name.
+from .replay import ReplayDiverged, ReplayResult, VerifyReport, WhatIfReport, verify, whatif
+
 __all__ = [
     "CarepathError",
     "Clock",
@@ -11,10 +14,16 @@ __all__ = [
     "EventInFuture",
     "FakeClock",
     "InvalidCommand",
+    "ReplayDiverged",
+    "ReplayResult",
     "SendResult",
     "Status",
     "SweepReport",
     "TimeWentBackwards",
+    "VerifyReport",
+    "WhatIfReport",
     "exit_code",
     "system_clock",
+    "verify",
+    "whatif",
 ]
