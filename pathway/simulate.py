@@ -17,7 +17,7 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_WEEKS",
     "Archetype",
     "Profile",
+    "cohort_start",
     "SimulationError",
     "SimulationResult",
     "make_profiles",
@@ -178,6 +179,13 @@ def simulate(
         if following is not None:
             agenda.push(following, patient_id)
     return result
+
+
+def cohort_start(now: datetime, weeks: int = DEFAULT_WEEKS) -> datetime:
+    """A start `weeks` before the last Monday midnight (UTC) at or before `now`: a cohort that ends this week."""
+    today = now.astimezone(UTC).date()
+    monday = datetime.combine(today - timedelta(days=today.weekday()), time(0), tzinfo=UTC)
+    return monday - weeks * WEEK
 
 
 def make_profiles(patients: int, seed: int, start: datetime = DEFAULT_START) -> list[Profile]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from pathway.simulate import (
     Archetype,
     SimulationError,
     SimulationResult,
+    cohort_start,
     make_profiles,
     simulate,
 )
@@ -103,6 +105,14 @@ def test_simulation_refuses_a_clock_past_the_start(sqlite_url: str) -> None:
             simulate(engine, patients=3)
     finally:
         engine.store.dispose()
+
+
+def test_cohort_start_ends_the_six_months_this_week() -> None:
+    """The demo's cohort starts 26 weeks before the last Monday midnight UTC, whatever the zone of now."""
+    wednesday = datetime(2026, 11, 25, 14, 30, tzinfo=timezone(timedelta(hours=-5)))
+    assert cohort_start(wednesday) == datetime(2026, 11, 23, tzinfo=UTC) - timedelta(weeks=26)
+    monday = datetime(2026, 11, 23, tzinfo=UTC)
+    assert cohort_start(monday, weeks=1) == datetime(2026, 11, 16, tzinfo=UTC)
 
 
 def test_empty_cohort_is_refused() -> None:
@@ -262,6 +272,21 @@ def test_demo_dashboard_agrees_with_the_database(demo_run: DemoRun) -> None:
         assert int(shown.group(1)) == counts.get(state, 0), state
     total = re.search(r"│ total\s+│\s+(\d+) │", demo_run.stdout)
     assert total is not None and int(total.group(1)) == 40
+
+
+def test_demo_cohort_ends_in_the_current_week(demo_run: DemoRun) -> None:
+    """The simulated six months end at most a week before now, and every event lies inside them."""
+    span = re.search(r"from (\d{4}-\d\d-\d\d) to (\d{4}-\d\d-\d\d)", demo_run.stdout)
+    assert span is not None
+    start, end = (datetime.fromisoformat(day).replace(tzinfo=UTC) for day in span.groups())
+    assert end - start == timedelta(weeks=26)
+    assert datetime.now(UTC) - timedelta(days=7) <= end <= datetime.now(UTC)
+    store = Store(f"sqlite:///{demo_run.directory / 'carepath.db'}")
+    try:
+        times = [entry.at for entry in store.iter_entries()]
+    finally:
+        store.dispose()
+    assert start <= min(times) and max(times) <= end
 
 
 def test_demo_writes_a_plot_with_content(demo_run: DemoRun) -> None:

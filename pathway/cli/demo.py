@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -56,20 +57,22 @@ def demo(
 
     Example: carepath demo --dir /tmp/carepath-demo --patients 300 --seed 7
     """
-    from ..clock import FakeClock
+    from ..clock import FakeClock, system_clock
     from ..cohort_plot import plot_cohort, read_history
     from ..engine import Engine
-    from ..simulate import DEFAULT_START
+    from ..simulate import cohort_start
 
     directory.mkdir(parents=True, exist_ok=True)
     for name in _OUTPUTS:
         (directory / name).unlink(missing_ok=True)
     database = directory / DATABASE_NAME
     url = f"sqlite:///{database.resolve()}"
-    engine = Engine(url, FakeClock(DEFAULT_START))
+    # The six months end this week, so `status`, `explain` and `due` on the database read as current.
+    start = cohort_start(system_clock())
+    engine = Engine(url, FakeClock(start))
     out = console()
     try:
-        result = _simulate(engine, patients, seed)
+        result = _simulate(engine, patients, seed, start)
         history = read_history(engine.store, result.start, result.end)
         dashboard = Dashboard.read(engine, history)
         dashboard.print(out, result)
@@ -101,7 +104,7 @@ def _progress() -> tuple[Console, list[ProgressColumn]]:
     return Console(stderr=True), columns
 
 
-def _simulate(engine: Engine, patients: int, seed: int) -> SimulationResult:
+def _simulate(engine: Engine, patients: int, seed: int, start: datetime) -> SimulationResult:
     from rich.progress import Progress
 
     from ..simulate import DEFAULT_WEEKS, simulate
@@ -111,12 +114,16 @@ def _simulate(engine: Engine, patients: int, seed: int) -> SimulationResult:
     with Progress(*columns, console=stderr) as bar:
         task = bar.add_task(f"simulating {patients} patients, week", total=DEFAULT_WEEKS)
         result = simulate(
-            engine, patients=patients, seed=seed, progress=lambda week, _weeks: bar.update(task, completed=week)
+            engine,
+            patients=patients,
+            seed=seed,
+            start=start,
+            progress=lambda week, _weeks: bar.update(task, completed=week),
         )
     seconds = time.perf_counter() - started
     rate = (result.sent + result.advanced_by_sweeps) / seconds if seconds else 0.0
     console().print(
-        f"simulated [bold]{patients}[/] patients for {DEFAULT_WEEKS} weeks (seed {seed}): "
+        f"simulated [bold]{patients}[/] patients from {result.start:%Y-%m-%d} to {result.end:%Y-%m-%d} (seed {seed}): "
         f"{result.sent} commands and {result.sweeps} weekly sweeps ({result.advanced_by_sweeps} patients advanced) "
         f"in {seconds:.1f} s, {rate:.0f} audited events/s"
     )
@@ -240,8 +247,8 @@ class Dashboard:
         table.add_row(
             "moved by clinician override", str(sum(n for (_, by), n in history.escalations.items() if by == "override"))
         )
-        table.add_row("reassessments due now", str(self.due_now))
-        table.add_row("reassessments overdue now", str(self.overdue_now))
+        table.add_row("reassessments due at the last sweep", str(self.due_now))
+        table.add_row("reassessments overdue at the last sweep", str(self.overdue_now))
         table.add_row("overdue episodes (six months)", str(history.overdue_episodes))
         return table
 
