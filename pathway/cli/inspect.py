@@ -58,11 +58,14 @@ def _print_explanation(x: Explanation) -> None:
     out = console()
     out.print(f"[bold]{x.patient_id}[/]  {styled_state(x.state)}  {x.pathway} v{x.version}  at {_when(x.at)}")
     out.print(f"configuration: {', '.join(x.configuration)}")
-    out.print(f"next reassessment due: {_when(x.next_due_at) if x.next_due_at else '-'}")
+    due = f"{_when(x.next_due_at)} (a tick then changes the patient)" if x.next_due_at else "-"
+    out.print(f"next due: {due}")
     if not x.transitions:
         out.print("[dim]final state: no rule leaves it[/]")
+        return
+    out.print("[dim]observed values: the last recorded stand in for the next event's; times: as of 'at'[/]")
     for event in dict.fromkeys(t.event for t in x.transitions):
-        out.print(f"\n[bold]on {event}[/] [dim](values: last recorded; times: at {_when(x.at)})[/]")
+        out.print(f"\n[bold]on {event}[/]")
         for t in (t for t in x.transitions if t.event == event):
             _print_transition(t, escape)
 
