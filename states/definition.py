@@ -7,6 +7,7 @@ context, the transitions taken and the rule values that decided them. It reads n
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ class ChartRunner:
     def __init__(self, chart: type[StateChart[Any]]) -> None:
         self._chart = chart
         self._log = _TransitionLog()
+        self._lock = threading.Lock()
         self._machine = self._new_machine()
         self._order = {state_id: i for i, state_id in enumerate(chart.states_map)}
         self._memo: dict[
@@ -112,16 +114,18 @@ class ChartRunner:
         cached = self._memo.get(key)
         if cached is not None:
             return cached
-        self._machine.current_state_value = OrderedSet(configuration) if len(configuration) > 1 else configuration[0]
-        self._log.taken = []
-        try:
-            self._machine.send(event, decision=decision)
-        except TransitionNotAllowed:
-            raise EventNotAllowed(event, configuration) from None
-        result = (self.ordered(list(self._machine.configuration_values)), tuple(self._log.taken))
-        if self._machine.is_terminated:
-            # A machine that entered a top-level final state processes no further events.
-            self._machine = self._new_machine()
+        with self._lock:  # one chart instance, shared by the threads of an embedding service
+            restored = OrderedSet(configuration) if len(configuration) > 1 else configuration[0]
+            self._machine.current_state_value = restored
+            self._log.taken = []
+            try:
+                self._machine.send(event, decision=decision)
+            except TransitionNotAllowed:
+                raise EventNotAllowed(event, configuration) from None
+            result = (self.ordered(list(self._machine.configuration_values)), tuple(self._log.taken))
+            if self._machine.is_terminated:
+                # A machine that entered a top-level final state processes no further events.
+                self._machine = self._new_machine()
         self._memo[key] = result
         return result
 
