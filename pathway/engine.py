@@ -220,19 +220,24 @@ class Engine:
         seen: set[str] = set()
         while limit is None or report.advanced < limit:
             size = batch if limit is None else min(batch, limit - report.advanced)
-            claimed = self.store.run(
-                partial(self._sweep_batch, at=at, now=now, size=size, seen=seen, report=report), retries=self.retries
+            claimed, done = self.store.run(
+                partial(self._sweep_batch, at=at, now=now, size=size, seen=seen), retries=self.retries
             )
-            if claimed < size:
+            # Merged only once committed: a batch retried after a conflict must not count or skip twice.
+            seen.update(claimed)
+            report.advanced += done.advanced
+            report.unchanged += done.unchanged
+            report.skipped.update(done.skipped)
+            if len(claimed) < size:
                 break
         return report
 
     def _sweep_batch(
-        self, tx: Transaction, at: datetime, now: datetime, size: int, seen: set[str], report: SweepReport
-    ) -> int:
+        self, tx: Transaction, at: datetime, now: datetime, size: int, seen: set[str]
+    ) -> tuple[list[str], SweepReport]:
         fresh = [snap for snap in tx.claim_due(at, size + len(seen)) if snap.patient_id not in seen][:size]
+        report = SweepReport(at)
         for snapshot in fresh:
-            seen.add(snapshot.patient_id)
             if at < snapshot.last_event_at:
                 report.skipped[snapshot.patient_id] = "tick earlier than the patient's last event"
                 continue
@@ -249,7 +254,7 @@ class Engine:
                 now,
             )
             report.advanced += 1
-        return len(fresh)
+        return [snap.patient_id for snap in fresh], report
 
     # -- queries ----------------------------------------------------------------------
 

@@ -1,0 +1,126 @@
+"""Operations commands: the scheduler worker that advances due patients."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+
+from persistence import StorageUnavailable
+
+from ..engine import SweepReport
+from .app import JsonOption, app, emit_json, engine, parse_time
+from .render import console
+
+__all__ = ["WorkerTotals", "worker"]
+
+
+@dataclass
+class WorkerTotals:
+    """What a worker did over all its sweeps."""
+
+    sweeps: int = 0
+    advanced: int = 0
+    unchanged: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    errors: int = 0
+
+    def add(self, report: SweepReport) -> None:
+        self.sweeps += 1
+        self.advanced += report.advanced
+        self.unchanged += report.unchanged
+        self.skipped.update(report.skipped)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sweeps": self.sweeps,
+            "advanced": self.advanced,
+            "unchanged": self.unchanged,
+            "skipped": self.skipped,
+            "errors": self.errors,
+        }
+
+
+@app.command()
+def worker(
+    batch: Annotated[int, typer.Option(min=1, help="Patients claimed per transaction.")] = 500,
+    once: Annotated[bool, typer.Option("--once", help="Run one sweep and exit.")] = False,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Sweep as of this ISO 8601 time instead of the clock's time.")
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.0, help="Seconds to wait between sweeps.")] = 5.0,
+    max_sweeps: Annotated[int | None, typer.Option(min=1, hidden=True)] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Scheduler: advance every due patient's monitoring, sweep after sweep, until interrupted.
+
+    Several workers can share one PostgreSQL database without advancing a patient twice.
+
+    Ctrl-C or SIGTERM stops after the current batch; a database outage is retried at the next sweep.
+
+    Example: carepath --db postgresql+psycopg://postgres@127.0.0.1/test worker --batch 1000
+    """
+    fixed_at = parse_time(at) if at is not None else None
+    sweeps = 1 if once else max_sweeps
+    totals = WorkerTotals()
+    with _stop_on_signal() as stop:
+        while not stop.is_set():
+            _sweep(totals, fixed_at, batch, quiet=json_, keep_going=not once)
+            if sweeps is not None and totals.sweeps + totals.errors >= sweeps:
+                break
+            if totals.sweeps + totals.errors == 1:  # connected and swept once: tell the operator it runs
+                sys.stderr.write(f"carepath: worker running (batch {batch}, every {interval:g} s); Ctrl-C to stop\n")
+            stop.wait(interval)
+    if json_:
+        emit_json(totals.to_json())
+    else:
+        console().print(
+            f"worker: {totals.sweeps} sweeps, {totals.advanced} advanced, {totals.unchanged} unchanged, "
+            f"{len(totals.skipped)} skipped"
+        )
+
+
+def _sweep(totals: WorkerTotals, fixed_at: datetime | None, batch: int, *, quiet: bool, keep_going: bool) -> None:
+    """One sweep at the fixed time or the engine clock's time; in a loop an outage is survivable."""
+    eng = engine()
+    try:
+        report = eng.tick(fixed_at if fixed_at is not None else eng.clock(), batch=batch)
+    except StorageUnavailable as err:
+        if not keep_going:
+            raise
+        totals.errors += 1
+        sys.stderr.write(f"carepath: worker: {err}; retrying\n")
+        return
+    totals.add(report)
+    if not quiet and (report.advanced or report.skipped):
+        console().print(
+            f"sweep at {report.at.isoformat()}: {report.advanced} advanced, {report.unchanged} unchanged, "
+            f"{len(report.skipped)} skipped"
+        )
+
+
+@contextmanager
+def _stop_on_signal() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM, so a sweep in progress finishes and commits first."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers can only be installed from the main thread
+        return
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
