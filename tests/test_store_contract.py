@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pathway.cli import main
 from persistence import (
     GENESIS,
     AuditEntry,
@@ -452,3 +455,46 @@ def test_claimed_rows_are_skipped_by_a_concurrent_claim(pg_schema_url: str) -> N
     assert (held, other) == (["p0", "p1"], ["p2", "p3"])
     store.dispose()
 
+
+
+# -- the command line on every backend ----------------------------------------------------------
+
+ASSESS = '{"findings": ["buttock_pain", "sitting_aggravation", "fair_test", "pace_sign"], "pain": 8, ' + (
+    '"fasciculations": "present", "red_flags": []}'
+)
+
+
+def test_every_command_runs_on_the_backend(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The commands of the CLI contract succeed through --db on each backend, the schema made on first use."""
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"patient": "q1", "event": "enroll", "at": "2026-01-05T09:00:00+00:00"}\n')
+    policy = tmp_path / "policy.json"
+    policy.write_text("{}")
+    at = "2026-01-05T09:00:00+00:00"
+    commands = [
+        ["enroll", "p1", "--at", at],
+        ["send", "p1", "assess", "--at", at, "--data", ASSESS, "--idempotency-key", "k1"],
+        ["send", "p1", "assess", "--at", at, "--data", ASSESS, "--idempotency-key", "k1"],
+        ["tick", "--at", "2026-01-26T09:00:00+00:00"],
+        ["status", "p1"],
+        ["history", "p1"],
+        ["explain", "p1"],
+        ["replay", "p1", "--until", "2026-01-20T00:00:00+00:00"],
+        ["verify"],
+        ["due", "--at", "2026-03-01T00:00:00+00:00"],
+        ["list", "--state", "first_line"],
+        ["diagram", "--patient", "p1", "--format", "mermaid"],
+        ["import", str(events)],
+        ["export-fhir", "p1"],
+        ["whatif", "--policy", str(policy)],
+        ["worker", "--once", "--at", "2026-03-01T00:00:00+00:00"],
+        ["migrate"],
+    ]
+    for command in commands:
+        assert main(["--db", db_url, *command]) == 0, (command, capsys.readouterr().err)
+    capsys.readouterr()
+    assert main(["--db", db_url, "status", "p1", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["state"], status["revision"], status["configuration"][-1]) == ("first_line", 4, "overdue")
+    assert main(["--db", db_url, "verify", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
