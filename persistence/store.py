@@ -89,12 +89,20 @@ def normalise_url(url: str) -> str:
     return url
 
 
+# Rows are turned into records by position (hot on replay and sweeps), so the record fields must
+# follow the table's column order; checked once here.
+assert [c.name for c in _SNAPSHOT_COLUMNS] == list(Snapshot.__dataclass_fields__)
+assert [c.name for c in _AUDIT_COLUMNS] == list(AuditEntry.__dataclass_fields__)
+
+
 def _snapshot(row: Any) -> Snapshot:
-    return Snapshot(**{c.name: row._mapping[c.name] for c in _SNAPSHOT_COLUMNS})
+    """A snapshot from a full `patients` row."""
+    return Snapshot(*row)
 
 
 def _entry(row: Any) -> AuditEntry:
-    return AuditEntry(**{c.name: row._mapping[c.name] for c in _AUDIT_COLUMNS})
+    """An audit entry from a full `audit` row (its first column is the surrogate id)."""
+    return AuditEntry(*row[1:])
 
 
 class Store:

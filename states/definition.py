@@ -147,6 +147,14 @@ class Pathway(ABC):
     def __init__(self, policy: BaseModel | None = None) -> None:
         self.policy = policy if policy is not None else self.default_policy()
         self.runner = ChartRunner(self.chart)
+        self._by_event: dict[str, tuple[Rule, ...]] = {}
+
+    def _rules_for(self, event: str) -> tuple[Rule, ...]:
+        """The rules of one event, in evaluation order (indexed once per event)."""
+        rules = self._by_event.get(event)
+        if rules is None:
+            rules = self._by_event[event] = tuple(rule for rule in self.rules if rule.event == event)
+        return rules
 
     # -- validation -----------------------------------------------------------
 
@@ -172,7 +180,7 @@ class Pathway(ABC):
         if event not in self.payloads:
             raise UnknownEvent(event, self.event_names())
         inputs = self.inputs(event, payload, context, at)
-        decision = decide(self.rules, event, frozenset(before), inputs, self.policy)
+        decision = decide(self._rules_for(event), event, frozenset(before), inputs, self.policy)
         idle_state = self.idle_events.get(event)
         if decision.rule is None and idle_state is not None and idle_state in before:
             return Step(event, before, before, context, (), decision, changed=False)
@@ -185,7 +193,7 @@ class Pathway(ABC):
     ) -> Decision:
         """The rule decision for an event, without applying it."""
         inputs = self.inputs(event, payload, context, at)
-        return decide(self.rules, event, frozenset(configuration), inputs, self.policy)
+        return decide(self._rules_for(event), event, frozenset(configuration), inputs, self.policy)
 
     # -- hooks each pathway defines ----------------------------------------------
 

@@ -164,18 +164,10 @@ class Decision:
 
     def as_record(self) -> dict[str, Any]:
         """What the audit log keeps: the rule that won, the inputs and thresholds, each rule checked."""
-        thresholds = {
-            c.policy_field: c.threshold_value(self.policy)
-            for rule in self.checked
-            if rule.guard is not None
-            for clause in rule.guard.clauses
-            for c in clause
-            if c.policy_field is not None
-        }
         return {
             "rule": self.rule.name if self.rule else None,
             "inputs": {name: _jsonable(value) for name, value in self.inputs.items()},
-            "thresholds": thresholds,
+            "thresholds": _thresholds(self.checked, self.policy),
             "checked": [[rule.name, rule is self.rule] for rule in self.checked],
         }
 
@@ -193,12 +185,46 @@ def decide(rules: Sequence[Rule], event: str, active: frozenset[str], inputs: In
     """Evaluate the rules for `event` that apply to the active states in order; first that holds wins."""
     checked: list[Rule] = []
     for rule in rules:
-        if rule.event != event or not (rule.sources & active):
+        if rule.event != event or rule.sources.isdisjoint(active):
             continue
         checked.append(rule)
-        if rule.guard is None or any(all(c.holds(inputs, policy) for c in clause) for clause in rule.guard.clauses):
+        if rule.guard is None or _guard_holds(rule.guard, inputs, policy):
             return Decision(rule, tuple(checked), inputs, policy)
     return Decision(None, tuple(checked), inputs, policy)
+
+
+# Keyed by the rules' identities; the value keeps the rules alive so an id is never reused.
+_POLICY_FIELDS: dict[tuple[int, ...], tuple[tuple[Rule, ...], tuple[str, ...]]] = {}
+
+
+def _thresholds(rules: tuple[Rule, ...], policy: BaseModel) -> dict[str, Any]:
+    """The policy values the rules compare against (which fields they read is memoised)."""
+    key = tuple(map(id, rules))
+    cached = _POLICY_FIELDS.get(key)
+    if cached is None:
+        fields = tuple(
+            dict.fromkeys(
+                c.policy_field
+                for rule in rules
+                if rule.guard is not None
+                for clause in rule.guard.clauses
+                for c in clause
+                if c.policy_field is not None
+            )
+        )
+        cached = _POLICY_FIELDS[key] = (rules, fields)
+    return {name: getattr(policy, name) for name in cached[1]}
+
+
+def _guard_holds(guard: Guard, inputs: Inputs, policy: BaseModel) -> bool:
+    # Plain loops: this runs for every rule of every applied and replayed event.
+    for clause in guard.clauses:
+        for condition in clause:
+            if not condition.holds(inputs, policy):
+                break
+        else:
+            return True
+    return False
 
 
 def format_value(value: Any, *, percent: bool = False) -> str:

@@ -427,42 +427,46 @@ class PiriformisPathway(Pathway):
         before: tuple[str, ...],
         after: tuple[str, ...],
     ) -> Context:
-        ctx = PiriformisContext.model_validate(context)
-        self._observe(ctx, payload, at)
+        # Plain dict updates rather than a model round trip: this runs for every applied and
+        # replayed event. Values stay JSON-shaped as PiriformisContext describes them.
         rule = decision.rule
         assert rule is not None  # the chart refused the event otherwise
+        if isinstance(payload, TickPayload):
+            return context  # a tick moves only the monitoring region
+        ctx = dict(context)
+        self._observe(ctx, payload, at)
         if rule.target in TREATMENT_TARGETS and rule.name != "reassess.stay":
             # A line entered (by diagnosis, escalation or override) starts its clock and baseline.
-            ctx.line_baseline = ctx.last_pain
-            ctx.line_started_at = at
+            ctx["line_baseline"] = ctx["last_pain"]
+            ctx["line_started_at"] = at.isoformat()
         if isinstance(payload, OverridePayload):
-            ctx.last_override = {
+            ctx["last_override"] = {
                 "to": payload.to.value,
                 "reason": payload.reason,
                 "clinician": payload.clinician,
                 "at": at.isoformat(),
             }
         if rule.target in FINAL_STATES:
-            ctx.outcome = self._outcome(rule, payload)
+            ctx["outcome"] = self._outcome(rule, payload)
         if isinstance(payload, RelapsePayload):
-            ctx.line_baseline = ctx.line_started_at = None
-            ctx.persistent_fasciculations = 0
-        return ctx.model_dump(mode="json")
+            ctx["line_baseline"] = ctx["line_started_at"] = None
+            ctx["persistent_fasciculations"] = 0
+        return ctx
 
     @staticmethod
-    def _observe(ctx: PiriformisContext, payload: Payload, at: datetime) -> None:
+    def _observe(ctx: Context, payload: Payload, at: datetime) -> None:
         if isinstance(payload, (AssessPayload, ReassessPayload, RelapsePayload)):
-            ctx.last_pain = payload.pain
-            ctx.last_fasciculations = payload.fasciculations
+            ctx["last_pain"] = payload.pain
+            ctx["last_fasciculations"] = payload.fasciculations.value
         if isinstance(payload, (AssessPayload, ReassessPayload)):
-            ctx.last_assessed_at = at
+            ctx["last_assessed_at"] = at.isoformat()
         if isinstance(payload, ReassessPayload):
             persistent = payload.fasciculations in (Fasciculations.PRESENT, Fasciculations.STABLE)
-            ctx.persistent_fasciculations = ctx.persistent_fasciculations + 1 if persistent else 0
+            ctx["persistent_fasciculations"] = ctx["persistent_fasciculations"] + 1 if persistent else 0
             if payload.function is not None:
-                ctx.last_function = payload.function
+                ctx["last_function"] = payload.function
             if payload.documented_compression is not None:
-                ctx.documented_compression = payload.documented_compression
+                ctx["documented_compression"] = payload.documented_compression
 
     @staticmethod
     def _outcome(rule: Rule, payload: Payload) -> dict[str, Any]:
