@@ -9,13 +9,14 @@ of its batch still commit. The engine's clock is read once for the whole import.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from itertools import islice
 from typing import Any
+
+import orjson
 
 from persistence import Transaction
 
@@ -61,9 +62,9 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | Inv
         if not text.strip():
             continue
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as err:
-            yield number, InvalidCommand(f"line {number}: not valid JSON ({err.msg})")
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as err:
+            yield number, InvalidCommand(f"line {number}: not valid JSON ({str(err).split(':')[0]})")
             continue
         if not isinstance(value, dict):
             yield number, InvalidCommand(f"line {number}: must be a JSON object")

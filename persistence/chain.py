@@ -36,7 +36,9 @@ HASHED_FIELDS = (
 
 def iso_utc(value: datetime) -> str:
     """One spelling per instant: UTC, microseconds, explicit offset."""
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")
 
 
 def _canonical_value(value: Any) -> Any:
@@ -55,7 +57,13 @@ def canonical_json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME).decode()
 
 
+_HASHED_TIMES = ("at", "recorded_at")
+
+
 def entry_hash(row: Mapping[str, Any]) -> str:
     """The hash of an audit row; `row` must hold every field of HASHED_FIELDS."""
     material = {name: row[name] for name in HASHED_FIELDS}
-    return hashlib.sha256(canonical_json(material).encode()).hexdigest()
+    for name in _HASHED_TIMES:  # the only datetimes of a row: spelled once, without a generic walk
+        material[name] = iso_utc(material[name])
+    text = orjson.dumps(material, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME)
+    return hashlib.sha256(text).hexdigest()

@@ -14,12 +14,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from .chain import GENESIS, entry_hash
@@ -32,6 +31,7 @@ from .errors import (
     UnknownPatient,
 )
 from .records import AuditEntry, NewEntry, Snapshot, SnapshotUpdate
+from .rows import RowCodec
 from .tables import AuditRow, PatientRow, metadata
 
 __all__ = ["DEFAULT_URL", "Store", "Transaction", "normalise_url"]
@@ -47,30 +47,7 @@ audit = AuditRow.__table__  # type: ignore[attr-defined]
 
 _SNAPSHOT_COLUMNS = [c for c in patients.c]
 _AUDIT_COLUMNS = [c for c in audit.c if c.name != "id"]
-_INSERT_AUDIT = audit.insert()
-# Statements built once: SQLAlchemy then reuses their compiled form on every call.
-_SELECT_PATIENT = select(patients).where(patients.c.patient_id == bindparam("patient_id"))
-_LOCK_PATIENT = _SELECT_PATIENT.with_for_update()
 _PATIENT_EXISTS = select(patients.c.patient_id).where(patients.c.patient_id == bindparam("patient_id"))
-_SELECT_KEYED_ENTRY = select(audit).where(
-    and_(audit.c.patient_id == bindparam("patient_id"), audit.c.idempotency_key == bindparam("key"))
-)
-_UPDATE_PATIENT = (
-    patients.update()
-    .where(and_(patients.c.patient_id == bindparam("b_patient_id"), patients.c.revision == bindparam("b_revision")))
-    .values(
-        configuration=bindparam("configuration"),
-        context=bindparam("context"),
-        state=bindparam("state"),
-        state_since=bindparam("state_since"),
-        revision=bindparam("new_revision"),
-        next_due_at=bindparam("next_due_at"),
-        last_event_at=bindparam("last_event_at"),
-        last_seq=bindparam("last_seq"),
-        last_hash=bindparam("last_hash"),
-        updated_at=bindparam("updated_at"),
-    )
-)
 
 T = TypeVar("T")
 
@@ -89,28 +66,13 @@ def normalise_url(url: str) -> str:
     return url
 
 
-# Rows are turned into records by position (hot on replay and sweeps), so the record fields must
-# follow the table's column order; checked once here.
-assert [c.name for c in _SNAPSHOT_COLUMNS] == list(Snapshot.__dataclass_fields__)
-assert [c.name for c in _AUDIT_COLUMNS] == list(AuditEntry.__dataclass_fields__)
-
-
-def _snapshot(row: Any) -> Snapshot:
-    """A snapshot from a full `patients` row."""
-    return Snapshot(*row)
-
-
-def _entry(row: Any) -> AuditEntry:
-    """An audit entry from a full `audit` row (its first column is the surrogate id)."""
-    return AuditEntry(*row[1:])
-
-
 class Store:
     """Persistence of snapshots and the audit log; the schema is created on first use."""
 
     def __init__(self, url: str = DEFAULT_URL, *, echo: bool = False) -> None:
         self.url = normalise_url(url)
         self.engine: Engine = self._create_engine(self.url, echo)
+        self.codec = RowCodec(self.engine.dialect.name, patients.name, audit.name)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
 
@@ -139,6 +101,8 @@ class Store:
                 # One creator at a time: concurrent CREATE TABLE would race on the catalog.
                 conn.execute(text("SELECT pg_advisory_xact_lock(72514003)"))
             metadata.create_all(conn, tables=[patients, audit], checkfirst=True)
+            for index in (*patients.indexes, *audit.indexes):
+                index.create(conn, checkfirst=True)  # indexes added since a table was created
         self._schema_ready = True
 
     def ensure_schema(self) -> None:
@@ -157,7 +121,7 @@ class Store:
         """One write transaction; appended entries are flushed and committed on exit."""
         self.ensure_schema()
         with self._guard(), self.engine.connect().execution_options(carepath_write=True) as conn, conn.begin():
-            tx = Transaction(conn)
+            tx = Transaction(conn, self.codec)
             yield tx
             tx.flush()
 
@@ -176,10 +140,10 @@ class Store:
 
     def snapshot(self, patient_id: str) -> Snapshot:
         with self._read() as conn:
-            row = conn.execute(_SELECT_PATIENT, {"patient_id": patient_id}).first()
+            row = conn.exec_driver_sql(self.codec.select_patient, (patient_id,)).first()
         if row is None:
             raise UnknownPatient(patient_id)
-        return _snapshot(row)
+        return self.codec.snapshot(row)
 
     def exists(self, patient_id: str) -> bool:
         with self._read() as conn:
@@ -187,34 +151,43 @@ class Store:
 
     def history(self, patient_id: str, until: datetime | None = None) -> list[AuditEntry]:
         """A patient's audit entries in sequence order (up to clinical time `until`)."""
-        query = select(audit).where(audit.c.patient_id == patient_id)
+        codec = self.codec
+        sql = f"{codec.select_entries} WHERE patient_id = {codec.mark}"
+        params: tuple[Any, ...] = (patient_id,)
         if until is not None:
-            query = query.where(audit.c.at <= until)
+            sql += f" AND at <= {codec.mark}"
+            params += (codec.time(until),)
         with self._read() as conn:
-            rows = conn.execute(query.order_by(audit.c.seq)).all()
+            rows = conn.exec_driver_sql(sql + " ORDER BY seq", params).all()
         if not rows and not self.exists(patient_id):
             raise UnknownPatient(patient_id)
-        return [_entry(row) for row in rows]
+        return [codec.entry(row) for row in rows]
 
     def iter_entries(self, patient_id: str | None = None, batch: int = 5_000) -> Iterator[AuditEntry]:
         """Stream audit entries ordered by patient then sequence, without loading them all."""
-        query = select(audit).order_by(audit.c.patient_id, audit.c.seq)
+        codec = self.codec
+        sql, params = codec.select_entries, cast(tuple[str, ...], ())
         if patient_id is not None:
-            query = query.where(audit.c.patient_id == patient_id)
+            sql, params = f"{sql} WHERE patient_id = {codec.mark}", (patient_id,)
         with self._read() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
+            result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(
+                sql + " ORDER BY patient_id, seq", params
+            )
             for row in result:
-                yield _entry(row)
+                yield codec.entry(row)
 
     def iter_snapshots(self, state: str | None = None, batch: int = 5_000) -> Iterator[Snapshot]:
         """Stream snapshots ordered by patient id (optionally only those in `state`)."""
-        query = select(patients).order_by(patients.c.patient_id)
+        codec = self.codec
+        sql, params = codec.select_snapshots, cast(tuple[str, ...], ())
         if state is not None:
-            query = query.where(patients.c.state == state)
+            sql, params = f"{sql} WHERE state = {codec.mark}", (state,)
         with self._read() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
+            result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(
+                sql + " ORDER BY patient_id", params
+            )
             for row in result:
-                yield _snapshot(row)
+                yield codec.snapshot(row)
 
     def count_by_state(self) -> dict[str, int]:
         with self._read() as conn:
@@ -238,9 +211,10 @@ class Store:
             return list(conn.execute(query).scalars())
 
     def due_snapshots(self, at: datetime) -> list[Snapshot]:
-        query = select(patients).where(patients.c.next_due_at <= at).order_by(patients.c.next_due_at)
+        codec = self.codec
+        sql = f"{codec.select_snapshots} WHERE next_due_at <= {codec.mark} ORDER BY next_due_at"
         with self._read() as conn:
-            return [_snapshot(row) for row in conn.execute(query)]
+            return [codec.snapshot(row) for row in conn.exec_driver_sql(sql, (codec.time(at),))]
 
     def patient_ids(self) -> list[str]:
         with self._read() as conn:
@@ -281,9 +255,9 @@ class Store:
 class Transaction:
     """A write transaction on one connection; appends are buffered and written in bulk."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, codec: RowCodec) -> None:
         self._conn = conn
-        self._postgres = conn.dialect.name == "postgresql"
+        self._codec = codec
         self._pending: dict[str, tuple[int, Snapshot]] = {}
         self._entries: list[dict[str, Any]] = []
         self._keys: dict[tuple[str, str], AuditEntry] = {}
@@ -309,39 +283,34 @@ class Transaction:
             return self._loaded[patient_id]
         if patient_id in self._absent:
             raise UnknownPatient(patient_id)
-        query = _LOCK_PATIENT if self._postgres else _SELECT_PATIENT
-        row = self._conn.execute(query, {"patient_id": patient_id}).first()
+        row = self._conn.exec_driver_sql(self._codec.lock_patient, (patient_id,)).first()
         if row is None:
             raise UnknownPatient(patient_id)
-        return _snapshot(row)
+        return self._codec.snapshot(row)
 
     def load_many(self, patient_ids: Sequence[str]) -> dict[str, Snapshot]:
         """Snapshots of the patients that exist among `patient_ids`, locked."""
         found = {pid: self._pending[pid][1] for pid in patient_ids if pid in self._pending}
         missing = [pid for pid in patient_ids if pid not in found]
         for start in range(0, len(missing), 500):
-            query = select(patients).where(patients.c.patient_id.in_(missing[start : start + 500]))
-            if self._postgres:
-                query = query.with_for_update()
-            for row in self._conn.execute(query):
-                snap = _snapshot(row)
+            chunk = tuple(missing[start : start + 500])
+            for row in self._conn.exec_driver_sql(self._codec.in_clause(len(chunk)), chunk):
+                snap = self._codec.snapshot(row)
                 found[snap.patient_id] = snap
         return found
 
     def claim_due(self, at: datetime, limit: int) -> list[Snapshot]:
         """Up to `limit` due patients, locked; rows another worker holds are skipped."""
-        query = select(patients).where(patients.c.next_due_at <= at).order_by(patients.c.next_due_at).limit(limit)
-        if self._postgres:
-            query = query.with_for_update(skip_locked=True)
-        return [_snapshot(row) for row in self._conn.execute(query)]
+        rows = self._conn.exec_driver_sql(self._codec.claim_due, (self._codec.time(at), limit))
+        return [self._codec.snapshot(row) for row in rows]
 
     def find_entry(self, patient_id: str, idempotency_key: str) -> AuditEntry | None:
         """The entry recorded earlier under this idempotency key, if any."""
         buffered = self._keys.get((patient_id, idempotency_key))
         if buffered is not None:
             return buffered
-        row = self._conn.execute(_SELECT_KEYED_ENTRY, {"patient_id": patient_id, "key": idempotency_key}).first()
-        return _entry(row) if row is not None else None
+        row = self._conn.exec_driver_sql(self._codec.select_keyed_entry, (patient_id, idempotency_key)).first()
+        return self._codec.entry(row) if row is not None else None
 
     # -- writes -------------------------------------------------------------------------
 
@@ -412,18 +381,21 @@ class Transaction:
         if entry.idempotency_key is not None:
             self._keys[(snapshot.patient_id, entry.idempotency_key)] = written
         changed_state = update.state != snapshot.state
-        after = replace(
-            snapshot,
-            configuration=update.configuration,
-            context=update.context,
-            state=update.state,
-            state_since=entry.at if changed_state else snapshot.state_since,
-            revision=snapshot.revision + 1,
-            next_due_at=update.next_due_at,
-            last_event_at=update.last_event_at,
-            last_seq=written.seq,
-            last_hash=written.hash,
-            updated_at=recorded_at,
+        after = Snapshot(
+            snapshot.patient_id,
+            snapshot.pathway,
+            snapshot.version,
+            update.configuration,
+            update.context,
+            update.state,
+            entry.at if changed_state else snapshot.state_since,
+            snapshot.revision + 1,
+            update.next_due_at,
+            update.last_event_at,
+            written.seq,
+            written.hash,
+            snapshot.created_at,
+            recorded_at,
         )
         original = self._pending.get(snapshot.patient_id, (snapshot.revision, snapshot))[0]
         self._pending[snapshot.patient_id] = (original, after)
@@ -432,45 +404,26 @@ class Transaction:
     def flush(self) -> None:
         """Write the staged entries and snapshot updates; a stale revision aborts everything."""
         enrolled = {row["patient_id"] for row in self._enrolled}
+        codec = self._codec
         if self._enrolled:
-            self._conn.execute(patients.insert(), [_snapshot_values(self._pending[pid][1]) for pid in enrolled])
+            rows = [codec.snapshot_params(self._pending[pid][1]) for pid in enrolled]
+            self._conn.exec_driver_sql(codec.insert_patient, rows)
         if self._entries:
-            self._conn.execute(_INSERT_AUDIT, self._entries)
+            self._conn.exec_driver_sql(codec.insert_entry, [codec.entry_params(row) for row in self._entries])
         updates = [
-            _update_values(original, snap)
+            codec.update_params(original, snap)
             for pid, (original, snap) in self._pending.items()
             if pid not in enrolled and snap.revision != original
         ]
         if updates:
-            result = self._conn.execute(_UPDATE_PATIENT, updates)
+            result = self._conn.exec_driver_sql(codec.update_patient, updates)
             if result.rowcount != len(updates):
                 first = updates[0]
-                raise ConcurrentUpdate(str(first["b_patient_id"]), int(first["b_revision"]))
+                raise ConcurrentUpdate(str(first[-2]), int(first[-1]))
         self._entries = []
         self._enrolled = []
         self._pending = {}
         self._keys = {}
-
-
-def _snapshot_values(snap: Snapshot) -> dict[str, Any]:
-    return {c.name: getattr(snap, c.name) for c in _SNAPSHOT_COLUMNS}
-
-
-def _update_values(original_revision: int, snap: Snapshot) -> dict[str, Any]:
-    return {
-        "b_patient_id": snap.patient_id,
-        "b_revision": original_revision,
-        "configuration": snap.configuration,
-        "context": snap.context,
-        "state": snap.state,
-        "state_since": snap.state_since,
-        "new_revision": snap.revision,
-        "next_due_at": snap.next_due_at,
-        "last_event_at": snap.last_event_at,
-        "last_seq": snap.last_seq,
-        "last_hash": snap.last_hash,
-        "updated_at": snap.updated_at,
-    }
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -482,6 +435,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # A 64 MiB page cache and memory-mapped reads: sweeps and replays touch many pages.
+    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.execute("PRAGMA mmap_size=268435456")
     cursor.close()
 
 

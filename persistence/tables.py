@@ -51,6 +51,8 @@ class PatientRow(SQLModel, table=True):
     """The current snapshot of one patient on one pathway."""
 
     __tablename__ = "carepath_patients"
+    # Covering index: the due sweep finds its patients from the index alone, no table lookups.
+    __table_args__ = (Index("ix_carepath_patients_due", "next_due_at", "patient_id"),)
 
     patient_id: str = Field(primary_key=True, max_length=200)
     pathway: str = Field(max_length=100)
@@ -60,7 +62,7 @@ class PatientRow(SQLModel, table=True):
     state: str = Field(index=True, max_length=100)
     state_since: datetime = _time()
     revision: int
-    next_due_at: datetime | None = _time(nullable=True, index=True)
+    next_due_at: datetime | None = _time(nullable=True)
     last_event_at: datetime = _time()
     last_seq: int
     last_hash: str = Field(max_length=64)

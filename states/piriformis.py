@@ -386,8 +386,10 @@ class PiriformisPathway(Pathway):
 
     def start(self, enrollment: Payload, at: datetime) -> tuple[tuple[str, ...], Context]:
         assert isinstance(enrollment, EnrollPayload)
-        context = PiriformisContext(factors=enrollment.factors)
-        return self.runner.initial_configuration(), context.model_dump(mode="json")
+        context = PiriformisContext(factors=enrollment.factors).model_dump(mode="json")
+        # Only the factors that were given: every patient row stays small (absent = default).
+        context["factors"] = enrollment.factors.model_dump(mode="json", exclude_defaults=True)
+        return self.runner.initial_configuration(), context
 
     def inputs(self, event: str, payload: Payload, context: Context, at: datetime) -> dict[str, Any]:
         # Reads the few context fields the rules need straight from the stored JSON: this runs

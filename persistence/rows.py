@@ -1,0 +1,188 @@
+"""Driver-level statements and value codecs for the hot paths (loads, sweeps, replays, appends).
+
+SQLAlchemy Core's per-value type processing dominated these paths, so they speak to the DBAPI
+driver directly, with values encoded exactly as the SQLAlchemy types store them: the two can
+read each other's rows (the contract tests run both on SQLite and PostgreSQL).
+SQLite: datetimes as naive UTC text 'YYYY-MM-DD HH:MM:SS.ffffff', JSON as text.
+PostgreSQL (psycopg 3): timestamptz and json; the driver parses json results itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from .records import AuditEntry, Snapshot
+
+__all__ = ["RowCodec"]
+
+SNAPSHOT_COLUMNS = tuple(Snapshot.__dataclass_fields__)
+AUDIT_COLUMNS = tuple(AuditEntry.__dataclass_fields__)
+_JSON = frozenset({"configuration", "context", "payload", "config_before", "config_after", "transitions", "decision"})
+_TIMES = frozenset({"state_since", "next_due_at", "last_event_at", "created_at", "updated_at", "at", "recorded_at"})
+_UPDATED = (
+    "configuration",
+    "context",
+    "state",
+    "state_since",
+    "revision",
+    "next_due_at",
+    "last_event_at",
+    "last_seq",
+    "last_hash",
+    "updated_at",
+)
+
+
+def _json_out(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _json_in(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _sqlite_time_out(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _sqlite_time_in(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _pg_time_out(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def _pg_time_in(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+class RowCodec:
+    """SQL text and value conversions of one dialect ("sqlite" or "postgresql")."""
+
+    def __init__(self, dialect: str, patients: str, audit: str) -> None:
+        self.postgres = dialect == "postgresql"
+        mark = "%s" if self.postgres else "?"
+        self._time_out = _pg_time_out if self.postgres else _sqlite_time_out
+        self._time_in = _pg_time_in if self.postgres else _sqlite_time_in
+        snapshot_cols = ", ".join(SNAPSHOT_COLUMNS)
+        audit_cols = ", ".join(AUDIT_COLUMNS)
+        lock = " FOR UPDATE" if self.postgres else ""
+        self.select_snapshots = f"SELECT {snapshot_cols} FROM {patients}"
+        self.select_patient = f"{self.select_snapshots} WHERE patient_id = {mark}"
+        self.lock_patient = self.select_patient + lock
+        self.select_patients_in = f"SELECT {snapshot_cols} FROM {patients} WHERE patient_id IN ({{marks}}){lock}"
+        self.mark = mark
+        self.claim_due = (
+            f"SELECT {snapshot_cols} FROM {patients} WHERE next_due_at <= {mark} ORDER BY next_due_at LIMIT {mark}"
+            + (" FOR UPDATE SKIP LOCKED" if self.postgres else "")
+        )
+        self.select_entries = f"SELECT {audit_cols} FROM {audit}"
+        self.select_keyed_entry = f"{self.select_entries} WHERE patient_id = {mark} AND idempotency_key = {mark}"
+        self.insert_entry = f"INSERT INTO {audit} ({audit_cols}) VALUES ({', '.join([mark] * len(AUDIT_COLUMNS))})"
+        self.insert_patient = (
+            f"INSERT INTO {patients} ({snapshot_cols}) VALUES ({', '.join([mark] * len(SNAPSHOT_COLUMNS))})"
+        )
+        self.update_patient = (
+            f"UPDATE {patients} SET {', '.join(f'{c} = {mark}' for c in _UPDATED)} "
+            f"WHERE patient_id = {mark} AND revision = {mark}"
+        )
+        self._snapshot_in = self._decoders(SNAPSHOT_COLUMNS)
+        self._entry_in = self._decoders(AUDIT_COLUMNS)
+
+    def in_clause(self, count: int) -> str:
+        return self.select_patients_in.format(marks=", ".join([self.mark] * count))
+
+    def time(self, value: datetime | None) -> Any:
+        return self._time_out(value)
+
+    # -- decoding ---------------------------------------------------------------------
+
+    def _decoders(self, columns: Sequence[str]) -> list[tuple[int, Any]]:
+        decoders: list[tuple[int, Any]] = []
+        for i, name in enumerate(columns):
+            if name in _JSON:
+                decoders.append((i, _json_in))
+            elif name in _TIMES:
+                decoders.append((i, self._time_in))
+        return decoders
+
+    def snapshot(self, row: Sequence[Any]) -> Snapshot:
+        values = list(row)
+        for i, decode in self._snapshot_in:
+            values[i] = decode(values[i])
+        return Snapshot(*values)
+
+    def entry(self, row: Sequence[Any]) -> AuditEntry:
+        values = list(row)
+        for i, decode in self._entry_in:
+            values[i] = decode(values[i])
+        return AuditEntry(*values)
+
+    # -- encoding ---------------------------------------------------------------------
+
+    def entry_params(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        t, j = self._time_out, _json_out
+        return (
+            row["patient_id"],
+            row["seq"],
+            row["event"],
+            j(row["payload"]),
+            row["payload_schema"],
+            t(row["at"]),
+            t(row["recorded_at"]),
+            row["actor"],
+            row["pathway"],
+            row["version"],
+            j(row["config_before"]),
+            j(row["config_after"]),
+            j(row["transitions"]),
+            j(row["decision"]),
+            row["idempotency_key"],
+            row["prev_hash"],
+            row["hash"],
+        )
+
+    def snapshot_params(self, snap: Snapshot) -> tuple[Any, ...]:
+        t, j = self._time_out, _json_out
+        return (
+            snap.patient_id,
+            snap.pathway,
+            snap.version,
+            j(snap.configuration),
+            j(snap.context),
+            snap.state,
+            t(snap.state_since),
+            snap.revision,
+            t(snap.next_due_at),
+            t(snap.last_event_at),
+            snap.last_seq,
+            snap.last_hash,
+            t(snap.created_at),
+            t(snap.updated_at),
+        )
+
+    def update_params(self, original_revision: int, snap: Snapshot) -> tuple[Any, ...]:
+        t, j = self._time_out, _json_out
+        return (
+            j(snap.configuration),
+            j(snap.context),
+            snap.state,
+            t(snap.state_since),
+            snap.revision,
+            t(snap.next_due_at),
+            t(snap.last_event_at),
+            snap.last_seq,
+            snap.last_hash,
+            t(snap.updated_at),
+            snap.patient_id,
+            original_revision,
+        )
