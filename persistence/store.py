@@ -50,6 +50,7 @@ _AUDIT_COLUMNS = [c for c in audit.c if c.name != "id"]
 _PATIENT_EXISTS = select(patients.c.patient_id).where(patients.c.patient_id == bindparam("patient_id"))
 
 T = TypeVar("T")
+IdRange = tuple[str | None, str | None]
 
 # JSON columns are encoded with orjson: several times faster than the standard library on the
 # hot path, and the same text for the same value.
@@ -163,12 +164,19 @@ class Store:
             raise UnknownPatient(patient_id)
         return [codec.entry(row) for row in rows]
 
-    def iter_entries(self, patient_id: str | None = None, batch: int = 5_000) -> Iterator[AuditEntry]:
-        """Stream audit entries ordered by patient then sequence, without loading them all."""
+    def iter_entries(
+        self, patient_id: str | None = None, batch: int = 5_000, *, id_range: IdRange | None = None
+    ) -> Iterator[AuditEntry]:
+        """Stream audit entries ordered by patient then sequence, without loading them all.
+
+        `id_range` (low, high) keeps patients with low <= patient_id < high (None: unbounded).
+        """
         codec = self.codec
         sql, params = codec.select_entries, cast(tuple[str, ...], ())
         if patient_id is not None:
             sql, params = f"{sql} WHERE patient_id = {codec.mark}", (patient_id,)
+        elif id_range is not None:
+            sql, params = _range_clause(sql, codec.mark, id_range)
         with self._read() as conn:
             result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(
                 sql + " ORDER BY patient_id, seq", params
@@ -176,18 +184,30 @@ class Store:
             for row in result:
                 yield codec.entry(row)
 
-    def iter_snapshots(self, state: str | None = None, batch: int = 5_000) -> Iterator[Snapshot]:
-        """Stream snapshots ordered by patient id (optionally only those in `state`)."""
+    def iter_snapshots(
+        self, state: str | None = None, batch: int = 5_000, *, id_range: IdRange | None = None
+    ) -> Iterator[Snapshot]:
+        """Stream snapshots ordered by patient id (only those in `state`, or in `id_range`)."""
         codec = self.codec
         sql, params = codec.select_snapshots, cast(tuple[str, ...], ())
         if state is not None:
             sql, params = f"{sql} WHERE state = {codec.mark}", (state,)
+        elif id_range is not None:
+            sql, params = _range_clause(sql, codec.mark, id_range)
         with self._read() as conn:
             result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(
                 sql + " ORDER BY patient_id", params
             )
             for row in result:
                 yield codec.snapshot(row)
+
+    def id_boundaries(self, parts: int) -> list[str]:
+        """Patient ids that cut the enrolled patients into `parts` ranges of about equal size."""
+        total = self.count_patients()
+        query = select(patients.c.patient_id).order_by(patients.c.patient_id).limit(1)
+        with self._read() as conn:
+            cuts = [conn.execute(query.offset(total * k // parts)).scalar() for k in range(1, parts)]
+        return sorted({cut for cut in cuts if cut is not None})
 
     def count_by_state(self) -> dict[str, int]:
         with self._read() as conn:
@@ -424,6 +444,20 @@ class Transaction:
         self._enrolled = []
         self._pending = {}
         self._keys = {}
+
+
+def _range_clause(sql: str, mark: str, id_range: IdRange) -> tuple[str, tuple[str, ...]]:
+    low, high = id_range
+    conditions, params = [], []
+    if low is not None:
+        conditions.append(f"patient_id >= {mark}")
+        params.append(low)
+    if high is not None:
+        conditions.append(f"patient_id < {mark}")
+        params.append(high)
+    if not conditions:
+        return sql, ()
+    return f"{sql} WHERE {' AND '.join(conditions)}", tuple(params)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
