@@ -211,20 +211,23 @@ class Engine:
         )
         return SendResult(self._status(tx.load(patient_id)), written, changed=True)
 
-    def tick(self, at: datetime, *, batch: int = 500, limit: int | None = None) -> SweepReport:
+    def tick(self, at: datetime, *, batch: int = 2000, limit: int | None = None) -> SweepReport:
         """Sweep every patient due at `at`: advance their monitoring, in batches of `batch`."""
         at = require_aware(at)
         now = self.clock()
         _check_not_future(at, now)
         report = SweepReport(at)
+        # Each patient is swept once. Those seen that are still due (skipped, unchanged, or due
+        # again) come back from the index first, so the next claim asks for that many more.
         seen: set[str] = set()
+        still_due: set[str] = set()
         while limit is None or report.advanced < limit:
             size = batch if limit is None else min(batch, limit - report.advanced)
-            claimed, done = self.store.run(
-                partial(self._sweep_batch, at=at, now=now, size=size, seen=seen), retries=self.retries
-            )
+            work = partial(self._sweep_batch, at=at, now=now, size=size, seen=seen, extra=len(still_due))
+            claimed, due_again, done = self.store.run(work, retries=self.retries)
             # Merged only once committed: a batch retried after a conflict must not count or skip twice.
             seen.update(claimed)
+            still_due.update(due_again)
             report.advanced += done.advanced
             report.unchanged += done.unchanged
             report.skipped.update(done.skipped)
@@ -233,28 +236,29 @@ class Engine:
         return report
 
     def _sweep_batch(
-        self, tx: Transaction, at: datetime, now: datetime, size: int, seen: set[str]
-    ) -> tuple[list[str], SweepReport]:
-        fresh = [snap for snap in tx.claim_due(at, size + len(seen)) if snap.patient_id not in seen][:size]
+        self, tx: Transaction, at: datetime, now: datetime, size: int, seen: set[str], extra: int
+    ) -> tuple[list[str], list[str], SweepReport]:
+        fresh = [snap for snap in tx.claim_due(at, size + extra) if snap.patient_id not in seen][:size]
         report = SweepReport(at)
+        due_again: list[str] = []
         for snapshot in fresh:
             if at < snapshot.last_event_at:
                 report.skipped[snapshot.patient_id] = "tick earlier than the patient's last event"
+                due_again.append(snapshot.patient_id)
                 continue
             definition = get_pathway(snapshot.pathway, snapshot.version)
             payload = definition.validate("tick", {})
             step = self._apply(definition, snapshot, "tick", payload, at)
             if not step.changed:
                 report.unchanged += 1
+                due_again.append(snapshot.patient_id)
                 continue
-            tx.append(
-                snapshot,
-                _entry(step, payload, at, "scheduler", None),
-                _update(definition, step.configuration_after, step.context, at),
-                now,
-            )
+            update = _update(definition, step.configuration_after, step.context, at)
+            tx.append(snapshot, _entry(step, payload, at, "scheduler", None), update, now)
+            if update.next_due_at is not None and update.next_due_at <= at:
+                due_again.append(snapshot.patient_id)
             report.advanced += 1
-        return [snap.patient_id for snap in fresh], report
+        return [snap.patient_id for snap in fresh], due_again, report
 
     # -- queries ----------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ of its batch still commit. The engine's clock is read once for the whole import.
 
 from __future__ import annotations
 
+import multiprocessing
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +27,7 @@ from .errors import InvalidCommand, exit_code
 
 __all__ = ["IngestReport", "Rejection", "ingest", "read_jsonl"]
 
+MISSING_FIELDS = "each line needs string fields patient, event and at"
 _ENVELOPE = {"patient", "event", "at", "data", "actor", "idempotency_key", "factors", "pathway"}
 
 
@@ -46,6 +49,12 @@ class IngestReport:
     unchanged: int = 0
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+
+    def merge(self, other: IngestReport) -> None:
+        self.accepted += other.accepted
+        self.unchanged += other.unchanged
+        self.duplicates += other.duplicates
+        self.rejected.extend(other.rejected)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,19 +81,96 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | Inv
         yield number, value
 
 
-def ingest(engine: Engine, lines: Iterable[str], *, batch: int = 1_000) -> IngestReport:
-    """Apply every event of a JSON Lines stream, `batch` events per transaction."""
-    report = IngestReport()
+def ingest(engine: Engine, lines: Iterable[str], *, batch: int = 1_000, workers: int = 1) -> IngestReport:
+    """Apply every event of a JSON Lines stream, `batch` events per transaction.
+
+    With `workers` > 1 the patients are shared out (by a hash of their id, so each patient's
+    events stay in order in one process) over that many processes, which compute their batches
+    in parallel and write them optimistically (revision-checked); the report is the same.
+    """
     now = engine.clock()
+    if workers > 1:
+        return _ingest_parallel(engine.store.url, read_jsonl(lines), batch, workers, now, engine.retries)
+    report = IngestReport()
     records = read_jsonl(lines)
     while chunk := list(islice(records, batch)):
         work = partial(_apply_chunk, engine, chunk=chunk, now=now)
-        report_part = engine.store.run(work, retries=engine.retries)
-        report.accepted += report_part.accepted
-        report.unchanged += report_part.unchanged
-        report.duplicates += report_part.duplicates
-        report.rejected.extend(report_part.rejected)
+        report.merge(engine.store.run(work, retries=engine.retries))
     return report
+
+
+Chunk = list[tuple[int, Any]]
+
+
+def _ingest_parallel(
+    url: str, records: Iterator[tuple[int, Any]], batch: int, workers: int, now: datetime, retries: int
+) -> IngestReport:
+    # fork: workers start with everything imported; each opens its own connections.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context: Any = multiprocessing.get_context(method)
+    inboxes = [context.Queue(maxsize=4) for _ in range(workers)]  # bounded: memory stays flat
+    results = context.Queue()
+    processes = [
+        context.Process(target=_ingest_worker, args=(url, inbox, results, now, retries), daemon=True)
+        for inbox in inboxes
+    ]
+    for process in processes:
+        process.start()
+    report = IngestReport()
+    buffers: list[Chunk] = [[] for _ in range(workers)]
+    try:
+        for number, record in records:
+            patient = record.get("patient") if isinstance(record, dict) else None
+            if not isinstance(patient, str):
+                report.merge(_reject_unrouted(number, record))
+                continue
+            slot = zlib.crc32(patient.encode()) % workers
+            buffers[slot].append((number, record))
+            if len(buffers[slot]) >= batch:
+                inboxes[slot].put(buffers[slot])
+                buffers[slot] = []
+        for slot, inbox in enumerate(inboxes):
+            if buffers[slot]:
+                inbox.put(buffers[slot])
+            inbox.put(None)
+        for _ in processes:
+            part = results.get()
+            if isinstance(part, BaseException):
+                raise part
+            report.merge(part)
+    finally:
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.terminate()
+    report.rejected.sort(key=lambda r: r.line)
+    return report
+
+
+def _ingest_worker(url: str, inbox: Any, results: Any, now: datetime, retries: int) -> None:
+    engine = Engine(url, lambda: now, retries=retries)
+    report = IngestReport()
+    try:
+        while (chunk := inbox.get()) is not None:
+            work = partial(_apply_chunk, engine, chunk=chunk, now=now)
+            report.merge(engine.store.run(work, retries=retries, optimistic=True))
+        results.put(report)
+    except BaseException as err:  # the parent re-raises it
+        results.put(err)
+    finally:
+        engine.store.dispose()
+
+
+def _reject_unrouted(number: int, record: Any) -> IngestReport:
+    """A line without a patient id: rejected like any other bad line, without a worker."""
+    part = IngestReport()
+    error = (
+        record
+        if isinstance(record, Exception)
+        else InvalidCommand("each line needs string fields patient, event and at")
+    )
+    part.rejected.append(Rejection(number, None, str(error), exit_code(error)))
+    return part
 
 
 def _apply_chunk(engine: Engine, tx: Transaction, *, chunk: list[tuple[int, Any]], now: datetime) -> IngestReport:
@@ -115,7 +201,7 @@ def _apply_line(engine: Engine, tx: Transaction, record: dict[str, Any], now: da
         raise InvalidCommand(f"unknown keys {sorted(unknown)}; expected some of {sorted(_ENVELOPE)}")
     patient, event, at_text = record.get("patient"), record.get("event"), record.get("at")
     if not isinstance(patient, str) or not isinstance(event, str) or not isinstance(at_text, str):
-        raise InvalidCommand("each line needs string fields patient, event and at")
+        raise InvalidCommand(MISSING_FIELDS)
     try:
         at = datetime.fromisoformat(at_text)
     except ValueError:

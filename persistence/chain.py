@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -34,6 +35,7 @@ HASHED_FIELDS = (
 )
 
 
+@lru_cache(maxsize=4096)  # the same `at` and `recorded_at` recur across a command's rows
 def iso_utc(value: datetime) -> str:
     """One spelling per instant: UTC, microseconds, explicit offset."""
     if value.tzinfo is not UTC:

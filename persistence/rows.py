@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -45,6 +46,7 @@ def _json_in(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, (str, bytes)) else value
 
 
+@lru_cache(maxsize=4096)  # a command stamps many rows with the same `at` and `recorded_at`
 def _sqlite_time_out(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -79,7 +81,8 @@ class RowCodec:
         self.select_snapshots = f"SELECT {snapshot_cols} FROM {patients}"
         self.select_patient = f"{self.select_snapshots} WHERE patient_id = {mark}"
         self.lock_patient = self.select_patient + lock
-        self.select_patients_in = f"SELECT {snapshot_cols} FROM {patients} WHERE patient_id IN ({{marks}}){lock}"
+        self.select_patients_in = f"SELECT {snapshot_cols} FROM {patients} WHERE patient_id IN ({{marks}})"
+        self._lock_suffix = lock
         self.mark = mark
         self.claim_due = (
             f"SELECT {snapshot_cols} FROM {patients} WHERE next_due_at <= {mark} ORDER BY next_due_at LIMIT {mark}"
@@ -98,8 +101,9 @@ class RowCodec:
         self._snapshot_in = self._decoders(SNAPSHOT_COLUMNS)
         self._entry_in = self._decoders(AUDIT_COLUMNS)
 
-    def in_clause(self, count: int) -> str:
-        return self.select_patients_in.format(marks=", ".join([self.mark] * count))
+    def in_clause(self, count: int, *, lock: bool = True) -> str:
+        sql = self.select_patients_in.format(marks=", ".join([self.mark] * count))
+        return sql + self._lock_suffix if lock else sql
 
     def time(self, value: datetime | None) -> Any:
         return self._time_out(value)

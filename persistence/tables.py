@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -76,7 +76,15 @@ class AuditRow(SQLModel, table=True):
     __tablename__ = "carepath_audit"
     __table_args__ = (
         UniqueConstraint("patient_id", "seq", name="uq_carepath_audit_seq"),
-        Index("uq_carepath_audit_idempotency", "patient_id", "idempotency_key", unique=True),
+        # Partial: only keyed events are indexed, so ticks and unkeyed sends do not pay for it.
+        Index(
+            "uq_carepath_audit_idempotency",
+            "patient_id",
+            "idempotency_key",
+            unique=True,
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -73,7 +73,7 @@ def send(
 @app.command()
 def tick(
     at: AtOption,
-    batch: Annotated[int, typer.Option(min=1, help="Patients per transaction.")] = 500,
+    batch: Annotated[int, typer.Option(min=1, help="Patients per transaction.")] = 2000,
     json_: JsonOption = False,
 ) -> None:
     """Sweep every patient due at a time: advance their reassessment monitoring.

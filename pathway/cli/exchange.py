@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +17,9 @@ from .render import console
 def import_(
     file: Annotated[Path, typer.Argument(help="JSON Lines file, one event per line; '-' reads stdin.")],
     batch: Annotated[int, typer.Option(min=1, help="Events per transaction.")] = 1000,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Processes sharing the patients (default: one per core).")
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
     """Ingest many events, each checked as `send` checks it; exit 2 if any line was rejected.
@@ -27,11 +31,15 @@ def import_(
     """
     from ..ingest import ingest
 
+    eng = engine()
+    if workers is None:
+        in_memory = ":memory:" in eng.store.url or eng.store.url.rstrip("/").endswith("sqlite:")
+        workers = 1 if in_memory else (os.cpu_count() or 1)
     if str(file) == "-":
-        report = ingest(engine(), sys.stdin, batch=batch)
+        report = ingest(eng, sys.stdin, batch=batch, workers=workers)
     else:
         with file.open(encoding="utf-8") as handle:
-            report = ingest(engine(), handle, batch=batch)
+            report = ingest(eng, handle, batch=batch, workers=workers)
     if json_:
         emit_json(report.to_json())
     else:

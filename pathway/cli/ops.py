@@ -51,7 +51,7 @@ class WorkerTotals:
 
 @app.command()
 def worker(
-    batch: Annotated[int, typer.Option(min=1, help="Patients claimed per transaction.")] = 500,
+    batch: Annotated[int, typer.Option(min=1, help="Patients claimed per transaction.")] = 2000,
     once: Annotated[bool, typer.Option("--once", help="Run one sweep and exit.")] = False,
     at: Annotated[
         str | None, typer.Option("--at", help="Sweep as of this ISO 8601 time instead of the clock's time.")
