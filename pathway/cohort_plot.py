@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from persistence import AuditEntry, Store
+from persistence import AuditEntry
 from states import get_pathway
 
 from .errors import CarepathError
@@ -25,6 +25,9 @@ from .timeline import STATE_COLOURS  # the same colours as a patient's timeline
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+
+if TYPE_CHECKING:
+    from persistence import Store
 
 __all__ = ["STATE_ORDER", "CohortHistory", "EmptyCohort", "plot_cohort", "read_history"]
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from persistence import (
     DEFAULT_URL,
@@ -16,14 +16,16 @@ from persistence import (
     NewEntry,
     Snapshot,
     SnapshotUpdate,
-    Store,
-    Transaction,
 )
+from persistence.reader import light_reader
 from states import Pathway, PlanItem, Step, get_pathway, require_aware
 from states.payloads import Payload
 
 from .clock import Clock, system_clock
 from .errors import EventInFuture, TimeWentBackwards
+
+if TYPE_CHECKING:
+    from persistence import Store, Transaction
 
 __all__ = ["MAX_FUTURE_SKEW", "PAYLOAD_SCHEMA", "Engine", "SendResult", "Status", "SweepReport"]
 
@@ -104,9 +106,27 @@ class Engine:
     """Enrol patients, apply events, and answer what state and plan each patient has."""
 
     def __init__(self, store: Store | str | None = None, clock: Clock = system_clock, *, retries: int = 5) -> None:
-        self.store = store if isinstance(store, Store) else Store(store or DEFAULT_URL)
+        if isinstance(store, str) or store is None:
+            self.url: str = store or DEFAULT_URL
+            self._store: Store | None = None
+        else:
+            self.url, self._store = store.url, store
         self.clock = clock
         self.retries = retries
+
+    @property
+    def store(self) -> Store:
+        """The persistence store, opened on first use."""
+        if self._store is None:
+            from persistence import Store
+
+            self._store = Store(self.url)
+        return self._store
+
+    def close(self) -> None:
+        """Release the store's connections (if it was ever opened)."""
+        if self._store is not None:
+            self._store.dispose()
 
     # -- commands -------------------------------------------------------------------
 
@@ -263,6 +283,11 @@ class Engine:
     # -- queries ----------------------------------------------------------------------
 
     def status(self, patient_id: str) -> Status:
+        if self._store is None:
+            # A command that only reads one snapshot need not load the whole store.
+            reader = light_reader(self.url)
+            if reader is not None:
+                return self._status(reader.snapshot(patient_id))
         return self._status(self.store.snapshot(patient_id))
 
     def plan(self, patient_id: str) -> list[PlanItem]:

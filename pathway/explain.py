@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from persistence import AuditEntry, Snapshot, Store
+from persistence import AuditEntry, Snapshot
 from states import Pathway, StatesError, get_pathway, require_aware
 from states.guards import ConditionResult, Rule, evaluate_rule, format_value
 from states.payloads import Payload
@@ -21,6 +21,9 @@ from states.payloads import Payload
 from .clock import Clock, system_clock
 from .engine import Engine
 from .errors import TimeWentBackwards
+
+if TYPE_CHECKING:
+    from persistence import Store
 
 __all__ = [
     "CohortRow",

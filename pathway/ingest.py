@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from persistence import Transaction
-
 from .engine import Engine
 from .errors import InvalidCommand, exit_code
+
+if TYPE_CHECKING:
+    from persistence import Transaction
 
 __all__ = ["IngestReport", "Rejection", "ingest", "read_jsonl"]
 

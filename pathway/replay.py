@@ -24,12 +24,11 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from itertools import groupby
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from persistence import GENESIS, AuditEntry, Snapshot, Store, UnknownPatient, entry_hash
-from persistence.store import IdRange
+from persistence import GENESIS, AuditEntry, IdRange, Snapshot, UnknownPatient, entry_hash
 from states import EventNotAllowed, Pathway, StatesError, Step, get_pathway, require_aware
 from states.guards import ConditionResult, evaluate_rule
 from states.payloads import Payload
@@ -37,6 +36,9 @@ from states.upcast import upcast
 
 from .engine import PAYLOAD_SCHEMA, Status
 from .errors import CarepathError
+
+if TYPE_CHECKING:
+    from persistence import Store
 
 __all__ = [
     "InvalidPolicy",
@@ -378,6 +380,8 @@ def _verify_parallel(store: Store, workers: int, progress: Progress | None) -> V
 
 
 def _verify_range_in_process(url: str, id_range: IdRange) -> VerifyReport:
+    from persistence import Store
+
     store = Store(url)
     try:
         return _verify_stream(store, None, id_range, None)

@@ -3,6 +3,8 @@
 Knows configurations as lists of state ids and payloads as JSON; knows no statechart.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .chain import GENESIS, canonical_json, entry_hash
 from .errors import (
     ConcurrentUpdate,
@@ -12,13 +14,28 @@ from .errors import (
     StorageUnavailable,
     UnknownPatient,
 )
-from .records import AuditEntry, NewEntry, Snapshot, SnapshotUpdate
-from .store import DEFAULT_URL, Store, Transaction, normalise_url
+from .records import AuditEntry, IdRange, NewEntry, Snapshot, SnapshotUpdate
+from .urls import DEFAULT_URL, normalise_url
+
+if TYPE_CHECKING:
+    from .store import Store, Transaction
+
+
+def __getattr__(name: str) -> Any:
+    # The store loads SQLAlchemy and SQLModel; importing it only when first used keeps
+    # short commands (one snapshot read) fast to start.
+    if name in ("Store", "Transaction"):
+        from . import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_URL",
     "GENESIS",
     "AuditEntry",
+    "IdRange",
     "ConcurrentUpdate",
     "DuplicatePatient",
     "IdempotencyConflict",

@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["AuditEntry", "NewEntry", "Snapshot", "SnapshotUpdate"]
+__all__ = ["AuditEntry", "IdRange", "NewEntry", "Snapshot", "SnapshotUpdate"]
+
+# Patients with low <= patient_id < high; None leaves that side open.
+IdRange = tuple[str | None, str | None]
 
 
 @dataclass(frozen=True)

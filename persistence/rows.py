@@ -18,7 +18,10 @@ import orjson
 
 from .records import AuditEntry, Snapshot
 
-__all__ = ["RowCodec"]
+__all__ = ["AUDIT_TABLE", "PATIENTS_TABLE", "RowCodec"]
+
+PATIENTS_TABLE = "carepath_patients"
+AUDIT_TABLE = "carepath_audit"
 
 SNAPSHOT_COLUMNS = tuple(Snapshot.__dataclass_fields__)
 AUDIT_COLUMNS = tuple(AuditEntry.__dataclass_fields__)

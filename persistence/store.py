@@ -30,13 +30,13 @@ from .errors import (
     StorageUnavailable,
     UnknownPatient,
 )
-from .records import AuditEntry, NewEntry, Snapshot, SnapshotUpdate
+from .records import AuditEntry, IdRange, NewEntry, Snapshot, SnapshotUpdate
 from .rows import RowCodec
 from .tables import AuditRow, PatientRow, metadata
+from .urls import DEFAULT_URL, normalise_url
 
 __all__ = ["DEFAULT_URL", "Store", "Transaction", "normalise_url"]
 
-DEFAULT_URL = "sqlite:///carepath.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # FULL: every commit reaches the disk before `send` returns (WAL + NORMAL could lose the last
 # commits on power loss).
@@ -50,7 +50,6 @@ _AUDIT_COLUMNS = [c for c in audit.c if c.name != "id"]
 _PATIENT_EXISTS = select(patients.c.patient_id).where(patients.c.patient_id == bindparam("patient_id"))
 
 T = TypeVar("T")
-IdRange = tuple[str | None, str | None]
 
 # JSON columns are encoded with orjson: several times faster than the standard library on the
 # hot path, and the same text for the same value.
@@ -58,13 +57,6 @@ _JSON_CODEC: dict[str, Any] = {
     "json_serializer": lambda value: orjson.dumps(value).decode(),
     "json_deserializer": orjson.loads,
 }
-
-
-def normalise_url(url: str) -> str:
-    """Accept plain postgresql:// URLs and point them at psycopg 3."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
 
 
 class Store:

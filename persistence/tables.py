@@ -10,6 +10,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from .rows import AUDIT_TABLE, PATIENTS_TABLE
+
 __all__ = ["AuditRow", "PatientRow", "UTCDateTime", "metadata"]
 
 
@@ -50,7 +52,7 @@ def _time(nullable: bool = False, index: bool = False) -> Any:
 class PatientRow(SQLModel, table=True):
     """The current snapshot of one patient on one pathway."""
 
-    __tablename__ = "carepath_patients"
+    __tablename__ = PATIENTS_TABLE
     # Covering index: the due sweep finds its patients from the index alone, no table lookups.
     __table_args__ = (Index("ix_carepath_patients_due", "next_due_at", "patient_id"),)
 
@@ -73,7 +75,7 @@ class PatientRow(SQLModel, table=True):
 class AuditRow(SQLModel, table=True):
     """One accepted event; rows are only ever inserted."""
 
-    __tablename__ = "carepath_audit"
+    __tablename__ = AUDIT_TABLE
     __table_args__ = (
         UniqueConstraint("patient_id", "seq", name="uq_carepath_audit_seq"),
         # Partial: only keyed events are indexed, so ticks and unkeyed sends do not pay for it.

@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         engine = settings()._engine
         if engine is not None:
-            engine.store.dispose()
+            engine.close()
     return int(result) if isinstance(result, int) else 0
 
 

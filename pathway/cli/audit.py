@@ -7,17 +7,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..errors import InvalidCommand
-from ..replay import ReplayDiverged, VerifyReport, WhatIfReport
-from ..replay import replay as replay_log
-from ..replay import verify as verify_log
-from ..replay import whatif as whatif_log
 from .app import JsonOption, app, emit_json, engine, parse_time
 from .render import console, print_status, styled_state
+
+if TYPE_CHECKING:
+    from ..replay import VerifyReport, WhatIfReport
 
 # Exit status when the log does not reproduce what was recorded (DESIGN.md section 6).
 EXIT_PROBLEM = 1
@@ -37,6 +36,9 @@ def replay_command(
 
     Example: carepath replay p-001 --until 2026-02-01T00:00:00+00:00 --json
     """
+    from ..replay import ReplayDiverged
+    from ..replay import replay as replay_log
+
     try:
         result = replay_log(engine().store, patient, parse_time(until, "--until") if until else None)
     except ReplayDiverged as err:
@@ -66,6 +68,8 @@ def verify_command(
     store = engine().store
     show_progress = patient is None and not json_
     with _progress("verifying", store.count_patients() if show_progress else 0) as advance:
+        from ..replay import verify as verify_log
+
         report = verify_log(store, patient, progress=advance)
     if json_:
         emit_json(report.to_json())
@@ -88,6 +92,8 @@ def whatif_command(
     data = _read_policy(policy)
     store = engine().store
     with _progress("what-if", 0 if json_ else store.count_patients()) as advance:
+        from ..replay import whatif as whatif_log
+
         report = whatif_log(store, data, progress=advance)
     if json_:
         emit_json(report.to_json())

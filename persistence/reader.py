@@ -1,0 +1,46 @@
+"""A read-only snapshot lookup on an SQLite file through the standard library driver.
+
+`carepath status` starts a new process for one row: loading SQLAlchemy would cost more than
+everything else it does. This reads the same row with the same codec as the store.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from .errors import StorageUnavailable, UnknownPatient
+from .records import Snapshot
+from .rows import AUDIT_TABLE, PATIENTS_TABLE, RowCodec
+from .urls import sqlite_file
+
+__all__ = ["SqliteReader", "light_reader"]
+
+_CODEC = RowCodec("sqlite", PATIENTS_TABLE, AUDIT_TABLE)
+
+
+class SqliteReader:
+    """Reads snapshots from an existing carepath SQLite file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def snapshot(self, patient_id: str) -> Snapshot:
+        try:
+            with sqlite3.connect(self.path, timeout=30) as conn:
+                row = conn.execute(_CODEC.select_patient, (patient_id,)).fetchone()
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err):
+                raise UnknownPatient(patient_id) from None
+            raise StorageUnavailable(str(err)) from None
+        if row is None:
+            raise UnknownPatient(patient_id)
+        return _CODEC.snapshot(row)
+
+
+def light_reader(url: str) -> SqliteReader | None:
+    """A reader for URLs it can serve (an existing SQLite file), else None."""
+    path = sqlite_file(url)
+    if path is None or not os.path.isfile(path):
+        return None
+    return SqliteReader(path)
