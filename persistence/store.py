@@ -179,35 +179,32 @@ class Store:
 
         `id_range` (low, high) keeps patients with low <= patient_id < high (None: unbounded).
         """
-        codec = self.codec
-        sql, params = codec.select_entries, cast(tuple[str, ...], ())
-        if patient_id is not None:
-            sql, params = f"{sql} WHERE patient_id = {codec.mark}", (patient_id,)
-        elif id_range is not None:
-            sql, params = _range_clause(sql, codec.mark, id_range)
-        with self._read() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(
-                sql + " ORDER BY patient_id, seq", params
-            )
-            for row in result:
-                yield codec.entry(row)
+        where = ("patient_id", patient_id) if patient_id is not None else None
+        for row in self._stream(self.codec.select_entries, where, id_range, "patient_id, seq", batch):
+            yield self.codec.entry(row)
 
     def iter_snapshots(
         self, state: str | None = None, batch: int = 5_000, *, id_range: IdRange | None = None
     ) -> Iterator[Snapshot]:
         """Stream snapshots ordered by patient id (only those in `state`, or in `id_range`)."""
-        codec = self.codec
-        sql, params = codec.select_snapshots, cast(tuple[str, ...], ())
-        if state is not None:
-            sql, params = f"{sql} WHERE state = {codec.mark}", (state,)
+        where = ("state", state) if state is not None else None
+        for row in self._stream(self.codec.select_snapshots, where, id_range, "patient_id", batch):
+            yield self.codec.snapshot(row)
+
+    def _stream(
+        self, select_sql: str, where: tuple[str, str] | None, id_range: IdRange | None, order: str, batch: int
+    ) -> Iterator[Any]:
+        """Rows of `select_sql` filtered on one column or a patient-id range, fetched `batch` at a time."""
+        mark = self.codec.mark
+        sql, params = select_sql, cast(tuple[str, ...], ())
+        if where is not None:
+            sql, params = f"{sql} WHERE {where[0]} = {mark}", (where[1],)
         elif id_range is not None:
-            sql, params = _range_clause(sql, codec.mark, id_range)
+            sql, params = _range_clause(sql, mark, id_range)
         with self._read() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(
-                sql + " ORDER BY patient_id", params
+            yield from conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(
+                f"{sql} ORDER BY {order}", params
             )
-            for row in result:
-                yield codec.snapshot(row)
 
     def id_boundaries(self, parts: int) -> list[str]:
         """Patient ids that cut the enrolled patients into `parts` ranges of about equal size."""
@@ -232,11 +229,13 @@ class Store:
 
     def due_ids(self, at: datetime, limit: int | None = None) -> list[str]:
         """Patients whose next_due_at <= at, earliest first (one range scan of the index)."""
-        query = select(patients.c.patient_id).where(patients.c.next_due_at <= at).order_by(patients.c.next_due_at)
+        mark = self.codec.mark
+        sql = f"SELECT patient_id FROM {patients.name} WHERE next_due_at <= {mark} ORDER BY next_due_at"
+        params: tuple[Any, ...] = (self.codec.time(at),)
         if limit is not None:
-            query = query.limit(limit)
+            sql, params = f"{sql} LIMIT {mark}", (*params, limit)
         with self._read() as conn:
-            return list(conn.execute(query).scalars())
+            return [row[0] for row in conn.exec_driver_sql(sql, params)]
 
     def due_snapshots(self, at: datetime) -> list[Snapshot]:
         codec = self.codec
