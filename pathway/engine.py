@@ -23,6 +23,7 @@ from states.payloads import Payload
 
 from .clock import Clock, system_clock
 from .errors import EventInFuture, TimeWentBackwards
+from .tuning import bulk_allocation
 
 if TYPE_CHECKING:
     from persistence import Store, Transaction
@@ -244,7 +245,8 @@ class Engine:
         while limit is None or report.advanced < limit:
             size = batch if limit is None else min(batch, limit - report.advanced)
             work = partial(self._sweep_batch, at=at, now=now, size=size, seen=seen, extra=len(still_due))
-            claimed, due_again, done = self.store.run(work, retries=self.retries)
+            with bulk_allocation():
+                claimed, due_again, done = self.store.run(work, retries=self.retries)
             # Merged only once committed: a batch retried after a conflict must not count or skip twice.
             seen.update(claimed)
             still_due.update(due_again)

@@ -22,6 +22,7 @@ import orjson
 
 from .engine import Engine
 from .errors import InvalidCommand, exit_code
+from .tuning import bulk_allocation
 
 if TYPE_CHECKING:
     from persistence import Transaction
@@ -94,9 +95,10 @@ def ingest(engine: Engine, lines: Iterable[str], *, batch: int = 1_000, workers:
         return _ingest_parallel(engine.store.url, read_jsonl(lines), batch, workers, now, engine.retries)
     report = IngestReport()
     records = read_jsonl(lines)
-    while chunk := list(islice(records, batch)):
-        work = partial(_apply_chunk, engine, chunk=chunk, now=now)
-        report.merge(engine.store.run(work, retries=engine.retries))
+    with bulk_allocation():
+        while chunk := list(islice(records, batch)):
+            work = partial(_apply_chunk, engine, chunk=chunk, now=now)
+            report.merge(engine.store.run(work, retries=engine.retries))
     return report
 
 
@@ -152,9 +154,10 @@ def _ingest_worker(url: str, inbox: Any, results: Any, now: datetime, retries: i
     engine = Engine(url, lambda: now, retries=retries)
     report = IngestReport()
     try:
-        while (chunk := inbox.get()) is not None:
-            work = partial(_apply_chunk, engine, chunk=chunk, now=now)
-            report.merge(engine.store.run(work, retries=retries, optimistic=True))
+        with bulk_allocation():
+            while (chunk := inbox.get()) is not None:
+                work = partial(_apply_chunk, engine, chunk=chunk, now=now)
+                report.merge(engine.store.run(work, retries=retries, optimistic=True))
         results.put(report)
     except BaseException as err:  # the parent re-raises it
         results.put(err)

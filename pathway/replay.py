@@ -36,6 +36,7 @@ from states.upcast import upcast
 
 from .engine import PAYLOAD_SCHEMA, Status
 from .errors import CarepathError
+from .tuning import bulk_allocation
 
 if TYPE_CHECKING:
     from persistence import Store
@@ -342,7 +343,8 @@ def verify(
         workers = _worker_count(store, workers)
         if workers > 1:
             return _verify_parallel(store, workers, progress)
-    return _verify_stream(store, patient_id, None, progress)
+    with bulk_allocation():
+        return _verify_stream(store, patient_id, None, progress)
 
 
 # Below this many patients one process is faster than starting others.
@@ -384,7 +386,8 @@ def _verify_range_in_process(url: str, id_range: IdRange) -> VerifyReport:
 
     store = Store(url)
     try:
-        return _verify_stream(store, None, id_range, None)
+        with bulk_allocation():
+            return _verify_stream(store, None, id_range, None)
     finally:
         store.dispose()
 
