@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import Clock, FakeClock, system_clock
 from .engine import Engine, SendResult, Status, SweepReport
-from .errors import CarepathError, EventInFuture, InvalidCommand, TimeWentBackwards, exit_code
+from .errors import CarepathError, EventInFuture, InvalidCommand, InvalidPatientId, TimeWentBackwards, exit_code
 
 # `replay` itself stays in pathway.replay: exporting it here would shadow the module of that name.
 _FROM_REPLAY = ("ReplayDiverged", "ReplayResult", "VerifyReport", "WhatIfReport", "verify", "whatif")
@@ -29,6 +29,7 @@ __all__ = [
     "EventInFuture",
     "FakeClock",
     "InvalidCommand",
+    "InvalidPatientId",
     "ReplayDiverged",
     "ReplayResult",
     "SendResult",

@@ -22,7 +22,7 @@ from states import Pathway, PlanItem, Step, get_pathway, require_aware
 from states.payloads import Payload
 
 from .clock import Clock, system_clock
-from .errors import EventInFuture, TimeWentBackwards
+from .errors import EventInFuture, InvalidPatientId, TimeWentBackwards
 from .tuning import bulk_allocation
 
 if TYPE_CHECKING:
@@ -143,8 +143,9 @@ class Engine:
         """Enrol a patient on a pathway (the patient's first audit entry, seq 1)."""
         at = require_aware(at)
         now = self.clock()
-        work = partial(self.enroll_in, patient_id=patient_id, at=at, pathway=pathway, factors=factors,
-                       actor=actor, now=now)
+        work = partial(
+            self.enroll_in, patient_id=patient_id, at=at, pathway=pathway, factors=factors, actor=actor, now=now
+        )
         return self.store.run(work, retries=self.retries)
 
     def send(
@@ -160,8 +161,16 @@ class Engine:
         """Apply one event to one patient, durably; raises a specific error and writes nothing otherwise."""
         at = require_aware(at)
         now = self.clock()
-        work = partial(self.send_in, patient_id=patient_id, event=event, at=at, data=data, actor=actor,
-                       idempotency_key=idempotency_key, now=now)
+        work = partial(
+            self.send_in,
+            patient_id=patient_id,
+            event=event,
+            at=at,
+            data=data,
+            actor=actor,
+            idempotency_key=idempotency_key,
+            now=now,
+        )
         return self.store.run(work, retries=self.retries)
 
     # -- the same commands inside a caller's transaction (bulk ingestion) -------------------
@@ -178,6 +187,7 @@ class Engine:
         now: datetime,
     ) -> Status:
         """Stage an enrolment in `tx`; raises and stages nothing when the input is bad."""
+        _check_patient_id(patient_id)
         at = require_aware(at)
         definition = get_pathway(pathway)
         enrollment = definition.validate_enrollment({"factors": dict(factors or {})})
@@ -195,8 +205,9 @@ class Engine:
             decision=None,
             idempotency_key=None,
         )
-        tx.enroll(patient_id, definition.name, definition.version,
-                  _update(definition, configuration, context, at), entry, now)
+        tx.enroll(
+            patient_id, definition.name, definition.version, _update(definition, configuration, context, at), entry, now
+        )
         return self._status(tx.load(patient_id))
 
     def send_in(
@@ -325,6 +336,19 @@ class Engine:
     @staticmethod
     def _status(snapshot: Snapshot) -> Status:
         return Status(snapshot)
+
+
+# The id column holds 200 characters (PostgreSQL enforces it, SQLite would not).
+MAX_PATIENT_ID = 200
+
+
+def _check_patient_id(patient_id: str) -> None:
+    if not isinstance(patient_id, str) or not patient_id.strip():
+        raise InvalidPatientId(str(patient_id), "it is empty")
+    if len(patient_id) > MAX_PATIENT_ID:
+        raise InvalidPatientId(patient_id, f"it is longer than {MAX_PATIENT_ID} characters")
+    if any(not ch.isprintable() for ch in patient_id):
+        raise InvalidPatientId(patient_id, "it contains control characters")
 
 
 def _check_not_future(at: datetime, now: datetime) -> None:

@@ -16,6 +16,7 @@ __all__ = [
     "CarepathError",
     "EventInFuture",
     "InvalidCommand",
+    "InvalidPatientId",
     "TimeWentBackwards",
     "exit_code",
 ]
@@ -27,6 +28,15 @@ class CarepathError(Exception):
 
 class InvalidCommand(CarepathError):
     """Raised when a command's arguments are malformed (bad JSON, bad time text, ...)."""
+
+
+class InvalidPatientId(CarepathError):
+    """Raised when a patient id is empty, longer than 200 characters, or holds control characters."""
+
+    def __init__(self, patient_id: str, why: str) -> None:
+        self.patient_id = patient_id
+        self.why = why
+        super().__init__(f"invalid patient id {patient_id[:40]!r}: {why}")
 
 
 class TimeWentBackwards(CarepathError):

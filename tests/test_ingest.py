@@ -118,3 +118,16 @@ def test_optimistic_batch_retries_when_a_patient_changed_underneath(sqlite_engin
     sqlite_engine.store.run(work, optimistic=True)
     assert len(attempts) == 2
     assert [e.seq for e in sqlite_engine.history("a")] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("patient_id", "why"),
+    [("", "empty"), ("   ", "empty"), ("x" * 201, "longer than 200"), ("p\n1", "control characters")],
+)
+def test_bad_patient_ids_are_refused_at_enrolment(engine: Engine, patient_id: str, why: str) -> None:
+    """Empty, over-long or control-character ids are refused on every backend and nothing is written."""
+    from pathway import InvalidPatientId
+
+    with pytest.raises(InvalidPatientId, match=why):
+        engine.enroll(patient_id, T0)
+    assert engine.store.count_patients() == 0
