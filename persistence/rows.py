@@ -83,6 +83,7 @@ class RowCodec:
         lock = " FOR UPDATE" if self.postgres else ""
         self.select_snapshots = f"SELECT {snapshot_cols} FROM {patients}"
         self.select_patient = f"{self.select_snapshots} WHERE patient_id = {mark}"
+        self.patient_exists = f"SELECT 1 FROM {patients} WHERE patient_id = {mark}"
         self.lock_patient = self.select_patient + lock
         self.select_patients_in = f"SELECT {snapshot_cols} FROM {patients} WHERE patient_id IN ({{marks}})"
         self._lock_suffix = lock

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import orjson
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from .chain import GENESIS, entry_hash
@@ -47,7 +47,6 @@ audit = AuditRow.__table__  # type: ignore[attr-defined]
 
 _SNAPSHOT_COLUMNS = [c for c in patients.c]
 _AUDIT_COLUMNS = [c for c in audit.c if c.name != "id"]
-_PATIENT_EXISTS = select(patients.c.patient_id).where(patients.c.patient_id == bindparam("patient_id"))
 
 T = TypeVar("T")
 
@@ -156,7 +155,7 @@ class Store:
 
     def exists(self, patient_id: str) -> bool:
         with self._read() as conn:
-            return conn.execute(_PATIENT_EXISTS, {"patient_id": patient_id}).first() is not None
+            return conn.exec_driver_sql(self.codec.patient_exists, (patient_id,)).first() is not None
 
     def history(self, patient_id: str, until: datetime | None = None) -> list[AuditEntry]:
         """A patient's audit entries in sequence order (up to clinical time `until`)."""
@@ -286,6 +285,9 @@ class Transaction:
         self._conn = conn
         self._codec = codec
         self._lock = lock
+        # The hot statements go straight to the DBAPI cursor of this transaction's connection.
+        self._cursor: Any = None
+        self._dbapi_error: type[Exception] = conn.dialect.loaded_dbapi.Error
         self._pending: dict[str, tuple[int, Snapshot]] = {}
         self._entries: list[dict[str, Any]] = []
         self._keys: dict[tuple[str, str], AuditEntry] = {}
@@ -293,6 +295,28 @@ class Transaction:
         # Filled by `prefetch`: snapshots read in bulk, and ids known not to be enrolled.
         self._loaded: dict[str, Snapshot] = {}
         self._absent: set[str] = set()
+
+    # -- the driver -----------------------------------------------------------------------
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> Any:
+        """Run one statement on the DBAPI cursor; driver errors become SQLAlchemy's (see _guard)."""
+        if self._cursor is None:
+            self._cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            self._cursor.execute(sql, params)
+        except self._dbapi_error as err:
+            raise DBAPIError.instance(sql, params, err, self._dbapi_error, dialect=self._conn.dialect) from err
+        return self._cursor
+
+    def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run one statement for many rows; returns the number of rows it changed."""
+        if self._cursor is None:
+            self._cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            self._cursor.executemany(sql, rows)
+        except self._dbapi_error as err:
+            raise DBAPIError.instance(sql, rows, err, self._dbapi_error, dialect=self._conn.dialect) from err
+        return int(self._cursor.rowcount)
 
     # -- reads within the transaction -------------------------------------------------
 
@@ -312,7 +336,7 @@ class Transaction:
         if patient_id in self._absent:
             raise UnknownPatient(patient_id)
         query = self._codec.lock_patient if self._lock else self._codec.select_patient
-        row = self._conn.exec_driver_sql(query, (patient_id,)).first()
+        row = self._execute(query, (patient_id,)).fetchone()
         if row is None:
             raise UnknownPatient(patient_id)
         return self._codec.snapshot(row)
@@ -323,14 +347,14 @@ class Transaction:
         missing = [pid for pid in patient_ids if pid not in found]
         for start in range(0, len(missing), 500):
             chunk = tuple(missing[start : start + 500])
-            for row in self._conn.exec_driver_sql(self._codec.in_clause(len(chunk), lock=self._lock), chunk):
+            for row in self._execute(self._codec.in_clause(len(chunk), lock=self._lock), chunk).fetchall():
                 snap = self._codec.snapshot(row)
                 found[snap.patient_id] = snap
         return found
 
     def claim_due(self, at: datetime, limit: int) -> list[Snapshot]:
         """Up to `limit` due patients, locked; rows another worker holds are skipped."""
-        rows = self._conn.exec_driver_sql(self._codec.claim_due, (self._codec.time(at), limit))
+        rows = self._execute(self._codec.claim_due, (self._codec.time(at), limit)).fetchall()
         return [self._codec.snapshot(row) for row in rows]
 
     def find_entry(self, patient_id: str, idempotency_key: str) -> AuditEntry | None:
@@ -338,7 +362,7 @@ class Transaction:
         buffered = self._keys.get((patient_id, idempotency_key))
         if buffered is not None:
             return buffered
-        row = self._conn.exec_driver_sql(self._codec.select_keyed_entry, (patient_id, idempotency_key)).first()
+        row = self._execute(self._codec.select_keyed_entry, (patient_id, idempotency_key)).fetchone()
         return self._codec.entry(row) if row is not None else None
 
     # -- writes -------------------------------------------------------------------------
@@ -358,7 +382,7 @@ class Transaction:
         exists = (
             None
             if patient_id in self._absent
-            else self._conn.execute(_PATIENT_EXISTS, {"patient_id": patient_id}).first()
+            else self._execute(self._codec.patient_exists, (patient_id,)).fetchone()
         )
         if exists is not None:
             raise DuplicatePatient(patient_id)
@@ -436,19 +460,17 @@ class Transaction:
         codec = self._codec
         if self._enrolled:
             rows = [codec.snapshot_params(self._pending[pid][1]) for pid in enrolled]
-            self._conn.exec_driver_sql(codec.insert_patient, rows)
+            self._execute_many(codec.insert_patient, rows)
         if self._entries:
-            self._conn.exec_driver_sql(codec.insert_entry, [codec.entry_params(row) for row in self._entries])
+            self._execute_many(codec.insert_entry, [codec.entry_params(row) for row in self._entries])
         updates = [
             codec.update_params(original, snap)
             for pid, (original, snap) in self._pending.items()
             if pid not in enrolled and snap.revision != original
         ]
-        if updates:
-            result = self._conn.exec_driver_sql(codec.update_patient, updates)
-            if result.rowcount != len(updates):
-                first = updates[0]
-                raise ConcurrentUpdate(str(first[-2]), int(first[-1]))
+        if updates and self._execute_many(codec.update_patient, updates) != len(updates):
+            first = updates[0]
+            raise ConcurrentUpdate(str(first[-2]), int(first[-1]))
         self._entries = []
         self._enrolled = []
         self._pending = {}
