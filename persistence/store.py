@@ -11,7 +11,9 @@ executemany, not per-object ORM sessions.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -497,7 +499,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # Busy timeout first: switching a fresh file to WAL takes a lock other starting processes may hold.
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _switch_to_wal(cursor)
     cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     # A 64 MiB page cache and memory-mapped reads: sweeps and replays touch many pages.
@@ -507,6 +509,23 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # pages all over the file, and copying them back after every batch halved their speed.
     cursor.execute("PRAGMA wal_autocheckpoint=20000")
     cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    # Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database is
+    # locked" at once (without the busy handler) while processes starting together hold shared
+    # locks; so wait here, as the busy timeout would, until it goes through.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
