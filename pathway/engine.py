@@ -3,6 +3,7 @@ transaction. Reads its clock once per command."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,11 +19,11 @@ from persistence import (
     SnapshotUpdate,
 )
 from persistence.reader import light_reader
-from states import Pathway, PlanItem, Step, get_pathway, require_aware
+from states import Pathway, PlanItem, Step, UnknownEvent, get_pathway, known_events, require_aware
 from states.payloads import Payload
 
 from .clock import Clock, system_clock
-from .errors import EventInFuture, InvalidPatientId, TimeWentBackwards
+from .errors import EventInFuture, InvalidCommand, InvalidPatientId, TimeWentBackwards
 from .tuning import bulk_allocation
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ class Engine:
     """Enrol patients, apply events, and answer what state and plan each patient has."""
 
     def __init__(self, store: Store | str | None = None, clock: Clock = system_clock, *, retries: int = 5) -> None:
+        self._opening = threading.Lock()
         if isinstance(store, str) or store is None:
             self.url: str = store or DEFAULT_URL
             self._store: Store | None = None
@@ -117,11 +119,13 @@ class Engine:
 
     @property
     def store(self) -> Store:
-        """The persistence store, opened on first use."""
+        """The persistence store, opened on first use (once, whichever thread gets there first)."""
         if self._store is None:
-            from persistence import Store
+            with self._opening:
+                if self._store is None:
+                    from persistence import Store
 
-            self._store = Store(self.url)
+                    self._store = Store(self.url)
         return self._store
 
     def close(self) -> None:
@@ -190,7 +194,8 @@ class Engine:
         _check_patient_id(patient_id)
         at = require_aware(at)
         definition = get_pathway(pathway)
-        enrollment = definition.validate_enrollment({"factors": dict(factors or {})})
+        _check_text(actor, "actor")
+        enrollment = definition.validate_enrollment({"factors": factors if factors is not None else {}})
         _check_not_future(at, now)
         configuration, context = definition.start(enrollment, at)
         entry = NewEntry(
@@ -224,9 +229,13 @@ class Engine:
     ) -> SendResult:
         """Stage one event in `tx`; raises and stages nothing when it is rejected."""
         at = require_aware(at)
+        if event not in known_events():  # input errors come before "unknown patient"
+            raise UnknownEvent(event, sorted(known_events()))
         snapshot = tx.load(patient_id)
         definition = get_pathway(snapshot.pathway, snapshot.version)
-        payload = definition.validate(event, dict(data) if data is not None else {})
+        _check_text(actor, "actor")
+        _check_text(idempotency_key, "idempotency_key")
+        payload = definition.validate(event, data if data is not None else {})
         _check_not_future(at, now)
         if idempotency_key is not None:
             earlier = tx.find_entry(patient_id, idempotency_key)
@@ -349,6 +358,14 @@ def _check_patient_id(patient_id: str) -> None:
         raise InvalidPatientId(patient_id, f"it is longer than {MAX_PATIENT_ID} characters")
     if any(not ch.isprintable() for ch in patient_id):
         raise InvalidPatientId(patient_id, "it contains control characters")
+
+
+def _check_text(value: object, field: str) -> None:
+    """Actor names and idempotency keys: optional strings of at most 200 characters."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PATIENT_ID:
+        raise InvalidCommand(f"{field} must be a non-empty string of at most {MAX_PATIENT_ID} characters")
 
 
 def _check_not_future(at: datetime, now: datetime) -> None:

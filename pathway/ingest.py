@@ -9,7 +9,7 @@ of its batch still commit. The engine's clock is read once for the whole import.
 
 from __future__ import annotations
 
-import multiprocessing
+import queue
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from persistence import StorageUnavailable
+
 from .engine import Engine
 from .errors import InvalidCommand, exit_code
-from .tuning import bulk_allocation
+from .tuning import bulk_allocation, worker_context
 
 if TYPE_CHECKING:
     from persistence import Transaction
@@ -108,13 +110,11 @@ Chunk = list[tuple[int, Any]]
 def _ingest_parallel(
     url: str, records: Iterator[tuple[int, Any]], batch: int, workers: int, now: datetime, retries: int
 ) -> IngestReport:
-    # fork: workers start with everything imported; each opens its own connections.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context: Any = multiprocessing.get_context(method)
+    context = worker_context()
     inboxes = [context.Queue(maxsize=4) for _ in range(workers)]  # bounded: memory stays flat
-    results = context.Queue()
+    results, failures = context.Queue(), context.Queue()
     processes = [
-        context.Process(target=_ingest_worker, args=(url, inbox, results, now, retries), daemon=True)
+        context.Process(target=_ingest_worker, args=(url, inbox, results, failures, now, retries), daemon=True)
         for inbox in inboxes
     ]
     for process in processes:
@@ -130,17 +130,18 @@ def _ingest_parallel(
             slot = zlib.crc32(patient.encode()) % workers
             buffers[slot].append((number, record))
             if len(buffers[slot]) >= batch:
-                inboxes[slot].put(buffers[slot])
+                _hand_over(inboxes[slot], buffers[slot], processes[slot], failures)
                 buffers[slot] = []
         for slot, inbox in enumerate(inboxes):
             if buffers[slot]:
-                inbox.put(buffers[slot])
-            inbox.put(None)
+                _hand_over(inbox, buffers[slot], processes[slot], failures)
+            _hand_over(inbox, None, processes[slot], failures)
         for _ in processes:
-            part = results.get()
-            if isinstance(part, BaseException):
-                raise part
-            report.merge(part)
+            report.merge(_result(results, failures, processes))
+    except BaseException:
+        for process in processes:  # the others wait for chunks that will not come
+            process.terminate()
+        raise
     finally:
         for process in processes:
             process.join(timeout=60)
@@ -150,7 +151,40 @@ def _ingest_parallel(
     return report
 
 
-def _ingest_worker(url: str, inbox: Any, results: Any, now: datetime, retries: int) -> None:
+def _hand_over(inbox: Any, chunk: Chunk | None, process: Any, failures: Any) -> None:
+    """Queue a chunk for a worker; if a worker failed or stopped, raise instead of waiting."""
+    while True:
+        try:
+            inbox.put(chunk, timeout=0.5)
+            return
+        except queue.Full:
+            _raise_failure(failures)
+            if not process.is_alive():
+                raise StorageUnavailable("an import worker stopped unexpectedly") from None
+
+
+def _raise_failure(failures: Any) -> None:
+    try:
+        error = failures.get_nowait()
+    except queue.Empty:
+        return
+    raise StorageUnavailable(f"an import worker failed: {error}")
+
+
+def _result(results: Any, failures: Any, processes: list[Any]) -> IngestReport:
+    """The next worker's report; a worker's error is raised, a vanished worker too."""
+    while True:
+        _raise_failure(failures)
+        try:
+            part: IngestReport = results.get(timeout=0.5)
+            return part
+        except queue.Empty:
+            if not any(p.is_alive() for p in processes) and results.empty():
+                _raise_failure(failures)
+                raise StorageUnavailable("an import worker stopped unexpectedly") from None
+
+
+def _ingest_worker(url: str, inbox: Any, results: Any, failures: Any, now: datetime, retries: int) -> None:
     engine = Engine(url, lambda: now, retries=retries)
     report = IngestReport()
     try:
@@ -159,10 +193,10 @@ def _ingest_worker(url: str, inbox: Any, results: Any, now: datetime, retries: i
                 work = partial(_apply_chunk, engine, chunk=chunk, now=now)
                 report.merge(engine.store.run(work, retries=retries, optimistic=True))
         results.put(report)
-    except BaseException as err:  # the parent re-raises it
-        results.put(err)
+    except BaseException as err:  # reported as text: not every exception survives pickling
+        failures.put(f"{type(err).__name__}: {err}")
     finally:
-        engine.store.dispose()
+        engine.close()
 
 
 def _reject_unrouted(number: int, record: Any) -> IngestReport:

@@ -15,7 +15,6 @@ validated. One definition instance (and its memoising chart runner) serves every
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from persistence import GENESIS, AuditEntry, IdRange, Snapshot, UnknownPatient, entry_hash
+from persistence import GENESIS, AuditEntry, IdRange, Snapshot, UnknownPatient, entry_hash, is_private_memory
 from states import EventNotAllowed, Pathway, StatesError, Step, get_pathway, require_aware
 from states.guards import ConditionResult, evaluate_rule
 from states.payloads import Payload
@@ -36,7 +35,7 @@ from states.upcast import upcast
 
 from .engine import PAYLOAD_SCHEMA, Status
 from .errors import CarepathError
-from .tuning import bulk_allocation
+from .tuning import bulk_allocation, worker_context
 
 if TYPE_CHECKING:
     from persistence import Store
@@ -354,8 +353,8 @@ PARALLEL_MIN_PATIENTS = 2_000
 def _worker_count(store: Store, workers: int | None) -> int:
     if workers is not None:
         return max(1, workers)
-    if ":memory:" in store.url or store.url.rstrip("/").endswith("sqlite:"):
-        return 1  # an in-memory database cannot be opened by another process
+    if is_private_memory(store.url):
+        return 1
     cores = os.cpu_count() or 1
     return cores if cores > 1 and store.count_patients() >= PARALLEL_MIN_PATIENTS else 1
 
@@ -364,10 +363,7 @@ def _verify_parallel(store: Store, workers: int, progress: Progress | None) -> V
     bounds = store.id_boundaries(workers * 4)
     ranges = list(zip([None, *bounds], [*bounds, None], strict=True))
     report = VerifyReport()
-    # fork where the platform has it: the children start with every module imported. They
-    # open their own database connections and use nothing else inherited from this process.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
         parts = [pool.submit(_verify_range_in_process, store.url, id_range) for id_range in ranges]
         for part in parts:  # in patient order, so the first problem listed is the first by id
             done = part.result()

@@ -15,7 +15,7 @@ from .errors import (
     UnknownPatient,
 )
 from .records import AuditEntry, IdRange, NewEntry, Snapshot, SnapshotUpdate
-from .urls import DEFAULT_URL, normalise_url
+from .urls import DEFAULT_URL, is_private_memory, normalise_url
 
 if TYPE_CHECKING:
     from .store import Store, Transaction
@@ -49,5 +49,6 @@ __all__ = [
     "UnknownPatient",
     "canonical_json",
     "entry_hash",
+    "is_private_memory",
     "normalise_url",
 ]

@@ -43,19 +43,11 @@ def iso_utc(value: datetime) -> str:
     return value.isoformat(timespec="microseconds")
 
 
-def _canonical_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso_utc(value)
-    return value
-
-
 def canonical_json(value: Any) -> str:
     """Sorted keys, no whitespace, UTF-8, shortest round-trip floats: one text per row.
 
-    Datetimes are spelled by `iso_utc`; anything that is not plain JSON is refused.
+    Callers spell datetimes with `iso_utc` first; anything that is not plain JSON is refused.
     """
-    if isinstance(value, Mapping):
-        value = {key: _canonical_value(item) for key, item in value.items()}
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME).decode()
 
 
@@ -67,5 +59,4 @@ def entry_hash(row: Mapping[str, Any]) -> str:
     material = {name: row[name] for name in HASHED_FIELDS}
     for name in _HASHED_TIMES:  # the only datetimes of a row: spelled once, without a generic walk
         material[name] = iso_utc(material[name])
-    text = orjson.dumps(material, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME)
-    return hashlib.sha256(text).hexdigest()
+    return hashlib.sha256(canonical_json(material).encode()).hexdigest()

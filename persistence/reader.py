@@ -29,7 +29,7 @@ class SqliteReader:
         try:
             with sqlite3.connect(self.path, timeout=30) as conn:
                 row = conn.execute(_CODEC.select_patient, (patient_id,)).fetchone()
-        except sqlite3.OperationalError as err:
+        except sqlite3.Error as err:
             if "no such table" in str(err):
                 raise UnknownPatient(patient_id) from None
             raise StorageUnavailable(str(err)) from None

@@ -47,8 +47,6 @@ SQLITE_SYNCHRONOUS = "FULL"
 patients = PatientRow.__table__  # type: ignore[attr-defined]
 audit = AuditRow.__table__  # type: ignore[attr-defined]
 
-_SNAPSHOT_COLUMNS = [c for c in patients.c]
-_AUDIT_COLUMNS = [c for c in audit.c if c.name != "id"]
 
 T = TypeVar("T")
 

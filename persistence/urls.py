@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_URL", "normalise_url", "sqlite_file"]
+__all__ = ["DEFAULT_URL", "is_private_memory", "normalise_url", "sqlite_file"]
 
 DEFAULT_URL = "sqlite:///carepath.db"
 
@@ -12,6 +12,11 @@ def normalise_url(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
+
+
+def is_private_memory(url: str) -> bool:
+    """An in-memory SQLite database: no other process can open it."""
+    return url.startswith("sqlite") and (":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:"))
 
 
 def sqlite_file(url: str) -> str | None:

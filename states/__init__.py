@@ -4,7 +4,7 @@ No I/O and no clock: every function takes the clinical time it needs as an argum
 """
 
 from . import piriformis  # noqa: F401  # registers the piriformis definition
-from .definition import Pathway, Step, get_pathway, latest_pathway, pathways, register
+from .definition import Pathway, Step, get_pathway, known_events, latest_pathway, pathways, register
 from .errors import (
     DefinitionError,
     EventNotAllowed,
@@ -37,6 +37,7 @@ __all__ = [
     "UnknownDefinition",
     "UnknownEvent",
     "get_pathway",
+    "known_events",
     "latest_pathway",
     "pathways",
     "register",

@@ -30,6 +30,7 @@ __all__ = [
     "Pathway",
     "Step",
     "get_pathway",
+    "known_events",
     "latest_pathway",
     "pathways",
     "register",
@@ -267,6 +268,11 @@ def latest_pathway(name: str) -> Pathway:
     if not versions:
         raise UnknownDefinition(name)
     return get_pathway(name, max(versions))
+
+
+def known_events() -> frozenset[str]:
+    """Every event name some registered definition accepts."""
+    return frozenset(event for definition in _REGISTRY.values() for event in definition.payloads)
 
 
 def pathways() -> list[tuple[str, int]]:

@@ -22,7 +22,15 @@ from tests.helpers import assess_data, reassess_data
 
 WEEK = timedelta(weeks=1)
 STATUS_KEYS = {
-    "patient_id", "pathway", "version", "state", "configuration", "revision", "next_due_at", "plan", "outcome"
+    "patient_id",
+    "pathway",
+    "version",
+    "state",
+    "configuration",
+    "revision",
+    "next_due_at",
+    "plan",
+    "outcome",
 }
 HISTORY_KEYS = {"seq", "event", "at", "recorded_at", "actor", "data", "state_before", "state_after", "hash"}
 PLAN_ITEM_KEYS = {"id", "text", "category", "codes", "source", "status", "reasons"}
@@ -162,10 +170,12 @@ def test_history_json_shape(treated: Cli) -> None:
     assert [e["seq"] for e in entries] == [1, 2]
     assert all(set(e) >= HISTORY_KEYS for e in entries)
     enrolled, assessed = entries
-    assert enrolled["event"] == "enroll" and enrolled["state_before"] == []
+    assert enrolled["event"] == "enroll" and enrolled["state_before"] is None
+    assert enrolled["state_after"] == "assessment" and enrolled["configuration_before"] == []
     assert assessed["event"] == "assess" and assessed["data"] == json.loads(json.dumps(assess_data()))
-    assert assessed["state_before"] == ["assessment"]
-    assert "first_line" in assessed["state_after"]
+    assert assessed["state_before"] == "assessment"
+    assert assessed["state_after"] == "first_line"
+    assert assessed["configuration_after"] == ["treatment", "line", "first_line", "monitoring", "scheduled"]
     assert datetime.fromisoformat(assessed["at"]) == T0
     assert datetime.fromisoformat(assessed["recorded_at"]) == NOW
     assert len(assessed["hash"]) == 64
@@ -299,3 +309,11 @@ def test_console_script_end_to_end(sqlite_url: str) -> None:
     debug = _carepath(sqlite_url, "--debug", "send", "p1", "reassess", "--at", iso(start), "--data", "{}")
     assert debug.returncode != 0
     assert "Traceback" in debug.stderr and "InvalidPayload" in debug.stderr
+
+
+def test_unknown_event_for_unknown_patient_is_an_input_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An event no pathway knows exits 2 even for a patient nobody enrolled: input errors come first."""
+    assert main(["--db", f"sqlite:///{tmp_path / 'c.db'}", "send", "nobody", "bogus", "--at", T0.isoformat()]) == 2
+    assert "unknown event 'bogus'" in capsys.readouterr().err

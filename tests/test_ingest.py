@@ -131,3 +131,30 @@ def test_bad_patient_ids_are_refused_at_enrolment(engine: Engine, patient_id: st
     with pytest.raises(InvalidPatientId, match=why):
         engine.enroll(patient_id, T0)
     assert engine.store.count_patients() == 0
+
+
+def test_lines_with_badly_typed_fields_are_rejected_alone(sqlite_engine: Engine) -> None:
+    """Factors not an object, data as pairs, an over-long or non-text actor: those lines alone are rejected."""
+    lines = [
+        _line("ok", "enroll", T0.isoformat()),
+        _line("bad-factors", "enroll", T0.isoformat(), factors="abc"),
+        _line("ok", "withdraw", T0.isoformat(), data=[["reason", "moved"]]),
+        _line("ok", "assess", T0.isoformat(), data=assess_data(), actor="x" * 201),
+        _line("ok", "assess", T0.isoformat(), data=assess_data(), actor={"name": "dr"}),
+        _line("ok", "assess", T0.isoformat(), data=assess_data()),
+    ]
+    report = ingest(sqlite_engine, lines)
+    assert report.accepted == 2
+    assert [(r.line, r.exit_code) for r in report.rejected] == [(2, 2), (3, 2), (4, 2), (5, 2)]
+    assert sqlite_engine.status("ok").state == "first_line"
+
+
+def test_parallel_import_stops_with_an_error_when_the_database_fails(tmp_path: Path) -> None:
+    """A worker that cannot write ends the import with a storage error instead of hanging."""
+    from persistence import StorageUnavailable
+
+    target = tmp_path / "gone" / "carepath.db"  # the directory does not exist: every write fails
+    engine = Engine(f"sqlite:///{target}")
+    lines = [line for i in range(30) for line in _course(f"p{i:02d}")]
+    with pytest.raises(StorageUnavailable):
+        ingest(engine, lines, batch=1, workers=2)

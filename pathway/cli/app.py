@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from persistence.urls import DEFAULT_URL
+
 from ..errors import InvalidCommand
 
 if TYPE_CHECKING:
@@ -32,7 +34,7 @@ app = typer.Typer(
 class Settings:
     """Global options of one invocation."""
 
-    db: str = "sqlite:///carepath.db"
+    db: str = DEFAULT_URL
     debug: bool = False
     _engine: Engine | None = field(default=None, repr=False)
 
@@ -60,7 +62,7 @@ def _global(
 
     Example: carepath --db sqlite:///demo.db status p-001 --json
     """
-    _settings.db = db or os.environ.get("CAREPATH_DB") or "sqlite:///carepath.db"
+    _settings.db = db or os.environ.get("CAREPATH_DB") or DEFAULT_URL
     _settings.debug = debug
 
 

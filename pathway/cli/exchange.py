@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from persistence import is_private_memory
+
 from .app import JsonOption, app, emit_json, engine
 from .render import console
 
@@ -33,8 +35,7 @@ def import_(
 
     eng = engine()
     if workers is None:
-        in_memory = ":memory:" in eng.store.url or eng.store.url.rstrip("/").endswith("sqlite:")
-        workers = 1 if in_memory else (os.cpu_count() or 1)
+        workers = 1 if is_private_memory(eng.url) else (os.cpu_count() or 1)
     if str(file) == "-":
         report = ingest(eng, sys.stdin, batch=batch, workers=workers)
     else:

@@ -44,7 +44,14 @@ def console() -> Console:
 
 
 def entry_json(entry: AuditEntry) -> dict[str, Any]:
-    """The `history --json` shape of one audit entry (DESIGN.md section 6)."""
+    """The `history --json` shape of one audit entry (DESIGN.md section 6).
+
+    `state_before` / `state_after` are state names as `status` reports them (None before
+    enrolment); the full configurations are beside them.
+    """
+    from states import get_pathway
+
+    definition = get_pathway(entry.pathway, entry.version)
     return {
         "seq": entry.seq,
         "event": entry.event,
@@ -52,8 +59,10 @@ def entry_json(entry: AuditEntry) -> dict[str, Any]:
         "recorded_at": entry.recorded_at.isoformat(),
         "actor": entry.actor,
         "data": entry.payload,
-        "state_before": entry.config_before,
-        "state_after": entry.config_after,
+        "state_before": definition.state_name(entry.config_before) if entry.config_before else None,
+        "state_after": definition.state_name(entry.config_after),
+        "configuration_before": entry.config_before,
+        "configuration_after": entry.config_after,
         "transitions": entry.transitions,
         "decision": entry.decision,
         "idempotency_key": entry.idempotency_key,
