@@ -51,6 +51,7 @@ __all__ = [
     "WhatIfReport",
     "describe_decision",
     "replay",
+    "stored_payload",
     "verify",
     "whatif",
 ]
@@ -125,7 +126,7 @@ def _streaming(items: Iterator[T]) -> Iterator[Iterator[T]]:
 # -- rebuilding one patient ------------------------------------------------------------------
 
 
-def _payload(definition: Pathway, entry: AuditEntry) -> Payload:
+def stored_payload(definition: Pathway, entry: AuditEntry) -> Payload:
     """The entry's payload upcast to the current schema and validated by the current code."""
     data = upcast(definition.name, entry.event, entry.payload, entry.payload_schema, PAYLOAD_SCHEMA)
     if entry.event == "enroll":
@@ -139,7 +140,7 @@ class _Rebuild:
     def __init__(self, definition: Pathway, enrollment: AuditEntry) -> None:
         self.definition = definition
         self.patient_id = enrollment.patient_id
-        configuration, self.context = definition.start(_payload(definition, enrollment), enrollment.at)
+        configuration, self.context = definition.start(stored_payload(definition, enrollment), enrollment.at)
         self.configuration = tuple(configuration)
         self.state = definition.state_name(self.configuration)
         self.state_since = self.last_event_at = enrollment.at
@@ -150,7 +151,7 @@ class _Rebuild:
 
     def step(self, entry: AuditEntry) -> Step:
         """Apply an entry's event to the current state (raises EventNotAllowed, InvalidInput)."""
-        payload = _payload(self.definition, entry)
+        payload = stored_payload(self.definition, entry)
         return self.definition.apply(self.configuration, self.context, entry.event, payload, entry.at)
 
     def advance(self, entry: AuditEntry, step: Step) -> None:
@@ -396,6 +397,9 @@ def _verify_stream(
         snapshots: Iterator[Snapshot] = iter([store.snapshot(patient_id)])
     else:
         snapshots = store.iter_snapshots(id_range=id_range)
+        if is_private_memory(store.url):
+            # One in-memory connection cannot stream two queries at once: read snapshots first.
+            snapshots = iter(list(snapshots))
     with _streaming(store.iter_entries(patient_id, id_range=id_range)) as stream, _streaming(snapshots):
         groups = groupby(stream, key=attrgetter("patient_id"))
         snapshot = next(snapshots, None)

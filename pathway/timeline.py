@@ -18,6 +18,7 @@ from persistence import AuditEntry
 from states import Pathway, StatesError
 
 from .errors import CarepathError
+from .replay import stored_payload
 
 __all__ = ["STATE_COLOURS", "TimelineError", "plot_timeline"]
 
@@ -99,9 +100,9 @@ def _replayed_contexts(entries: Sequence[AuditEntry], definition: Pathway) -> li
     for entry in entries:
         try:
             if entry.event == "enroll":
-                configuration, context = definition.start(definition.validate_enrollment(entry.payload), entry.at)
+                configuration, context = definition.start(stored_payload(definition, entry), entry.at)
             elif context is not None:
-                payload = definition.validate(entry.event, entry.payload)
+                payload = stored_payload(definition, entry)  # upcast, as replay reads it
                 step = definition.apply(configuration, context, entry.event, payload, entry.at)
                 configuration, context = step.configuration_after, step.context
         except StatesError:

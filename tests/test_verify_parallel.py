@@ -45,3 +45,14 @@ def test_progress_adds_up_to_every_entry(sqlite_engine: Engine) -> None:
     seen: list[int] = []
     verify(sqlite_engine.store, workers=2, progress=seen.append)
     assert sum(seen) == 36
+
+
+def test_verify_works_on_an_in_memory_database(clock: object) -> None:
+    """An in-memory SQLite engine (one connection) verifies in one process without nesting transactions."""
+    from pathway import FakeClock
+
+    assert isinstance(clock, FakeClock)
+    engine = Engine("sqlite://", clock)
+    _cohort(engine, 3)
+    report = verify(engine.store)
+    assert (report.ok, report.patients, report.events) == (True, 3, 9)
