@@ -26,6 +26,8 @@ class SqliteReader:
         self.path = path
 
     def snapshot(self, patient_id: str) -> Snapshot:
+        if not os.path.isfile(self.path):  # nobody is enrolled in a database that does not exist
+            raise UnknownPatient(patient_id)
         try:
             with sqlite3.connect(self.path, timeout=30) as conn:
                 row = conn.execute(_CODEC.select_patient, (patient_id,)).fetchone()
@@ -39,8 +41,6 @@ class SqliteReader:
 
 
 def light_reader(url: str) -> SqliteReader | None:
-    """A reader for URLs it can serve (an existing SQLite file), else None."""
+    """A reader for URLs it can serve (an SQLite file), else None."""
     path = sqlite_file(url)
-    if path is None or not os.path.isfile(path):
-        return None
-    return SqliteReader(path)
+    return SqliteReader(path) if path is not None else None

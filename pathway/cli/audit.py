@@ -67,7 +67,7 @@ def verify_command(
     """
     store = engine().store
     show_progress = patient is None and not json_
-    with _progress("verifying", store.count_patients() if show_progress else 0) as advance:
+    with _progress("verifying", store.count_entries() if show_progress else 0) as advance:
         from ..replay import verify as verify_log
 
         report = verify_log(store, patient, progress=advance)
@@ -91,7 +91,7 @@ def whatif_command(
     """
     data = _read_policy(policy)
     store = engine().store
-    with _progress("what-if", 0 if json_ else store.count_patients()) as advance:
+    with _progress("what-if", 0 if json_ else store.count_entries()) as advance:
         from ..replay import whatif as whatif_log
 
         report = whatif_log(store, data, progress=advance)
@@ -115,17 +115,20 @@ def _read_policy(path: Path) -> dict[str, Any]:
 
 @contextmanager
 def _progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar on stderr over `total` patients (none when total is 0 or 1)."""
+    """A progress bar on stderr over `total` audit entries (none when total is 0 or 1).
+
+    The callback it yields takes the number of entries just checked.
+    """
     if total <= 1:
         yield None
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("patients"), TimeRemainingColumn())
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("events"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=total)
-        yield lambda _events: bar.advance(task)
+        yield lambda events: bar.advance(task, events)
 
 
 def _print_verify(report: VerifyReport) -> None:
