@@ -39,6 +39,7 @@ _UPDATED = (
     "last_hash",
     "updated_at",
 )
+_UPDATED_AT = tuple(SNAPSHOT_COLUMNS.index(name) for name in _UPDATED)
 
 
 def _json_out(value: Any) -> str | None:
@@ -179,18 +180,6 @@ class RowCodec:
         )
 
     def update_params(self, original_revision: int, snap: Snapshot) -> tuple[Any, ...]:
-        t, j = self._time_out, _json_out
-        return (
-            j(snap.configuration),
-            j(snap.context),
-            snap.state,
-            t(snap.state_since),
-            snap.revision,
-            t(snap.next_due_at),
-            t(snap.last_event_at),
-            snap.last_seq,
-            snap.last_hash,
-            t(snap.updated_at),
-            snap.patient_id,
-            original_revision,
-        )
+        """The UPDATE's values: the changed columns, then the row's key and the revision read."""
+        encoded = self.snapshot_params(snap)
+        return (*(encoded[i] for i in _UPDATED_AT), snap.patient_id, original_revision)
