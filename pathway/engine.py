@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property, partial
@@ -14,17 +15,19 @@ from persistence import (
     DEFAULT_URL,
     AuditEntry,
     IdempotencyConflict,
+    IdRange,
     NewEntry,
     Snapshot,
     SnapshotUpdate,
 )
 from persistence.reader import light_reader
+from persistence.urls import is_private_memory
 from states import Pathway, PlanItem, Step, UnknownEvent, get_pathway, known_events, require_aware
 from states.payloads import Payload
 
 from .clock import Clock, system_clock
 from .errors import EventInFuture, InvalidCommand, InvalidPatientId, TimeWentBackwards
-from .tuning import bulk_allocation
+from .tuning import bulk_allocation, worker_context
 
 if TYPE_CHECKING:
     from persistence import Store, Transaction
@@ -252,11 +255,35 @@ class Engine:
         )
         return SendResult(self._status(tx.load(patient_id)), written, changed=True)
 
-    def tick(self, at: datetime, *, batch: int = 2000, limit: int | None = None) -> SweepReport:
-        """Sweep every patient due at `at`: advance their monitoring, in batches of `batch`."""
+    def tick(self, at: datetime, *, batch: int = 2000, limit: int | None = None, workers: int = 1) -> SweepReport:
+        """Sweep every patient due at `at`: advance their monitoring, in batches of `batch`.
+
+        With `workers` > 1 (and no `limit`), ranges of patient ids are swept by that many
+        processes, which compute in parallel and write revision-checked batches.
+        """
         at = require_aware(at)
         now = self.clock()
         _check_not_future(at, now)
+        if workers > 1 and limit is None and not is_private_memory(self.url):
+            return self._tick_parallel(at, now, batch, workers)
+        return self._tick_range(at, now, batch, limit, None)
+
+    def _tick_parallel(self, at: datetime, now: datetime, batch: int, workers: int) -> SweepReport:
+        bounds = self.store.id_boundaries(workers)
+        ranges = list(zip([None, *bounds], [*bounds, None], strict=True))
+        report = SweepReport(at)
+        with ProcessPoolExecutor(max_workers=len(ranges), mp_context=worker_context()) as pool:
+            parts = [pool.submit(_tick_in_process, self.url, at, now, batch, id_range) for id_range in ranges]
+            for part in parts:
+                done = part.result()
+                report.advanced += done.advanced
+                report.unchanged += done.unchanged
+                report.skipped.update(done.skipped)
+        return report
+
+    def _tick_range(
+        self, at: datetime, now: datetime, batch: int, limit: int | None, id_range: IdRange | None
+    ) -> SweepReport:
         report = SweepReport(at)
         # Each patient is swept once. Those seen that are still due (skipped, unchanged, or due
         # again) come back from the index first, so the next claim asks for that many more.
@@ -264,9 +291,13 @@ class Engine:
         still_due: set[str] = set()
         while limit is None or report.advanced < limit:
             size = batch if limit is None else min(batch, limit - report.advanced)
-            work = partial(self._sweep_batch, at=at, now=now, size=size, seen=seen, extra=len(still_due))
+            work = partial(
+                self._sweep_batch, at=at, now=now, size=size, seen=seen, extra=len(still_due), id_range=id_range
+            )
             with bulk_allocation():
-                claimed, due_again, done = self.store.run(work, retries=self.retries)
+                # A range sweep runs beside the others: compute unlocked, write revision-checked.
+                optimistic = id_range is not None
+                claimed, due_again, done = self.store.run(work, retries=self.retries, optimistic=optimistic)
             # Merged only once committed: a batch retried after a conflict must not count or skip twice.
             seen.update(claimed)
             still_due.update(due_again)
@@ -278,9 +309,17 @@ class Engine:
         return report
 
     def _sweep_batch(
-        self, tx: Transaction, at: datetime, now: datetime, size: int, seen: set[str], extra: int
+        self,
+        tx: Transaction,
+        at: datetime,
+        now: datetime,
+        size: int,
+        seen: set[str],
+        extra: int,
+        id_range: IdRange | None,
     ) -> tuple[list[str], list[str], SweepReport]:
-        fresh = [snap for snap in tx.claim_due(at, size + extra) if snap.patient_id not in seen][:size]
+        claimed = tx.claim_due(at, size + extra, id_range=id_range)
+        fresh = [snap for snap in claimed if snap.patient_id not in seen][:size]
         report = SweepReport(at)
         due_again: list[str] = []
         for snapshot in fresh:
@@ -366,6 +405,15 @@ def _check_text(value: object, field: str) -> None:
         return
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_PATIENT_ID:
         raise InvalidCommand(f"{field} must be a non-empty string of at most {MAX_PATIENT_ID} characters")
+
+
+def _tick_in_process(url: str, at: datetime, now: datetime, batch: int, id_range: IdRange) -> SweepReport:
+    """One range of a parallel sweep, in a worker process with its own connections."""
+    engine = Engine(url, lambda: now)
+    try:
+        return engine._tick_range(at, now, batch, None, id_range)
+    finally:
+        engine.close()
 
 
 def _check_not_future(at: datetime, now: datetime) -> None:

@@ -89,10 +89,7 @@ class RowCodec:
         self.select_patients_in = f"SELECT {snapshot_cols} FROM {patients} WHERE patient_id IN ({{marks}})"
         self._lock_suffix = lock
         self.mark = mark
-        self.claim_due = (
-            f"SELECT {snapshot_cols} FROM {patients} WHERE next_due_at <= {mark} ORDER BY next_due_at LIMIT {mark}"
-            + (" FOR UPDATE SKIP LOCKED" if self.postgres else "")
-        )
+        self._select_due = f"SELECT {snapshot_cols} FROM {patients} WHERE next_due_at <= {mark}"
         self.select_entries = f"SELECT {audit_cols} FROM {audit}"
         self.select_keyed_entry = f"{self.select_entries} WHERE patient_id = {mark} AND idempotency_key = {mark}"
         self.insert_entry = f"INSERT INTO {audit} ({audit_cols}) VALUES ({', '.join([mark] * len(AUDIT_COLUMNS))})"
@@ -105,6 +102,16 @@ class RowCodec:
         )
         self._snapshot_in = self._decoders(SNAPSHOT_COLUMNS)
         self._entry_in = self._decoders(AUDIT_COLUMNS)
+
+    def claim_due(self, *, low: bool, high: bool, lock: bool) -> str:
+        """Due patients, earliest first, optionally within a patient-id range; locked rows skipped."""
+        sql = self._select_due
+        if low:
+            sql += f" AND patient_id >= {self.mark}"
+        if high:
+            sql += f" AND patient_id < {self.mark}"
+        sql += f" ORDER BY next_due_at LIMIT {self.mark}"
+        return sql + (" FOR UPDATE SKIP LOCKED" if self.postgres and lock else "")
 
     def in_clause(self, count: int, *, lock: bool = True) -> str:
         sql = self.select_patients_in.format(marks=", ".join([self.mark] * count))

@@ -352,9 +352,12 @@ class Transaction:
                 found[snap.patient_id] = snap
         return found
 
-    def claim_due(self, at: datetime, limit: int) -> list[Snapshot]:
-        """Up to `limit` due patients, locked; rows another worker holds are skipped."""
-        rows = self._execute(self._codec.claim_due, (self._codec.time(at), limit)).fetchall()
+    def claim_due(self, at: datetime, limit: int, *, id_range: IdRange | None = None) -> list[Snapshot]:
+        """Up to `limit` due patients (within `id_range`), locked; rows another worker holds are skipped."""
+        low, high = id_range if id_range is not None else (None, None)
+        sql = self._codec.claim_due(low=low is not None, high=high is not None, lock=self._lock)
+        params = (self._codec.time(at), *(bound for bound in (low, high) if bound is not None), limit)
+        rows = self._execute(sql, params).fetchall()
         return [self._codec.snapshot(row) for row in rows]
 
     def find_entry(self, patient_id: str, idempotency_key: str) -> AuditEntry | None:
@@ -380,9 +383,7 @@ class Transaction:
         if patient_id in self._pending or patient_id in self._loaded:
             raise DuplicatePatient(patient_id)
         exists = (
-            None
-            if patient_id in self._absent
-            else self._execute(self._codec.patient_exists, (patient_id,)).fetchone()
+            None if patient_id in self._absent else self._execute(self._codec.patient_exists, (patient_id,)).fetchone()
         )
         if exists is not None:
             raise DuplicatePatient(patient_id)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 import typer
+
+from states import require_aware
 
 from .app import AtOption, JsonOption, app, emit_json, engine, parse_data, parse_time
 from .render import console, entry_json, print_history, print_status
@@ -74,13 +77,21 @@ def send(
 def tick(
     at: AtOption,
     batch: Annotated[int, typer.Option(min=1, help="Patients per transaction.")] = 2000,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes sharing the sweep (default: one per core when over two batches are due)."),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
     """Sweep every patient due at a time: advance their reassessment monitoring.
 
     Example: carepath tick --at 2026-03-01T00:00:00+00:00
     """
-    report = engine().tick(parse_time(at), batch=batch)
+    when = parse_time(at)
+    if workers is None:
+        many = len(engine().store.due_ids(require_aware(when), limit=2 * batch)) >= 2 * batch
+        workers = (os.cpu_count() or 1) if many else 1
+    report = engine().tick(when, batch=batch, workers=workers)
     if json_:
         emit_json(
             {"at": report.at, "advanced": report.advanced, "unchanged": report.unchanged, "skipped": report.skipped}
