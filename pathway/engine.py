@@ -106,6 +106,11 @@ class SweepReport:
     unchanged: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
 
+    def merge(self, other: SweepReport) -> None:
+        self.advanced += other.advanced
+        self.unchanged += other.unchanged
+        self.skipped.update(other.skipped)
+
 
 class Engine:
     """Enrol patients, apply events, and answer what state and plan each patient has."""
@@ -275,10 +280,7 @@ class Engine:
         with ProcessPoolExecutor(max_workers=len(ranges), mp_context=worker_context()) as pool:
             parts = [pool.submit(_tick_in_process, self.url, at, now, batch, id_range) for id_range in ranges]
             for part in parts:
-                done = part.result()
-                report.advanced += done.advanced
-                report.unchanged += done.unchanged
-                report.skipped.update(done.skipped)
+                report.merge(part.result())
         return report
 
     def _tick_range(
@@ -301,9 +303,7 @@ class Engine:
             # Merged only once committed: a batch retried after a conflict must not count or skip twice.
             seen.update(claimed)
             still_due.update(due_again)
-            report.advanced += done.advanced
-            report.unchanged += done.unchanged
-            report.skipped.update(done.skipped)
+            report.merge(done)
             if len(claimed) < size:
                 break
         return report
