@@ -32,7 +32,7 @@ from .tuning import bulk_allocation, worker_context
 if TYPE_CHECKING:
     from persistence import Store, Transaction
 
-__all__ = ["MAX_FUTURE_SKEW", "PAYLOAD_SCHEMA", "Engine", "SendResult", "Status", "SweepReport"]
+__all__ = ["MAX_FUTURE_SKEW", "PAYLOAD_SCHEMA", "Engine", "SendResult", "Status", "SweepReport", "iso_or_none"]
 
 # An event may be stamped at most this far ahead of the engine's clock (DESIGN.md section 3).
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -78,12 +78,12 @@ class Status:
             "state": self.state,
             "configuration": list(self.configuration),
             "revision": self.revision,
-            "next_due_at": _iso(self.next_due_at),
+            "next_due_at": iso_or_none(self.next_due_at),
             "plan": [item.model_dump(mode="json") for item in self.plan],
             "outcome": self.outcome,
             "context": self.context,
-            "state_since": _iso(self.state_since),
-            "last_event_at": _iso(self.last_event_at),
+            "state_since": iso_or_none(self.state_since),
+            "last_event_at": iso_or_none(self.last_event_at),
         }
 
 
@@ -237,8 +237,9 @@ class Engine:
     ) -> SendResult:
         """Stage one event in `tx`; raises and stages nothing when it is rejected."""
         at = require_aware(at)
-        if event not in known_events():  # input errors come before "unknown patient"
-            raise UnknownEvent(event, sorted(known_events()))
+        known = known_events()
+        if event not in known:  # input errors come before "unknown patient"
+            raise UnknownEvent(event, sorted(known))
         snapshot = tx.load(patient_id)
         definition = get_pathway(snapshot.pathway, snapshot.version)
         _check_text(actor, "actor")
@@ -447,5 +448,5 @@ def _update(definition: Pathway, configuration: Iterable[str], context: dict[str
     )
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso_or_none(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None

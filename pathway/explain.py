@@ -19,7 +19,7 @@ from states.guards import ConditionResult, Rule, evaluate_rule, format_value
 from states.payloads import Payload
 
 from .clock import Clock, system_clock
-from .engine import Engine
+from .engine import Engine, iso_or_none
 from .errors import TimeWentBackwards
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class ConditionView:
 
     def to_json(self) -> dict[str, Any]:
         record = self.result.as_record()
-        record.update(text=self.text, basis=self.basis, holds_from=_iso(self.holds_from), need=self.need)
+        record.update(text=self.text, basis=self.basis, holds_from=iso_or_none(self.holds_from), need=self.need)
         return record
 
 
@@ -134,7 +134,7 @@ class Explanation:
             "state": self.state,
             "configuration": self.configuration,
             "at": self.at.isoformat(),
-            "next_due_at": _iso(self.next_due_at),
+            "next_due_at": iso_or_none(self.next_due_at),
             "final": self.final,
             "transitions": [t.to_json() for t in self.transitions],
         }
@@ -315,7 +315,7 @@ class CohortRow:
             "state_since": self.state_since.isoformat(),
             "dwell_days": round(self.dwell_days, 2),
             "dwell_weeks": round(self.dwell_days / 7, 2),
-            "next_due_at": _iso(self.next_due_at),
+            "next_due_at": iso_or_none(self.next_due_at),
             "tick": self.tick,
             "overdue": self.overdue,
         }
@@ -365,7 +365,3 @@ def _store_and_clock(source: Engine | Store) -> tuple[Store, Clock]:
     if isinstance(source, Engine):
         return source.store, source.clock
     return source, system_clock
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None

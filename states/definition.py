@@ -242,12 +242,15 @@ class Pathway(ABC):
 
 _REGISTRY: dict[tuple[str, int], type[Pathway]] = {}
 _INSTANCES: dict[tuple[str, int], Pathway] = {}
+_KNOWN_EVENTS: frozenset[str] = frozenset()
 
 
 def register(definition: type[Pathway]) -> type[Pathway]:
     """Class decorator adding a definition to the registry under (name, version), once it passes its checks."""
     check_definition(definition)
     _REGISTRY[(definition.name, definition.version)] = definition
+    global _KNOWN_EVENTS
+    _KNOWN_EVENTS = _KNOWN_EVENTS | frozenset(definition.payloads)
     return definition
 
 
@@ -271,8 +274,8 @@ def latest_pathway(name: str) -> Pathway:
 
 
 def known_events() -> frozenset[str]:
-    """Every event name some registered definition accepts."""
-    return frozenset(event for definition in _REGISTRY.values() for event in definition.payloads)
+    """Every event name some registered definition accepts (kept up to date by `register`)."""
+    return _KNOWN_EVENTS
 
 
 def pathways() -> list[tuple[str, int]]:
