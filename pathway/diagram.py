@@ -34,7 +34,7 @@ _ACTIVE_LINE = "#e65100"
 _IDLE_LINE = "#607d8b"
 _FINAL_FILL = "#eceff1"
 
-Definition = Pathway | type[Pathway]
+Definition = Pathway
 
 
 class DiagramError(CarepathError):

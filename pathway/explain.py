@@ -36,7 +36,6 @@ __all__ = [
 ]
 
 # Inputs that are fractions and read as percentages, unless the definition names its own.
-DEFAULT_PERCENT_INPUTS = frozenset({"improvement"})
 # The state a patient with a missed reassessment is in (monitoring region).
 OVERDUE_STATE = "overdue"
 # The time step used to tell clock-driven inputs from recorded ones, and to extrapolate them.
@@ -184,7 +183,7 @@ class _Evaluator:
         self.snapshot = snapshot
         self.history = history
         self.at = at
-        self.percent = frozenset(getattr(definition, "percent_inputs", DEFAULT_PERCENT_INPUTS))
+        self.percent = frozenset(definition.presentation.percent_inputs)
         self._inputs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     def view(self, rule: Rule, *, decides: bool) -> TransitionView:

@@ -572,7 +572,7 @@ def _with_policy(policy: Mapping[str, Any]) -> Resolve:
             except ValidationError as err:
                 problems = [f"{'.'.join(map(str, e['loc'])) or 'policy'}: {e['msg']}" for e in err.errors()]
                 raise InvalidPolicy(name, problems) from None
-            cache[key] = type(recorded)(chosen)
+            cache[key] = recorded.with_policy(chosen)
         return cache[key]
 
     return resolve

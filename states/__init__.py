@@ -1,23 +1,40 @@
-"""Pure domain of carepath: pathway statecharts, payloads, vocabulary, policy and plans.
+"""Pure domain of carepath: pathway definitions as data, compiled into statecharts that decide
+each event by rules, with the plan of each state.
 
-No I/O and no clock: every function takes the clinical time it needs as an argument.
+No clock and no database: every function takes the clinical time it needs as an argument. The
+only input read is a definition file a caller names (or the package's own definitions).
 """
 
-from . import piriformis  # noqa: F401  # registers the piriformis definition
-from .definition import Pathway, Step, get_pathway, known_events, latest_pathway, pathways, register
+from .checks import check_model, model_problems
+from .definition import Pathway, Step
 from .errors import (
     DefinitionError,
     EventNotAllowed,
     InvalidInput,
     InvalidPayload,
     NaiveTime,
+    RetiredDefinition,
     StatesError,
+    UnapprovedDefinition,
     UnknownDefinition,
     UnknownEvent,
 )
+from .functions import UnknownFunction, input_function
 from .guards import Condition, Decision, Guard, Rule
-from .payloads import require_aware
+from .load import json_schema, load_file, parse_definition
+from .model import PathwayModel
+from .payloads import Payload, require_aware
 from .plan import ItemStatus, PlanItem
+from .registry import (
+    definition_for_enrolment,
+    get_pathway,
+    known_events,
+    latest_pathway,
+    load_pathways,
+    pathways,
+    register,
+)
+from .upcast import UnknownPayloadSchema
 
 __all__ = [
     "Condition",
@@ -30,15 +47,29 @@ __all__ = [
     "ItemStatus",
     "NaiveTime",
     "Pathway",
+    "PathwayModel",
+    "Payload",
     "PlanItem",
+    "RetiredDefinition",
     "Rule",
     "StatesError",
     "Step",
+    "UnapprovedDefinition",
     "UnknownDefinition",
     "UnknownEvent",
+    "UnknownFunction",
+    "UnknownPayloadSchema",
+    "check_model",
+    "definition_for_enrolment",
     "get_pathway",
+    "input_function",
+    "json_schema",
     "known_events",
     "latest_pathway",
+    "load_file",
+    "load_pathways",
+    "model_problems",
+    "parse_definition",
     "pathways",
     "register",
     "require_aware",

@@ -1,50 +1,273 @@
-"""Build-time checks of a pathway definition, run when it is registered (so a broken definition
-fails at import, not on a patient).
+"""Checks of a definition model, run when it is registered (and by `carepath check`), so a broken
+definition fails before it meets a patient. Every problem is reported at once, with its place.
 
 python-statemachine already refuses disconnected top-level states and top-level traps; these
 checks add what it cannot know:
 - every state, nested ones included, can reach a top-level final state;
-- every rule names a known event, existing source and target states, inputs that `inputs()`
-  produces for its event, policy fields that exist, and vocabulary terms the payloads define.
+- every rule names a known event, existing source and target states, inputs produced for its
+  event, policy fields that exist and vocabulary terms the definition defines; and, run on the
+  generated chart from each of its sources, the rule really reaches its target;
+- inputs, updates, schedules, plan sections and presentation hints name real states, events,
+  payload fields, context keys and policy fields.
 """
 
 from __future__ import annotations
 
-import types
 from collections.abc import Iterator, Mapping
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
+from typing import Any
 
 from pydantic import BaseModel
 
 from .errors import DefinitionError
-from .guards import Condition, Rule
+from .guards import Decision, Rule
+from .model import ConditionSpec, PathwayModel, RuleSpec
 
-if TYPE_CHECKING:
-    from .definition import Pathway
-
-__all__ = ["check_definition", "definition_problems", "states_without_end", "vocabulary_terms"]
+__all__ = ["check_model", "model_problems", "states_without_end"]
 
 
-def check_definition(definition: type[Pathway]) -> None:
-    """Raise DefinitionError listing every problem of `definition`; return quietly when there is none."""
-    problems = definition_problems(definition)
+def check_model(model: PathwayModel) -> None:
+    """Raise DefinitionError listing every problem of `model`; return quietly when there is none."""
+    problems = model_problems(model)
     if problems:
-        raise DefinitionError(definition.name, definition.version, problems)
+        raise DefinitionError(model.name, model.version, problems)
 
 
-def definition_problems(definition: type[Pathway]) -> list[str]:
-    """Every problem found in `definition`, as one readable line each."""
-    problems = [f"state {state!r} cannot reach a final state" for state in states_without_end(definition.chart)]
-    state_ids = set(definition.chart.states_map)
-    fields = set(type(definition.default_policy()).model_fields)
-    terms = vocabulary_terms(definition.payloads)
-    for rule in definition.rules:
-        problems += _rule_problems(rule, definition, state_ids, fields, terms)
+def model_problems(model: PathwayModel) -> list[str]:
+    """Every problem found in `model`, as one readable line each, prefixed by where it is."""
+    problems = _structure_problems(model)
+    if problems:
+        return problems  # the chart cannot be built from a broken structure
+    from .compile import build_chart, build_rules
+
+    try:
+        chart = build_chart(model)
+    except Exception as err:  # the statechart library's own refusal, in its words
+        return [f"states: {' '.join(str(err).split())}"]
+    problems += [f"states.{state}: cannot reach a final state" for state in states_without_end(chart)]
+    rules = build_rules(model)
+    problems += _reach_problems(model, chart, rules)
+    problems += _shadow_problems(rules, model.parents())
     return problems
 
 
-# -- states ---------------------------------------------------------------------------------------
+def _structure_problems(model: PathwayModel) -> list[str]:
+    state_ids = model.state_ids()
+    states = set(state_ids)
+    problems = [f"states: {s!r} is defined twice" for s in sorted({s for s in state_ids if state_ids.count(s) > 1})]
+    if sum(1 for s in model.states if s.initial) != 1:
+        problems.append("states: exactly one top-level state is initial")
+    if not any(s.final for s in model.states):
+        problems.append("states: no top-level final state")
+    problems += [f"status_regions: unknown state {r!r}" for r in model.status_regions if r not in states]
+    problems += _vocabulary_problems(model)
+    problems += _event_problems(model, states)
+    for i, rule in enumerate(model.rules):
+        problems += _rule_problems(f"rules[{i}] ({rule.name})", rule, model, states)
+    names = [rule.name for rule in model.rules]
+    problems += [f"rules: name {n!r} is used twice" for n in sorted({n for n in names if names.count(n) > 1})]
+    problems += _update_problems(model, states)
+    problems += _schedule_problems(model, states)
+    problems += _plan_problems(model, states)
+    problems += _presentation_problems(model, states)
+    for i, migration in enumerate(model.migrations):
+        problems += [
+            f"migrations[{i}].states: unknown state {new!r}" for new in migration.states.values() if new not in states
+        ]
+    return problems
+
+
+def _vocabulary_problems(model: PathwayModel) -> list[str]:
+    problems: list[str] = []
+    for name, terms in model.term_sets.items():
+        problems += [f"term_sets.{name}: undefined term {t!r}" for t in terms if t not in _terms(model)]
+    for where, fields in [
+        ("factors", model.factors),
+        *((f"events.{e}.payload", s.payload) for e, s in model.events.items()),
+    ]:
+        for field, spec in fields.items():
+            if spec.terms is not None and spec.terms not in model.vocabulary:
+                problems.append(f"{where}.{field}: unknown vocabulary {spec.terms!r}")
+    return problems
+
+
+def _terms(model: PathwayModel) -> set[str]:
+    return {term for vocabulary in model.vocabulary.values() for term in vocabulary.terms}
+
+
+def _event_problems(model: PathwayModel, states: set[str]) -> list[str]:
+    problems: list[str] = []
+    for event, spec in model.events.items():
+        where = f"events.{event}"
+        if spec.idle_in is not None and spec.idle_in not in states:
+            problems.append(f"{where}.idle_in: unknown state {spec.idle_in!r}")
+        for name, source in spec.inputs.items():
+            for field in (source.payload, source.count, source.classes, source.has, source.value):
+                if field is not None and field not in spec.payload:
+                    problems.append(f"{where}.inputs.{name}: {event} has no payload field {field!r}")
+            for key in (source.context, source.weeks_since, source.improvement, source.fall, source.plus):
+                if key is not None and key not in model.context:
+                    problems.append(f"{where}.inputs.{name}: unknown context key {key!r}")
+            if source.min_baseline is not None and source.min_baseline not in model.policy:
+                problems.append(f"{where}.inputs.{name}: policy has no field {source.min_baseline!r}")
+            if isinstance(source.of, str) and source.of not in model.term_sets:
+                problems.append(f"{where}.inputs.{name}: unknown term set {source.of!r}")
+            if source.function is not None:
+                from .functions import registered_functions
+
+                if source.function not in registered_functions():
+                    problems.append(f"{where}.inputs.{name}: no function named {source.function!r} is registered")
+    return problems
+
+
+def _rule_problems(where: str, rule: RuleSpec, model: PathwayModel, states: set[str]) -> list[str]:
+    problems: list[str] = []
+    event = model.events.get(rule.event)
+    if event is None:
+        problems.append(f"{where}: unknown event {rule.event!r} (every event needs a payload schema under `events`)")
+    problems += [f"{where}: unknown source state {s!r}" for s in rule.sources if s not in states]
+    if rule.target not in states:
+        problems.append(f"{where}: unknown target state {rule.target!r}")
+    produced = set(event.inputs) if event is not None else set()
+    for condition in _conditions(rule):
+        problems += _condition_problems(where, condition, produced, model, f"for {rule.event!r}")
+    return problems
+
+
+def _condition_problems(
+    where: str, condition: ConditionSpec, produced: set[str], model: PathwayModel, scope: str
+) -> list[str]:
+    problems: list[str] = []
+    if condition.input not in produced:
+        problems.append(f"{where}: input {condition.input!r} is not produced {scope}")
+    if condition.policy is not None and condition.policy not in model.policy:
+        problems.append(f"{where}: policy has no field {condition.policy!r}")
+    defined = _terms(model) | set(model.term_sets)
+    problems += [f"{where}: undefined term {term!r}" for term in sorted(_terms_in(condition) - defined)]
+    return problems
+
+
+def _conditions(rule: RuleSpec) -> Iterator[ConditionSpec]:
+    if rule.when is not None:
+        for clause in rule.when.clauses():
+            yield from clause
+
+
+def _terms_in(condition: ConditionSpec) -> set[str]:
+    """The vocabulary terms a condition compares with: its string thresholds."""
+    value = condition.value
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, (list, tuple)):
+        return {v for v in value if isinstance(v, str)}
+    return set()
+
+
+def _update_problems(model: PathwayModel, states: set[str]) -> list[str]:
+    problems: list[str] = []
+    rule_names = {rule.name for rule in model.rules}
+    for i, update in enumerate(model.updates):
+        where = f"updates[{i}]"
+        problems += [f"{where}.events: unknown event {e!r}" for e in update.events if e not in model.events]
+        problems += [f"{where}.entering: unknown state {s!r}" for s in update.entering or () if s not in states]
+        problems += [f"{where}.rules: unknown rule {r!r}" for r in update.rules or () if r not in rule_names]
+        for key in (*update.set, *update.count, *update.record):
+            if key not in model.context:
+                problems.append(f"{where}: unknown context key {key!r} (declare it under `context`)")
+        produced = set().union(*(set(model.events[e].inputs) for e in update.events if e in model.events))
+        for condition in update.when:
+            problems += _condition_problems(f"{where}.when", condition, produced, model, "by its events")
+        for key, condition in update.count.items():
+            problems += _condition_problems(f"{where}.count.{key}", condition, produced, model, "by its events")
+        for expression in [*update.set.values(), *(v for r in update.record.values() for v in r.values())]:
+            problems += _expression_problems(where, expression, update.events, model)
+    return problems
+
+
+def _expression_problems(where: str, expression: Any, events: tuple[str, ...], model: PathwayModel) -> list[str]:
+    if not isinstance(expression, str):
+        return []
+    if expression.startswith("payload."):
+        field = expression.removeprefix("payload.")
+        missing = [e for e in events if e in model.events and field not in model.events[e].payload]
+        return [f"{where}: {e} has no payload field {field!r}" for e in missing]
+    if expression.startswith("context.") and expression.removeprefix("context.") not in model.context:
+        return [f"{where}: unknown context key {expression.removeprefix('context.')!r}"]
+    return []
+
+
+def _schedule_problems(model: PathwayModel, states: set[str]) -> list[str]:
+    problems: list[str] = []
+    parents = model.parents()
+    for i, schedule in enumerate(model.schedules):
+        where = f"schedules[{i}]"
+        if schedule.region not in states or parents.get(schedule.region) is None:
+            problems.append(f"{where}.region: {schedule.region!r} is not a region of a state")
+        if schedule.since not in model.context:
+            problems.append(f"{where}.since: unknown context key {schedule.since!r}")
+        for state, field in schedule.due.items():
+            if parents.get(state) != schedule.region:
+                problems.append(f"{where}.due: {state!r} is not a state of region {schedule.region!r}")
+            if field not in model.policy:
+                problems.append(f"{where}.due.{state}: policy has no field {field!r}")
+        problems += [f"{where}.reset_on: unknown event {e!r}" for e in schedule.reset_on if e not in model.events]
+    return problems
+
+
+def _plan_problems(model: PathwayModel, states: set[str]) -> list[str]:
+    problems: list[str] = []
+    ids: list[str] = []
+    for state, items in model.plan.items():
+        if state not in states:
+            problems.append(f"plan.{state}: unknown state")
+        for j, item in enumerate(items):
+            ids.append(item.id)
+            conditions = [*item.show_when, *(c for rule in item.rules for c in rule.when)]
+            for condition in conditions:
+                problem = _fact_problem(condition.input, model)
+                if problem:
+                    problems.append(f"plan.{state}[{j}] ({item.id}): {problem}")
+    problems += [f"plan: item id {i!r} is used twice" for i in sorted({i for i in ids if ids.count(i) > 1})]
+    return problems
+
+
+def _fact_problem(name: str, model: PathwayModel) -> str | None:
+    scope, _, key = name.partition(".")
+    if scope == "factors" and key not in model.factors:
+        return f"unknown patient factor {key!r}"
+    if scope == "context" and key not in model.context:
+        return f"unknown context key {key!r}"
+    if scope not in ("factors", "context", "outcome"):
+        return f"a plan condition reads factors.<name>, context.<key> or outcome.<key>, not {name!r}"
+    return None
+
+
+def _presentation_problems(model: PathwayModel, states: set[str]) -> list[str]:
+    hints = model.presentation
+    problems = [f"presentation.state_order: unknown state {s!r}" for s in hints.state_order if s not in states]
+    problems += [f"presentation.stages: unknown state {s!r}" for s in hints.stages if s not in states]
+    problems += [f"presentation.colours: unknown state {s!r}" for s in hints.colours if s not in states]
+    inputs = {name for event in model.events.values() for name in event.inputs}
+    problems += [f"presentation.percent_inputs: unknown input {i!r}" for i in hints.percent_inputs if i not in inputs]
+    fields = {field for event in model.events.values() for field in event.payload}
+    if hints.timeline is not None:
+        if hints.timeline.input not in fields:
+            problems.append(f"presentation.timeline.input: no event has a payload field {hints.timeline.input!r}")
+        for key in (hints.timeline.baseline, hints.timeline.started):
+            if key is not None and key not in model.context:
+                problems.append(f"presentation.timeline: unknown context key {key!r}")
+    if hints.fhir is not None:
+        for field in (*hints.fhir.observations, *hints.fhir.extra_conditions):
+            if field not in fields:
+                problems.append(f"presentation.fhir: no event has a payload field {field!r}")
+        problems += [
+            f"presentation.fhir.observed_events: unknown event {e!r}"
+            for e in hints.fhir.observed_events
+            if e not in model.events
+        ]
+    return problems
+
+
+# -- the generated chart ----------------------------------------------------------------------------
 
 
 def states_without_end(chart: Any) -> list[str]:
@@ -87,58 +310,85 @@ def _ancestors(state: Any) -> Iterator[Any]:
         parent = parent.parent
 
 
-# -- rules ----------------------------------------------------------------------------------------
+def _reach_problems(model: PathwayModel, chart: Any, rules: tuple[Rule, ...]) -> list[str]:
+    """Run every rule on the chart from each of its sources: it must end in (or stay in) its target."""
+    from .compile import is_stay
+    from .definition import ChartRunner
 
-
-def _rule_problems(
-    rule: Rule, definition: type[Pathway], state_ids: set[str], fields: set[str], terms: set[str]
-) -> list[str]:
-    where = f"rule {rule.name!r}"
+    runner = ChartRunner(chart)
+    parents = model.parents()
     problems: list[str] = []
-    if rule.event not in definition.payloads:
-        problems.append(f"{where}: unknown event {rule.event!r}")
-    problems += [f"{where}: unknown source state {s!r}" for s in sorted(rule.sources - state_ids)]
-    if rule.target not in state_ids:
-        problems.append(f"{where}: unknown target state {rule.target!r}")
-    produced = definition.rule_inputs.get(rule.event, frozenset())
-    for condition in _conditions(rule):
-        if condition.input not in produced:
-            problems.append(f"{where}: input {condition.input!r} is not produced for {rule.event!r}")
-        if condition.policy_field is not None and condition.policy_field not in fields:
-            problems.append(f"{where}: policy has no field {condition.policy_field!r}")
-        problems += [f"{where}: undefined term {term!r}" for term in sorted(_terms_in(condition) - terms)]
+    for rule in rules:
+        for source in sorted(rule.sources):
+            configuration = runner.ordered(_entered(chart.states_map[source], chart))
+            decision = Decision(rule, (rule,), {}, _NoPolicy())
+            try:
+                after, _ = runner.run(configuration, rule.event, decision)
+            except Exception:
+                problems.append(f"rules ({rule.name}): the chart cannot take {rule.event!r} from {source!r}")
+                continue
+            if rule.target not in after and not is_stay(rule, parents):
+                problems.append(
+                    f"rules ({rule.name}): from {source!r} the chart reaches {after!r}, not {rule.target!r}"
+                )
     return problems
 
 
-def _conditions(rule: Rule) -> Iterator[Condition]:
-    if rule.guard is not None:
-        for clause in rule.guard.clauses:
-            yield from clause
+def _entered(state: Any, chart: Any) -> list[str]:
+    """A configuration holding `state`: its ancestors, their other regions and its initial descendants."""
+    active = {state.id}
+    for ancestor in _ancestors(state):
+        active.add(ancestor.id)
+        if ancestor.parallel:
+            for region in ancestor.states:
+                if region.id not in active and not (_descends(state, region)):
+                    active |= _initial_closure(region)
+    active |= _initial_closure(state)
+    return list(active)
 
 
-def _terms_in(condition: Condition) -> set[str]:
-    """The vocabulary terms a condition compares with: its string thresholds."""
-    threshold = condition.threshold
-    if isinstance(threshold, str):
-        return {threshold}
-    if isinstance(threshold, (set, frozenset, list, tuple)):
-        return {value for value in threshold if isinstance(value, str)}
-    return set()
+def _descends(state: Any, holder: Any) -> bool:
+    return state is holder or any(a is holder for a in _ancestors(state))
 
 
-def vocabulary_terms(payloads: Mapping[str, type[BaseModel]]) -> set[str]:
-    """Every enumerated term the event payloads accept (the definition's vocabulary)."""
-    terms: set[str] = set()
-    for model in payloads.values():
-        for info in model.model_fields.values():
-            for enum in _enums_in(info.annotation):
-                terms |= {str(member.value) for member in enum}
-    return terms
+def _initial_closure(state: Any) -> set[str]:
+    found = {state.id}
+    children = list(state.states)
+    if state.parallel:
+        for child in children:
+            found |= _initial_closure(child)
+    elif children:
+        initial = next((c for c in children if c.initial), children[0])
+        found |= _initial_closure(initial)
+    return found
 
 
-def _enums_in(annotation: Any) -> Iterator[type[Enum]]:
-    if isinstance(annotation, type) and issubclass(annotation, Enum):
-        yield annotation
-    elif get_origin(annotation) in (list, set, frozenset, tuple, Union, types.UnionType):
-        for argument in get_args(annotation):
-            yield from _enums_in(argument)
+class _NoPolicy(BaseModel):
+    """Reachability runs the chart with a decided rule only; no threshold is read."""
+
+
+def _shadow_problems(rules: tuple[Rule, ...], parents: Mapping[str, str | None]) -> list[str]:
+    """Rules that can never be decided: an earlier unconditional rule of the event covers all their states."""
+    problems: list[str] = []
+    for i, rule in enumerate(rules):
+        for earlier in rules[:i]:
+            if earlier.event != rule.event or earlier.guard is not None:
+                continue
+            if all(_covered(source, earlier.sources, parents) for source in rule.sources):
+                problems.append(
+                    f"rules ({rule.name}): never decided: {earlier.name!r} before it holds always in its states"
+                )
+                break
+    return problems
+
+
+def _covered(state: str, sources: frozenset[str], parents: Mapping[str, str | None]) -> bool:
+    """`state` is one of `sources` or inside one of them."""
+    while state is not None:
+        if state in sources:
+            return True
+        parent = parents.get(state)
+        if parent is None:
+            return False
+        state = parent
+    return False

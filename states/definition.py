@@ -1,4 +1,4 @@
-"""What every pathway definition provides, the chart runner, and the registry of definitions.
+"""A pathway definition as it runs: the compiled model, the chart runner, one step per event.
 
 A definition is pure: given a configuration (list of state ids), a context (JSON object), an
 event with its validated payload and its clinical time, it returns the next configuration and
@@ -7,34 +7,27 @@ context, the transitions taken and the rule values that decided them. It reads n
 
 from __future__ import annotations
 
+import copy
 import threading
-from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, ClassVar
+from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel
 from statemachine import StateChart
 from statemachine.exceptions import TransitionNotAllowed
 from statemachine.orderedset import OrderedSet
 
-from .checks import check_definition
-from .errors import EventNotAllowed, UnknownDefinition, UnknownEvent
+from .compile import build_chart, build_enroll_payload, build_payloads, build_policy_model, build_rules, is_stay
+from .errors import EventNotAllowed, UnknownEvent
 from .guards import Decision, Rule, decide
+from .inputs import compile_inputs, compile_updates, expression
+from .model import PathwayModel, Presentation, Review, StateSpec
 from .payloads import Payload, parse_payload
-from .plan import PlanItem
+from .plan import PlanBook, PlanItem
 
-__all__ = [
-    "ChartRunner",
-    "Pathway",
-    "Step",
-    "get_pathway",
-    "known_events",
-    "latest_pathway",
-    "pathways",
-    "register",
-]
+__all__ = ["ChartRunner", "Context", "Pathway", "Step"]
 
 Context = dict[str, Any]
 
@@ -131,24 +124,47 @@ class ChartRunner:
         return result
 
 
-class Pathway(ABC):
-    """A versioned pathway definition: chart, rules, payload schemas, policy and plan."""
+class Pathway:
+    """A versioned pathway definition compiled from its model: chart, rules, payloads, policy, plan.
 
-    name: ClassVar[str]
-    version: ClassVar[int]
-    chart: ClassVar[type[StateChart[Any]]]
-    rules: ClassVar[Sequence[Rule]]
-    payloads: ClassVar[Mapping[str, type[Payload]]]
-    # Events that, when no rule holds in the named state, change nothing instead of failing.
-    idle_events: ClassVar[Mapping[str, str]] = {}
-    enroll_payload: ClassVar[type[Payload]]
-    # The names `inputs()` produces for each event; registration checks every rule reads only these.
-    rule_inputs: ClassVar[Mapping[str, frozenset[str]]] = {}
+    Pure: given a configuration (list of state ids), a context (JSON object), an event with its
+    validated payload and its clinical time, `apply` returns the next configuration and
+    context, the transitions taken and the rule values that decided them.
+    """
 
-    def __init__(self, policy: BaseModel | None = None) -> None:
-        self.policy = policy if policy is not None else self.default_policy()
+    def __init__(self, model: PathwayModel, policy: BaseModel | None = None) -> None:
+        self.model = model
+        self.name = model.name
+        self.version = model.version
+        self._parents = model.parents()
+        self.chart: type[StateChart[Any]] = build_chart(model)
+        self.rules: tuple[Rule, ...] = build_rules(model)
+        self.payloads: dict[str, type[Payload]] = build_payloads(model)
+        self.enroll_payload = build_enroll_payload(model)
+        self.policy_model = build_policy_model(model)
+        self.policy = policy if policy is not None else self.policy_model()
         self.runner = ChartRunner(self.chart)
+        self._inputs = compile_inputs(model)
+        self._updates = compile_updates(model, self._stays)
         self._by_event: dict[str, tuple[Rule, ...]] = {}
+        self._status_regions = frozenset(model.status_regions)
+        self._finals = frozenset(s for s in model.state_ids() if (model.find_state(s) or _NOSTATE).final)
+        self._plan = PlanBook(model)
+
+    def with_policy(self, policy: BaseModel) -> Pathway:
+        """The same definition under another policy (what-if replays)."""
+        return Pathway(self.model, policy)
+
+    @property
+    def review(self) -> Review:
+        return self.model.review
+
+    @property
+    def presentation(self) -> Presentation:
+        return self.model.presentation
+
+    def _stays(self, decision: Decision) -> bool:
+        return decision.rule is not None and is_stay(decision.rule, self._parents)
 
     def _rules_for(self, event: str) -> tuple[Rule, ...]:
         """The rules of one event, in evaluation order (indexed once per event)."""
@@ -159,9 +175,8 @@ class Pathway(ABC):
 
     # -- validation -----------------------------------------------------------
 
-    @classmethod
-    def event_names(cls) -> list[str]:
-        return list(cls.payloads)
+    def event_names(self) -> list[str]:
+        return list(self.payloads)
 
     def validate(self, event: str, data: object) -> Payload:
         """Validate an event's data against its schema (raises UnknownEvent, InvalidPayload)."""
@@ -175,6 +190,21 @@ class Pathway(ABC):
 
     # -- applying events ------------------------------------------------------
 
+    def start(self, enrollment: Payload, at: datetime) -> tuple[tuple[str, ...], Context]:
+        """Configuration and context of a newly enrolled patient."""
+        factors = getattr(enrollment, "factors")  # noqa: B009  # a dynamic model's field
+        context: Context = {"factors": factors.model_dump(mode="json", exclude_defaults=True)}
+        context.update(copy.deepcopy(self.model.context))
+        for key, value in self.model.context.items():
+            if value == "at":
+                context[key] = at.isoformat()
+        return self.runner.initial_configuration(), context
+
+    def inputs(self, event: str, payload: Payload, context: Context, at: datetime) -> dict[str, Any]:
+        """The named values the rules' conditions read."""
+        compute = self._inputs.get(event)
+        return compute(payload, context, at, self.policy) if compute is not None else {}
+
     def apply(self, configuration: Sequence[str], context: Context, event: str, payload: Payload, at: datetime) -> Step:
         """Apply a validated event; raises EventNotAllowed when the state has no such transition."""
         before = self.runner.ordered(configuration)
@@ -182,11 +212,11 @@ class Pathway(ABC):
             raise UnknownEvent(event, self.event_names())
         inputs = self.inputs(event, payload, context, at)
         decision = decide(self._rules_for(event), event, frozenset(before), inputs, self.policy)
-        idle_state = self.idle_events.get(event)
+        idle_state = self.model.events[event].idle_in
         if decision.rule is None and idle_state is not None and idle_state in before:
             return Step(event, before, before, context, (), decision, changed=False)
         after, transitions = self.runner.run(before, event, decision)
-        new_context = self.update_context(context, event, payload, at, decision, before, after)
+        new_context = self._update_context(context, event, payload, at, decision, inputs)
         return Step(event, before, after, new_context, transitions, decision)
 
     def decide(
@@ -196,88 +226,60 @@ class Pathway(ABC):
         inputs = self.inputs(event, payload, context, at)
         return decide(self._rules_for(event), event, frozenset(configuration), inputs, self.policy)
 
-    # -- hooks each pathway defines ----------------------------------------------
-
-    @classmethod
-    @abstractmethod
-    def default_policy(cls) -> BaseModel: ...
-
-    @abstractmethod
-    def start(self, enrollment: Payload, at: datetime) -> tuple[tuple[str, ...], Context]:
-        """Configuration and context of a newly enrolled patient."""
-
-    @abstractmethod
-    def inputs(self, event: str, payload: Payload, context: Context, at: datetime) -> dict[str, Any]:
-        """The named values the rules' conditions read."""
-
-    @abstractmethod
-    def update_context(
-        self,
-        context: Context,
-        event: str,
-        payload: Payload,
-        at: datetime,
-        decision: Decision,
-        before: tuple[str, ...],
-        after: tuple[str, ...],
+    def _update_context(
+        self, context: Context, event: str, payload: Payload, at: datetime, decision: Decision, inputs: dict[str, Any]
     ) -> Context:
-        """The context after an event (a new object; `context` is not modified)."""
+        rule = decision.rule
+        assert rule is not None  # the chart refused the event otherwise
+        ctx = dict(context)
+        for update in self._updates:
+            update(ctx, event, payload, at, decision, inputs)
+        if rule.target in self._finals:
+            ctx["outcome"] = self._outcome(rule, payload, ctx, at, inputs)
+        return ctx if ctx != context else context
 
-    @abstractmethod
+    @staticmethod
+    def _outcome(rule: Rule, payload: Payload, ctx: Context, at: datetime, inputs: dict[str, Any]) -> dict[str, Any]:
+        outcome: dict[str, Any] = {}
+        for key, value in rule.outcome.items():
+            result = expression(value)(payload, ctx, at, inputs)
+            if result is not None:
+                outcome[key] = result
+        return outcome
+
+    # -- reading a state --------------------------------------------------------
+
     def state_name(self, configuration: Sequence[str]) -> str:
-        """The one name status reports for a configuration."""
+        """The one name status reports: the active state of a status region, else the top-level state."""
+        for state_id in configuration:
+            if self._parents.get(state_id) in self._status_regions:
+                return state_id
+        return configuration[0]
 
-    @abstractmethod
     def plan(self, configuration: Sequence[str], context: Context) -> list[PlanItem]:
         """The plan of the current state for this patient."""
+        return self._plan.items(self.state_name(configuration), configuration, context)
 
-    @abstractmethod
     def outcome(self, configuration: Sequence[str], context: Context) -> dict[str, Any] | None:
         """Why the patient left the pathway, for final states; None otherwise."""
+        if configuration[0] not in self._finals:
+            return None
+        outcome: dict[str, Any] | None = context.get("outcome")
+        return outcome
 
-    @abstractmethod
     def next_due_at(self, configuration: Sequence[str], context: Context) -> datetime | None:
         """The earliest time a tick could change the patient, or None."""
+        due: list[datetime] = []
+        for schedule in self.model.schedules:
+            since = context.get(schedule.since)
+            if since is None:
+                continue
+            for state_id in configuration:
+                field = schedule.due.get(state_id)
+                if field is not None and self._parents.get(state_id) == schedule.region:
+                    due.append(datetime.fromisoformat(since) + getattr(self.policy, field) * WEEK)
+        return min(due) if due else None
 
 
-_REGISTRY: dict[tuple[str, int], type[Pathway]] = {}
-_INSTANCES: dict[tuple[str, int], Pathway] = {}
-_KNOWN_EVENTS: frozenset[str] = frozenset()
-
-
-def register(definition: type[Pathway]) -> type[Pathway]:
-    """Class decorator adding a definition to the registry under (name, version), once it passes its checks."""
-    check_definition(definition)
-    _REGISTRY[(definition.name, definition.version)] = definition
-    global _KNOWN_EVENTS
-    _KNOWN_EVENTS = _KNOWN_EVENTS | frozenset(definition.payloads)
-    return definition
-
-
-def get_pathway(name: str, version: int | None = None) -> Pathway:
-    """The shared instance of a registered definition (latest version when none is given)."""
-    if version is None:
-        return latest_pathway(name)
-    key = (name, version)
-    if key not in _REGISTRY:
-        raise UnknownDefinition(name, version)
-    if key not in _INSTANCES:
-        _INSTANCES[key] = _REGISTRY[key]()
-    return _INSTANCES[key]
-
-
-def latest_pathway(name: str) -> Pathway:
-    versions = [v for (n, v) in _REGISTRY if n == name]
-    if not versions:
-        raise UnknownDefinition(name)
-    return get_pathway(name, max(versions))
-
-
-def known_events() -> frozenset[str]:
-    """Every event name some registered definition accepts (kept up to date by `register`)."""
-    return _KNOWN_EVENTS
-
-
-def pathways() -> list[tuple[str, int]]:
-    """Every registered (name, version)."""
-    return sorted(_REGISTRY)
+_NOSTATE = StateSpec(id="none")
+WEEK = timedelta(weeks=1)

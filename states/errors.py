@@ -7,9 +7,12 @@ from collections.abc import Sequence
 __all__ = [
     "DefinitionError",
     "EventNotAllowed",
+    "InvalidInput",
     "InvalidPayload",
     "NaiveTime",
+    "RetiredDefinition",
     "StatesError",
+    "UnapprovedDefinition",
     "UnknownDefinition",
     "UnknownEvent",
 ]
@@ -50,14 +53,51 @@ class NaiveTime(InvalidInput):
         super().__init__(f"{field} must carry a time zone (e.g. 2026-01-05T09:00:00+00:00), got {value!r}")
 
 
-class UnknownDefinition(StatesError):
-    """Raised when a pathway name or version is not registered."""
+class UnknownDefinition(InvalidInput):
+    """Raised when a pathway name or version is not registered in this process."""
 
-    def __init__(self, name: str, version: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: int | None = None,
+        versions: Sequence[int] = (),
+        names: Sequence[str] = (),
+    ) -> None:
         self.name = name
         self.version = version
+        self.versions = tuple(versions)
+        self.names = tuple(names)
         what = name if version is None else f"{name} version {version}"
-        super().__init__(f"unknown pathway definition {what}")
+        known = ""
+        if self.versions:
+            known = f" (known versions: {', '.join(map(str, self.versions))})"
+        elif self.names:
+            known = f" (known pathways: {', '.join(self.names)})"
+        super().__init__(
+            f"unknown pathway definition {what}{known}; register it with --pathways FILE or CAREPATH_PATHWAYS"
+        )
+
+
+class UnapprovedDefinition(InvalidInput):
+    """Raised when a new enrolment would use a draft or a version under review without consent."""
+
+    def __init__(self, name: str, version: int, status: str) -> None:
+        self.name = name
+        self.version = version
+        self.status = status
+        super().__init__(
+            f"pathway {name} version {version} is {status.replace('_', ' ')}, not approved; "
+            "enrol on it only with --allow-unapproved"
+        )
+
+
+class RetiredDefinition(InvalidInput):
+    """Raised when a new enrolment names a retired version."""
+
+    def __init__(self, name: str, version: int) -> None:
+        self.name = name
+        self.version = version
+        super().__init__(f"pathway {name} version {version} is retired and takes no new enrolments")
 
 
 class EventNotAllowed(StatesError):

@@ -34,9 +34,11 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
     "<=": operator.le,
     "==": operator.eq,
+    "!=": operator.ne,
     "in": lambda value, allowed: value in allowed,
     "contains": lambda value, item: item in value,
     "nonempty": lambda value, _unused: bool(value),
+    "empty": lambda value, _unused: not value,
 }
 
 
@@ -73,6 +75,8 @@ class Condition:
         threshold = self.threshold_value(policy)
         if self.op == "nonempty":
             return f"{self.input} not empty"
+        if self.op == "empty":
+            return f"{self.input} empty"
         if self.op == "in":
             return f"{self.input} in ({', '.join(sorted(map(str, threshold)))})"
         return f"{self.input} {self.op} {format_value(threshold, percent=percent)}"

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from .compile import condition
+from .guards import Condition
+
+if TYPE_CHECKING:
+    from .model import PathwayModel, PlanItemSpec, StatusRuleSpec
 
 __all__ = [
     "Code",
     "ItemStatus",
+    "PlanBook",
     "PlanItem",
     "PlanTemplate",
     "StatusRule",
@@ -19,20 +26,21 @@ __all__ = [
 
 
 class ItemStatus(StrEnum):
-    """How an item applies to this patient, from least to most severe."""
+    """How an item applies to this patient."""
 
     RECOMMENDED = "recommended"
-    NOT_INDICATED = "not_indicated"
-    CAUTION = "caution"
+    CONTINUE = "continue"  # carried forward from an earlier stage
+    ALERT = "alert"  # an action to take now
+    CAUTION = "caution"  # use with care
+    NOT_INDICATED = "not_indicated"  # a condition of the item is not met
+    AVOID = "avoid"  # better alternatives exist (Beers-type)
     CONTRAINDICATED = "contraindicated"
+    DO_NOT = "do_not"  # a recommendation against doing something
 
 
-_SEVERITY = {
-    ItemStatus.RECOMMENDED: 0,
-    ItemStatus.NOT_INDICATED: 1,
-    ItemStatus.CAUTION: 2,
-    ItemStatus.CONTRAINDICATED: 3,
-}
+# The status shown when several apply: the most severe. Items of the first version never combine
+# `not_indicated` with `caution`, so ordering those two does not change any earlier plan.
+_SEVERITY = {status: rank for rank, status in enumerate(ItemStatus)}
 
 
 class Code(BaseModel):
@@ -40,7 +48,7 @@ class Code(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    system: Literal["RxNorm", "CPT", "ICD-10-CM", "LOINC"]
+    system: Literal["RxNorm", "CPT", "ICD-10-CM", "LOINC", "SNOMED CT"]
     code: str
     display: str
 
@@ -97,3 +105,62 @@ class PlanTemplate:
 def build_plan(templates: Sequence[PlanTemplate], facts: dict[str, Any]) -> list[PlanItem]:
     """Every template applied to the patient's facts, in order."""
     return [t.for_patient(facts) for t in templates]
+
+
+class PlanBook:
+    """The plan sections of a definition model, ready to apply to a patient.
+
+    The reported state's items come first, then those of the other active states in document
+    order; an item shows when its `show_when` conditions hold on the patient's facts
+    (`factors.<name>`, `context.<key>`, `outcome.<key>`).
+    """
+
+    def __init__(self, model: PathwayModel) -> None:
+        self._sections: dict[str, tuple[tuple[PlanTemplate, tuple[Condition, ...]], ...]] = {
+            state: tuple((_template(item), tuple(condition(c) for c in item.show_when)) for item in items)
+            for state, items in model.plan.items()
+        }
+        self._factor_defaults = {name: spec.default for name, spec in model.factors.items()}
+
+    def items(self, state: str, configuration: Sequence[str], context: Mapping[str, Any]) -> list[PlanItem]:
+        facts = self.facts(context)
+        ordered = [state, *(s for s in configuration if s != state)]
+        return [
+            template.for_patient(facts)
+            for section in ordered
+            for template, shown in self._sections.get(section, ())
+            if all(c.holds(facts, _NO_POLICY) for c in shown)
+        ]
+
+    def facts(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        """The patient's facts under dotted names, factors with their defaults filled in."""
+        facts: dict[str, Any] = {f"factors.{k}": v for k, v in self._factor_defaults.items()}
+        facts.update({f"factors.{k}": v for k, v in (context.get("factors") or {}).items()})
+        facts.update({f"context.{k}": v for k, v in context.items() if k != "factors"})
+        facts.update({f"outcome.{k}": v for k, v in (context.get("outcome") or {}).items()})
+        return facts
+
+
+class _NoPolicy(BaseModel):
+    """Plan conditions compare facts with literals only."""
+
+
+_NO_POLICY = _NoPolicy()
+
+
+def _template(spec: PlanItemSpec) -> PlanTemplate:
+    return PlanTemplate(
+        spec.id,
+        spec.text,
+        spec.category,
+        spec.source,
+        tuple(Code(system=c.system, code=c.code, display=c.display) for c in spec.codes),
+        tuple(_status_rule(rule) for rule in spec.rules),
+    )
+
+
+def _status_rule(spec: StatusRuleSpec) -> StatusRule:
+    conditions = tuple(condition(c) for c in spec.when)
+    return StatusRule(
+        ItemStatus(spec.status), spec.reason, lambda facts: all(c.holds(facts, _NO_POLICY) for c in conditions)
+    )

@@ -22,7 +22,9 @@ from pathway import Engine, FakeClock
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 
-PG_URL = os.environ.get("CAREPATH_TEST_PG_URL", "")
+# The server CI and the machines of this project run; a newcomer's `make test` finds it too.
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG_URL = os.environ.get("CAREPATH_TEST_PG_URL", DEFAULT_PG_URL)
 _pg_problem: str | None = None
 
 

@@ -18,3 +18,10 @@ def reassess_data(**overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {"pain": 6, "fasciculations": "stable", "red_flags": []}
     data.update(overrides)
     return data
+
+
+def terms(vocabulary: str, pathway: str = "piriformis", version: int = 1) -> list[str]:
+    """The terms of one vocabulary of a registered definition."""
+    from states import get_pathway
+
+    return list(get_pathway(pathway, version).model.vocabulary[vocabulary].terms)

@@ -7,17 +7,13 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
-from statemachine import State, StateChart
 
 from pathway import Engine
 from pathway.cli import main
 from pathway.diagram import DiagramError, GraphvizMissing, UnknownFormat, render, to_dot, to_mermaid
-from states import Condition, Guard, Pathway, Rule, get_pathway
-from states.payloads import Payload, TickPayload
-from states.piriformis import RULES, PiriformisChart
+from states import Pathway, get_pathway, parse_definition
 from tests.conftest import T0
 from tests.helpers import assess_data
 
@@ -49,7 +45,7 @@ def test_dot_shows_compound_and_parallel_regions_as_clusters() -> None:
     assert 'subgraph "cluster_treatment"' in dot and 'label="treatment (parallel)"' in dot
     treatment = dot.index('"cluster_treatment"')
     assert treatment < dot.index('"cluster_line"') < dot.index('"cluster_monitoring"')
-    for state_id in PiriformisChart.states_map:
+    for state_id in PIRIFORMIS.chart.states_map:
         assert f'"{state_id}"' in dot or f'"cluster_{state_id}"' in dot
 
 
@@ -58,7 +54,7 @@ def test_edges_carry_events_and_the_names_of_the_rules_deciding_them() -> None:
     dot = to_dot(PIRIFORMIS)
     assert 'label="reassess [escalate_to_second_line]"' in dot
     assert 'label="assess [red_flag_emergency, red_flag]"' in dot
-    for rule in RULES:
+    for rule in PIRIFORMIS.rules:
         if rule.guard is not None:
             assert rule.name.split(".", 1)[1] in dot, rule.name
     assert "leave_treatment" not in dot and "escalate [" not in dot
@@ -93,35 +89,41 @@ def test_unknown_active_state_and_format_are_refused() -> None:
         render(PIRIFORMIS, "gif")
 
 
-class _ToyChart(StateChart):  # type: ignore[type-arg]  # the chart keeps no typed model
-    idle = State(initial=True)
-
-    class busy(State.Compound):
-        working = State(initial=True)
-        paused = State()
-        pause = working.to(paused, event="pause")
-
-    done = State(final=True)
-    start = idle.to(busy, event="start")
-    finish = busy.to(done, event="finish")
-
-
-class _ToyPathway(Pathway):
-    """A second pathway, never registered: only what the diagram reads."""
-
-    name = "toy"
-    version = 3
-    chart = _ToyChart
-    rules = (Rule("start.ready", "start", frozenset({"idle"}), "busy", Guard.all_of(Condition("ready", "==", True))),)
-    payloads: ClassVar[dict[str, type[Payload]]] = {"start": TickPayload, "pause": TickPayload, "finish": TickPayload}
+# A second pathway, never registered: only what the diagram reads.
+_TOY = Pathway(
+    parse_definition(
+        {
+            "name": "toy",
+            "version": 3,
+            "states": [
+                {"id": "idle", "initial": True},
+                {"id": "busy", "states": [{"id": "working", "initial": True}, {"id": "paused"}]},
+                {"id": "done", "final": True},
+            ],
+            "events": {"start": {"inputs": {"ready": {"context": "ready"}}}, "pause": {}, "finish": {}},
+            "context": {"ready": True},
+            "rules": [
+                {
+                    "name": "start.ready",
+                    "event": "start",
+                    "from": ["idle"],
+                    "to": "busy",
+                    "when": {"all": [{"input": "ready", "op": "==", "value": True}]},
+                },
+                {"name": "pause", "event": "pause", "from": ["working"], "to": "paused"},
+                {"name": "finish", "event": "finish", "from": ["busy"], "to": "done"},
+            ],
+        }
+    )
+)
 
 
 def test_a_second_pathway_gets_its_diagram_from_its_chart() -> None:
     """Nothing in the diagram code is piriformis-specific."""
-    dot = to_dot(_ToyPathway, ["busy", "paused"])
+    dot = to_dot(_TOY, ["busy", "paused"])
     assert 'digraph "toy v3"' in dot and '"cluster_busy"' in dot
     assert 'label="start [ready]"' in dot and 'label="pause"' in dot
-    assert "state busy {" in to_mermaid(_ToyPathway)
+    assert "state busy {" in to_mermaid(_TOY)
 
 
 @needs_dot

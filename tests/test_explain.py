@@ -12,10 +12,11 @@ from pathway.cli import main
 from pathway.errors import TimeWentBackwards
 from pathway.explain import CLOCK, RECORDED, UNKNOWN, Explanation, TransitionView, explain
 from persistence import UnknownPatient
-from states import NaiveTime
-from states.piriformis import RULES
+from states import NaiveTime, get_pathway
 from tests.conftest import T0
 from tests.helpers import assess_data, reassess_data
+
+RULES = get_pathway("piriformis", 1).rules
 
 WEEK = timedelta(weeks=1)
 

@@ -13,11 +13,10 @@ from hypothesis import strategies as st
 from pathway import Engine, FakeClock
 from persistence import AuditEntry, Snapshot
 from states import EventNotAllowed, get_pathway
-from states.vocabulary import Fasciculations, Finding, Line, RedFlag
 from tests.conftest import T0
-from tests.helpers import TYPICAL_FINDINGS
+from tests.helpers import TYPICAL_FINDINGS, terms
 
-LINES = {line.value for line in Line}
+LINES = set(terms("line"))
 MONITORING = {"scheduled", "due", "overdue"}
 TOP_LEVEL = {"assessment", "treatment", "resolved", "rediagnose", "urgent_referral", "withdrawn"}
 # Which events each top-level state accepts (DESIGN.md section 2, events table).
@@ -36,15 +35,15 @@ _patients = itertools.count()
 
 pains = st.integers(0, 100).map(lambda tenths: tenths / 10)
 # Worsening (straight to rediagnose) one time in nine.
-fasciculations = st.sampled_from([f.value for f in Fasciculations if f != Fasciculations.WORSENING] * 2 + ["worsening"])
+fasciculations = st.sampled_from([f for f in terms("fasciculations") if f != "worsening"] * 2 + ["worsening"])
 # One time in ten a red flag, so that patients live long enough to reach the later rules.
 red_flags = st.integers(0, 9).flatmap(
-    lambda n: st.lists(st.sampled_from([f.value for f in RedFlag]), min_size=1, max_size=2, unique=True)
+    lambda n: st.lists(st.sampled_from(terms("red_flag")), min_size=1, max_size=2, unique=True)
     if n == 0
     else st.just([])
 )
 # Mostly findings that meet the criteria, sometimes any combination.
-any_findings = st.lists(st.sampled_from([f.value for f in Finding]), unique=True)
+any_findings = st.lists(st.sampled_from(terms("finding")), unique=True)
 findings = st.integers(0, 3).flatmap(lambda n: any_findings if n == 0 else st.just(TYPICAL_FINDINGS))
 texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
 

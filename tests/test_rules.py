@@ -13,13 +13,12 @@ import pytest
 
 from pathway import Engine, SendResult
 from states import EventNotAllowed
-from states.vocabulary import RedFlag
 from tests.conftest import T0
-from tests.helpers import assess_data, reassess_data
+from tests.helpers import assess_data, reassess_data, terms
 
 DAY = timedelta(days=1)
 WEEK = timedelta(weeks=1)
-RED_FLAGS = [flag.value for flag in RedFlag]
+RED_FLAGS = terms("red_flag")
 NON_EMERGENCY_FLAGS = [flag for flag in RED_FLAGS if flag != "cauda_equina"]
 LINE_STATES = ["first_line", "second_line", "third_line"]
 

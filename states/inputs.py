@@ -1,0 +1,193 @@
+"""Inputs and context updates of a definition, compiled once into plain functions.
+
+These run for every applied and replayed event, so each spec becomes a small closure reading
+the payload's attributes and the stored context directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel
+
+from .compile import condition
+from .functions import named_function
+from .guards import Condition, Decision
+from .model import InputSpec, PathwayModel, UpdateSpec
+
+__all__ = ["InputFn", "UpdateFn", "compile_inputs", "compile_updates", "plain"]
+
+Context = dict[str, Any]
+InputFn = Callable[[BaseModel, Context, datetime, BaseModel], Any]
+UpdateFn = Callable[[Context, str, BaseModel, datetime, Decision, Mapping[str, Any]], None]
+WEEK = timedelta(weeks=1)
+
+
+def plain(value: Any) -> Any:
+    """A payload value as JSON-shaped data: terms as their strings, lists element-wise."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def _time(context: Mapping[str, Any], key: str) -> datetime | None:
+    value = context.get(key)
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def _input(spec: InputSpec, model: PathwayModel) -> InputFn:  # one branch per input kind
+    kind = spec.kind
+    if kind == "payload":
+        field = spec.payload or ""
+        return lambda payload, ctx, at, policy: plain(getattr(payload, field))
+    if kind == "context":
+        key = spec.context or ""
+        return lambda payload, ctx, at, policy: ctx.get(key)
+    if kind == "count":
+        field = spec.count or ""
+        of = spec.of
+        terms = frozenset(model.term_sets[of] if isinstance(of, str) else (of or ()))
+        return lambda payload, ctx, at, policy: len({plain(v) for v in getattr(payload, field)} & terms)
+    if kind == "classes":
+        field = spec.classes or ""
+        groups = tuple(frozenset(group) for group in spec.of_classes or ())
+
+        def classes(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel) -> int:
+            found = {plain(v) for v in getattr(payload, field)}
+            return sum(1 for group in groups if group & found)
+
+        return classes
+    if kind == "has":
+        field, term = spec.has or "", spec.term
+        return lambda payload, ctx, at, policy: term in {plain(v) for v in getattr(payload, field)}
+    if kind == "weeks_since":
+        key, plus = spec.weeks_since or "", spec.plus
+
+        def weeks(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel) -> float | None:
+            since = _time(ctx, key)
+            if since is None:
+                return None
+            elapsed = (at - since) / WEEK
+            if plus is not None:
+                extra = ctx.get(plus)
+                return None if extra is None else elapsed + extra
+            return elapsed
+
+        return weeks
+    if kind == "improvement":
+        return _improvement(spec)
+    if kind == "fall":
+        key, field = spec.fall or "", spec.value or ""
+
+        def fall(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel) -> float | None:
+            baseline: float | None = ctx.get(key)
+            value: float | None = getattr(payload, field)
+            return None if baseline is None or value is None else baseline - value
+
+        return fall
+    function = named_function(spec.function or "")
+    return lambda payload, ctx, at, policy: function(payload, ctx, at)
+
+
+def _improvement(spec: InputSpec) -> InputFn:
+    key, field, floor, zero = spec.improvement or "", spec.value or "", spec.min_baseline, spec.zero_baseline
+
+    def improvement(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel) -> float | None:
+        baseline: float | None = ctx.get(key)
+        value: float | None = getattr(payload, field)
+        if baseline is None or value is None:
+            return None
+        if floor is not None and baseline < getattr(policy, floor):
+            return None  # too little pain at the start for a relative change to mean anything
+        if baseline == 0:
+            return zero
+        # Rounded so binary float error cannot move a boundary: 7 -> 4.9 is 30 %, not 29.99999 %.
+        return round((baseline - value) / baseline, 9)
+
+    return improvement
+
+
+def compile_inputs(
+    model: PathwayModel,
+) -> dict[str, Callable[[BaseModel, Context, datetime, BaseModel], dict[str, Any]]]:
+    """Per event, one function computing every named input of that event."""
+    compiled: dict[str, Callable[[BaseModel, Context, datetime, BaseModel], dict[str, Any]]] = {}
+    for event, spec in model.events.items():
+        parts = tuple((name, _input(input_spec, model)) for name, input_spec in spec.inputs.items())
+
+        def inputs(
+            payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, parts: Any = parts
+        ) -> dict[str, Any]:
+            return {name: fn(payload, ctx, at, policy) for name, fn in parts}
+
+        compiled[event] = inputs
+    return compiled
+
+
+# -- updates -------------------------------------------------------------------------------------------
+
+
+def expression(text: Any) -> Callable[[BaseModel | None, Mapping[str, Any], datetime, Mapping[str, Any]], Any]:
+    """A value from `payload.<field>`, `context.<key>`, `input.<name>`, `at`, or a literal."""
+    if isinstance(text, str) and text == "at":
+        return lambda payload, ctx, at, inputs: at.isoformat()
+    if isinstance(text, str) and text.startswith("payload."):
+        field = text.removeprefix("payload.")
+        return lambda payload, ctx, at, inputs: plain(getattr(payload, field, None))
+    if isinstance(text, str) and text.startswith("context."):
+        key = text.removeprefix("context.")
+        return lambda payload, ctx, at, inputs: ctx.get(key)
+    if isinstance(text, str) and text.startswith("input."):
+        name = text.removeprefix("input.")
+        return lambda payload, ctx, at, inputs: inputs.get(name)
+    return lambda payload, ctx, at, inputs: text
+
+
+def _update(spec: UpdateSpec, stays: Callable[[Decision], bool]) -> UpdateFn:
+    events = frozenset(spec.events)
+    entering = frozenset(spec.entering) if spec.entering is not None else None
+    rules = frozenset(spec.rules) if spec.rules is not None else None
+    setters = tuple((key, expression(value)) for key, value in spec.set.items())
+    counters: tuple[tuple[str, Condition], ...] = tuple((key, condition(c)) for key, c in spec.count.items())
+    conditions = tuple(condition(c) for c in spec.when)
+    records = tuple((key, tuple((f, expression(v)) for f, v in fields.items())) for key, fields in spec.record.items())
+    if_given = spec.if_given
+
+    def update(
+        ctx: Context, event: str, payload: BaseModel, at: datetime, decision: Decision, inputs: Mapping[str, Any]
+    ) -> None:
+        rule = decision.rule
+        if event not in events or rule is None:
+            return
+        if rules is not None and rule.name not in rules:
+            return
+        if entering is not None and (rule.target not in entering or stays(decision)):
+            return
+        if not all(c.holds(inputs, _NO_POLICY) for c in conditions):
+            return
+        for key, value in setters:
+            result = value(payload, ctx, at, inputs)
+            if not (if_given and result is None):
+                ctx[key] = result
+        for key, counted in counters:
+            ctx[key] = ctx.get(key, 0) + 1 if counted.holds(inputs, _NO_POLICY) else 0
+        for key, fields in records:
+            ctx[key] = {name: value(payload, ctx, at, inputs) for name, value in fields}
+
+    return update
+
+
+class _NoPolicy(BaseModel):
+    """Counters compare inputs with literals only."""
+
+
+_NO_POLICY = _NoPolicy()
+
+
+def compile_updates(model: PathwayModel, stays: Callable[[Decision], bool]) -> tuple[UpdateFn, ...]:
+    return tuple(_update(spec, stays) for spec in model.updates)
