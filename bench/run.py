@@ -30,7 +30,6 @@ from pathway.ingest import ingest
 from persistence import GENESIS
 from persistence.store import patients as patients_table
 from states import get_pathway
-from states.piriformis import PiriformisChart
 
 ROOT = Path(__file__).resolve().parent
 SCALE = float(os.environ.get("CAREPATH_BENCH_SCALE", "1"))
@@ -110,7 +109,7 @@ def floor_send(workdir: Path, n: int) -> float:
 
     model = _Model()
     model.state = OrderedSet(TREATMENT)
-    machine = PiriformisChart(model=model)
+    machine = definition.chart(model=model)
 
     def run() -> None:
         for i in range(n):
