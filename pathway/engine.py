@@ -22,7 +22,16 @@ from persistence import (
 )
 from persistence.reader import light_reader
 from persistence.urls import is_private_memory
-from states import Pathway, PlanItem, Step, UnknownEvent, get_pathway, known_events, require_aware
+from states import (
+    Pathway,
+    PlanItem,
+    Step,
+    UnknownEvent,
+    definition_for_enrolment,
+    get_pathway,
+    known_events,
+    require_aware,
+)
 from states.payloads import Payload
 
 from .clock import Clock, system_clock
@@ -149,14 +158,28 @@ class Engine:
         at: datetime,
         *,
         pathway: str = DEFAULT_PATHWAY,
+        version: int | None = None,
+        allow_unapproved: bool = False,
         factors: Mapping[str, Any] | None = None,
         actor: str | None = None,
     ) -> Status:
-        """Enrol a patient on a pathway (the patient's first audit entry, seq 1)."""
+        """Enrol a patient on a pathway (the patient's first audit entry, seq 1).
+
+        The enrolment gets the latest approved version of the pathway, or `version`; a version
+        not approved needs `allow_unapproved`, and a retired one takes no new enrolments.
+        """
         at = require_aware(at)
         now = self.clock()
         work = partial(
-            self.enroll_in, patient_id=patient_id, at=at, pathway=pathway, factors=factors, actor=actor, now=now
+            self.enroll_in,
+            patient_id=patient_id,
+            at=at,
+            pathway=pathway,
+            version=version,
+            allow_unapproved=allow_unapproved,
+            factors=factors,
+            actor=actor,
+            now=now,
         )
         return self.store.run(work, retries=self.retries)
 
@@ -194,6 +217,8 @@ class Engine:
         at: datetime,
         *,
         pathway: str = DEFAULT_PATHWAY,
+        version: int | None = None,
+        allow_unapproved: bool = False,
         factors: Mapping[str, Any] | None = None,
         actor: str | None = None,
         now: datetime,
@@ -201,7 +226,7 @@ class Engine:
         """Stage an enrolment in `tx`; raises and stages nothing when the input is bad."""
         _check_patient_id(patient_id)
         at = require_aware(at)
-        definition = get_pathway(pathway)
+        definition = definition_for_enrolment(pathway, version, allow_unapproved=allow_unapproved)
         _check_text(actor, "actor")
         enrollment = definition.validate_enrollment({"factors": factors if factors is not None else {}})
         _check_not_future(at, now)

@@ -104,7 +104,14 @@ def _event_problems(model: PathwayModel, states: set[str]) -> list[str]:
             for field in (source.payload, source.count, source.classes, source.has, source.value):
                 if field is not None and field not in spec.payload:
                     problems.append(f"{where}.inputs.{name}: {event} has no payload field {field!r}")
-            for key in (source.context, source.weeks_since, source.improvement, source.fall, source.plus):
+            for key in (
+                source.context,
+                source.weeks_since,
+                source.improvement,
+                source.fall,
+                source.plus,
+                source.otherwise,
+            ):
                 if key is not None and key not in model.context:
                     problems.append(f"{where}.inputs.{name}: unknown context key {key!r}")
             if source.min_baseline is not None and source.min_baseline not in model.policy:
@@ -200,8 +207,9 @@ def _schedule_problems(model: PathwayModel, states: set[str]) -> list[str]:
     parents = model.parents()
     for i, schedule in enumerate(model.schedules):
         where = f"schedules[{i}]"
-        if schedule.region not in states or parents.get(schedule.region) is None:
-            problems.append(f"{where}.region: {schedule.region!r} is not a region of a state")
+        region = model.find_state(schedule.region)
+        if region is None or not region.states:
+            problems.append(f"{where}.region: {schedule.region!r} is not a state with states of its own")
         if schedule.since not in model.context:
             problems.append(f"{where}.since: unknown context key {schedule.since!r}")
         for state, field in schedule.due.items():

@@ -139,9 +139,9 @@ def build_chart(model: PathwayModel) -> type[StateChart[Any]]:
         )
     for schedule in model.schedules:
         region = model.find_state(schedule.region)
-        holder = parents.get(schedule.region)
-        if region is None or holder is None:
+        if region is None or not region.states:
             continue  # reported by the checks
+        holder = parents.get(schedule.region) or schedule.region
         initial = next((s.id for s in region.states if s.initial), region.states[0].id if region.states else None)
         for child in region.states:
             for event in schedule.reset_on:

@@ -233,7 +233,7 @@ class Pathway:
         assert rule is not None  # the chart refused the event otherwise
         ctx = dict(context)
         for update in self._updates:
-            update(ctx, event, payload, at, decision, inputs)
+            update(ctx, event, payload, at, decision, inputs, self.policy)
         if rule.target in self._finals:
             ctx["outcome"] = self._outcome(rule, payload, ctx, at, inputs)
         return ctx if ctx != context else context

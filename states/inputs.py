@@ -22,7 +22,7 @@ __all__ = ["InputFn", "UpdateFn", "compile_inputs", "compile_updates", "plain"]
 
 Context = dict[str, Any]
 InputFn = Callable[[BaseModel, Context, datetime, BaseModel], Any]
-UpdateFn = Callable[[Context, str, BaseModel, datetime, Decision, Mapping[str, Any]], None]
+UpdateFn = Callable[[Context, str, BaseModel, datetime, Decision, Mapping[str, Any], BaseModel], None]
 WEEK = timedelta(weeks=1)
 
 
@@ -43,7 +43,14 @@ def _time(context: Mapping[str, Any], key: str) -> datetime | None:
 def _input(spec: InputSpec, model: PathwayModel) -> InputFn:  # one branch per input kind
     kind = spec.kind
     if kind == "payload":
-        field = spec.payload or ""
+        field, otherwise = spec.payload or "", spec.otherwise
+        if otherwise is not None:
+
+            def given_or_remembered(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel) -> Any:
+                value = getattr(payload, field)
+                return plain(value) if value is not None else ctx.get(otherwise)
+
+            return given_or_remembered
         return lambda payload, ctx, at, policy: plain(getattr(payload, field))
     if kind == "context":
         key = spec.context or ""
@@ -159,7 +166,13 @@ def _update(spec: UpdateSpec, stays: Callable[[Decision], bool]) -> UpdateFn:
     if_given = spec.if_given
 
     def update(
-        ctx: Context, event: str, payload: BaseModel, at: datetime, decision: Decision, inputs: Mapping[str, Any]
+        ctx: Context,
+        event: str,
+        payload: BaseModel,
+        at: datetime,
+        decision: Decision,
+        inputs: Mapping[str, Any],
+        policy: BaseModel,
     ) -> None:
         rule = decision.rule
         if event not in events or rule is None:
@@ -168,25 +181,18 @@ def _update(spec: UpdateSpec, stays: Callable[[Decision], bool]) -> UpdateFn:
             return
         if entering is not None and (rule.target not in entering or stays(decision)):
             return
-        if not all(c.holds(inputs, _NO_POLICY) for c in conditions):
+        if not all(c.holds(inputs, policy) for c in conditions):
             return
         for key, value in setters:
             result = value(payload, ctx, at, inputs)
             if not (if_given and result is None):
                 ctx[key] = result
         for key, counted in counters:
-            ctx[key] = ctx.get(key, 0) + 1 if counted.holds(inputs, _NO_POLICY) else 0
+            ctx[key] = ctx.get(key, 0) + 1 if counted.holds(inputs, policy) else 0
         for key, fields in records:
             ctx[key] = {name: value(payload, ctx, at, inputs) for name, value in fields}
 
     return update
-
-
-class _NoPolicy(BaseModel):
-    """Counters compare inputs with literals only."""
-
-
-_NO_POLICY = _NoPolicy()
 
 
 def compile_updates(model: PathwayModel, stays: Callable[[Decision], bool]) -> tuple[UpdateFn, ...]:

@@ -94,13 +94,16 @@ class InputSpec(_Spec):
     """A named value the rules read, computed from the event, the context and the time.
 
     Exactly one of the kinds is given:
-    `payload` (a payload field), `context` (a remembered value), `count` (how many of the terms
-    `of` a list field holds), `classes` (how many of the term groups `of_classes` a list field
-    touches), `has` (whether a list field holds `term`), `weeks_since` (weeks from a remembered
-    time to the event, plus the weeks in context field `plus`), `improvement` (relative fall of
-    payload field `value` against context field `improvement`, rounded; undefined below the
-    policy field `min_baseline`), `fall` (context field minus payload field `value`), `function`
-    (a registered named function).
+    - `payload`: a payload field (with `otherwise`, the remembered value when it is not given);
+    - `context`: a remembered value;
+    - `count`: how many of the terms `of` a list field holds;
+    - `classes`: how many of the term groups `of_classes` a list field touches;
+    - `has`: whether a list field holds `term`;
+    - `weeks_since`: weeks from a remembered time to the event, plus the weeks in context `plus`;
+    - `improvement`: relative fall of payload field `value` against a remembered baseline,
+      rounded; undefined below the policy field `min_baseline`;
+    - `fall`: a remembered value minus payload field `value`;
+    - `function`: a registered named function.
     """
 
     payload: str | None = None
@@ -118,6 +121,7 @@ class InputSpec(_Spec):
     value: str | None = Field(None, description="payload field compared with the baseline")
     plus: str | None = None
     min_baseline: str | None = None
+    otherwise: str | None = Field(None, description="for `payload`: the context key read when the field is not given")
     zero_baseline: float | None = Field(
         None, description="the improvement reported when the baseline is 0 (default: undefined)"
     )

@@ -13,6 +13,7 @@ from .errors import InvalidPayload, NaiveTime
 
 __all__ = ["Payload", "parse_payload", "require_aware"]
 
+
 class Payload(BaseModel):
     """Base of every payload: no extra fields, frozen once validated."""
 

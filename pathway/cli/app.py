@@ -57,6 +57,13 @@ def _global(
         str | None, typer.Option("--db", help="Database URL (default: $CAREPATH_DB, else sqlite:///carepath.db).")
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    pathways: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pathways",
+            help="Definition file or folder to register besides the built-in ones and $CAREPATH_PATHWAYS.",
+        ),
+    ] = None,
 ) -> None:
     """carepath: statechart-driven care pathways with a hash-chained audit log.
 
@@ -64,6 +71,10 @@ def _global(
     """
     _settings.db = db or os.environ.get("CAREPATH_DB") or DEFAULT_URL
     _settings.debug = debug
+    if pathways:
+        from states import load_pathways
+
+        load_pathways(pathways)
 
 
 def engine() -> Engine:

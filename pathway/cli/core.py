@@ -18,16 +18,28 @@ def enroll(
     patient: Annotated[str, typer.Argument(help="Patient id.")],
     at: AtOption,
     pathway: Annotated[str, typer.Option(help="Pathway definition.")] = "piriformis",
+    version: Annotated[
+        int | None, typer.Option(min=1, help="Definition version (default: the latest approved).")
+    ] = None,
+    allow_unapproved: Annotated[
+        bool, typer.Option("--allow-unapproved", help="Allow a version that is a draft or under review.")
+    ] = False,
     factors: Annotated[str | None, typer.Option(help="Patient factors as JSON, e.g. '{\"age\": 70}'.")] = None,
     actor: Annotated[str | None, typer.Option(help="Who enrolled the patient.")] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Enrol a patient on a pathway.
+    """Enrol a patient on a pathway (the latest approved version unless --version names another).
 
     Example: carepath enroll p-001 --at 2026-01-05T09:00:00+00:00 --factors '{"age": 70}'
     """
     status = engine().enroll(
-        patient, parse_time(at), pathway=pathway, factors=parse_data(factors, "--factors"), actor=actor
+        patient,
+        parse_time(at),
+        pathway=pathway,
+        version=version,
+        allow_unapproved=allow_unapproved,
+        factors=parse_data(factors, "--factors"),
+        actor=actor,
     )
     if json_:
         emit_json(status.to_json())

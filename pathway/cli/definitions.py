@@ -1,0 +1,96 @@
+"""Definition commands: check definition files, publish their JSON Schema, list what is registered."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from states import DefinitionError, get_pathway, json_schema, load_file, model_problems, pathways
+
+from .app import JsonOption, app, emit_json
+from .render import console
+
+__all__ = ["check", "list_pathways", "schema"]
+
+
+@app.command()
+def check(
+    files: Annotated[list[Path], typer.Argument(help="Definition files (YAML or JSON) or folders of them.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Check pathway definition files: report every problem of each at once, with its place in the file.
+
+    Exit status 2 when any file has a problem. Example: carepath check my-pathway.yaml
+    """
+    from states.load import definition_files
+
+    report: list[dict[str, Any]] = []
+    for path in files:
+        for file in definition_files(path):
+            report.append(_check_one(file))
+    if json_out:
+        emit_json(report)
+    else:
+        for entry in report:
+            where = f"{entry['file']} ({entry['pathway']} version {entry['version']})"
+            if entry["problems"]:
+                console().print(f"[red]{where}: {len(entry['problems'])} problem(s)[/red]")
+                for problem in entry["problems"]:
+                    console().print(f"  - {problem}", markup=False, highlight=False)
+            else:
+                console().print(f"[green]{where}: ok[/green]")
+    if any(entry["problems"] for entry in report):
+        raise typer.Exit(2)
+
+
+def _check_one(file: Path) -> dict[str, Any]:
+    try:
+        model = load_file(file)
+    except DefinitionError as err:
+        return {"file": str(file), "pathway": err.name, "version": err.version, "problems": list(err.problems)}
+    return {"file": str(file), "pathway": model.name, "version": model.version, "problems": model_problems(model)}
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of pathway definition files, for an editor to check a file as it is written.
+
+    Example: carepath schema > pathway.schema.json
+    """
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@app.command("pathways")
+def list_pathways(json_out: JsonOption = False) -> None:
+    """List the registered pathway definitions: versions, review status, reviewer and date.
+
+    Example: carepath --pathways ./my-pathways pathways --json
+    """
+    rows: list[dict[str, Any]] = []
+    for name, version in pathways():
+        definition = get_pathway(name, version)
+        review = definition.review
+        rows.append(
+            {
+                "pathway": name,
+                "version": version,
+                "title": definition.model.title,
+                "review": review.status,
+                "reviewer": review.reviewer,
+                "date": review.date.isoformat() if review.date else None,
+                "events": definition.event_names(),
+            }
+        )
+    if json_out:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("pathway", "version", "title", "review", "reviewer", "date")
+    for row in rows:
+        table.add_row(*(str(row[key] or "") for key in ("pathway", "version", "title", "review", "reviewer", "date")))
+    console().print(table)
