@@ -119,3 +119,9 @@ def test_a_definition_from_pathways_works_in_every_command(
     assert "toy-cli" in capsys.readouterr().out
     assert main([*base, "verify", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def test_the_published_schema_matches_the_code() -> None:
+    """docs/pathway.schema.json is what `carepath schema` prints (regenerate it when the model changes)."""
+    published = json.loads((Path(__file__).parent.parent / "docs" / "pathway.schema.json").read_text())
+    assert published == states.json_schema(), "run: carepath schema > docs/pathway.schema.json"
