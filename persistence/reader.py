@@ -20,24 +20,25 @@ _CODEC = RowCodec("sqlite", PATIENTS_TABLE, AUDIT_TABLE)
 
 
 class SqliteReader:
-    """Reads snapshots from an existing carepath SQLite file."""
+    """Reads snapshots from an existing carepath SQLite file (either schema layout)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def snapshot(self, patient_id: str) -> Snapshot:
+    def snapshots(self, patient_id: str) -> list[Snapshot]:
+        """The patient's enrolments (one snapshot per pathway, by pathway); raises UnknownPatient if none."""
         if not os.path.isfile(self.path):  # nobody is enrolled in a database that does not exist
             raise UnknownPatient(patient_id)
         try:
             with sqlite3.connect(self.path, timeout=30) as conn:
-                row = conn.execute(_CODEC.select_patient, (patient_id,)).fetchone()
+                rows = conn.execute(_CODEC.select_patient, (patient_id,)).fetchall()
         except sqlite3.Error as err:
             if "no such table" in str(err):
                 raise UnknownPatient(patient_id) from None
             raise StorageUnavailable(str(err)) from None
-        if row is None:
+        if not rows:
             raise UnknownPatient(patient_id)
-        return _CODEC.snapshot(row)
+        return [_CODEC.snapshot(row) for row in rows]
 
 
 def light_reader(url: str) -> SqliteReader | None:
