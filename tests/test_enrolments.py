@@ -116,6 +116,15 @@ def test_an_unknown_pathway_of_an_enrolled_patient_is_an_unknown_enrolment(engin
     ):
         with pytest.raises(UnknownPatient, match=f"patient 'p' is not enrolled on pathway '{SECOND}'"):
             call()
+    fresh = Engine(engine.url)  # status through the light SQLite reader, before the store opens
+    try:
+        for patient in ("p", "ghost"):
+            with pytest.raises(UnknownPatient, match=f"patient '{patient}' is not enrolled on pathway '{SECOND}'"):
+                fresh.status(patient, SECOND)
+        with pytest.raises(UnknownPatient, match="unknown patient 'ghost'"):
+            fresh.status("ghost")
+    finally:
+        fresh.close()
     # one enrolment: the pathway may be left out
     assert engine.status("p").pathway == FIRST
     assert engine.send("p", "assess", T0, assess_data()).changed
