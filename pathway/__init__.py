@@ -4,7 +4,15 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import Clock, FakeClock, system_clock
 from .engine import Engine, SendResult, Status, SweepReport
-from .errors import CarepathError, EventInFuture, InvalidCommand, InvalidPatientId, TimeWentBackwards, exit_code
+from .errors import (
+    AmbiguousEnrolment,
+    CarepathError,
+    EventInFuture,
+    InvalidCommand,
+    InvalidPatientId,
+    TimeWentBackwards,
+    exit_code,
+)
 
 # `replay` itself stays in pathway.replay: exporting it here would shadow the module of that name.
 _FROM_REPLAY = ("ReplayDiverged", "ReplayResult", "VerifyReport", "WhatIfReport", "verify", "whatif")
@@ -23,6 +31,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AmbiguousEnrolment",
     "CarepathError",
     "Clock",
     "Engine",

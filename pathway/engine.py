@@ -1,10 +1,14 @@
-"""The application service: load a patient, apply an event on its definition, save, in one
-transaction. Reads its clock once per command."""
+"""The application service: load an enrolment, apply an event on its definition, save, in one
+transaction. Reads its clock once per command.
+
+An enrolment is a patient on one pathway; a patient may have several. Commands on one patient
+name the pathway, or leave it out when the patient has one enrolment (`resolve_pathway`).
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -14,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 from persistence import (
     DEFAULT_URL,
     AuditEntry,
+    EnrolmentKey,
     IdempotencyConflict,
     IdRange,
     NewEntry,
     Snapshot,
     SnapshotUpdate,
+    UnknownPatient,
 )
 from persistence.reader import light_reader
 from persistence.urls import is_private_memory
@@ -35,13 +41,24 @@ from states import (
 from states.payloads import Payload
 
 from .clock import Clock, system_clock
-from .errors import EventInFuture, InvalidCommand, InvalidPatientId, TimeWentBackwards
+from .errors import AmbiguousEnrolment, EventInFuture, InvalidCommand, InvalidPatientId, TimeWentBackwards
 from .tuning import bulk_allocation, worker_context
 
 if TYPE_CHECKING:
     from persistence import Store, Transaction
 
-__all__ = ["MAX_FUTURE_SKEW", "PAYLOAD_SCHEMA", "Engine", "SendResult", "Status", "SweepReport", "iso_or_none"]
+__all__ = [
+    "MAX_FUTURE_SKEW",
+    "PAYLOAD_SCHEMA",
+    "Engine",
+    "SendResult",
+    "Status",
+    "SweepReport",
+    "enrolment_label",
+    "iso_or_none",
+    "pick_enrolment",
+    "resolve_pathway",
+]
 
 # An event may be stamped at most this far ahead of the engine's clock (DESIGN.md section 3).
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -113,6 +130,7 @@ class SweepReport:
     at: datetime
     advanced: int = 0
     unchanged: int = 0
+    # Keyed by `enrolment_label`: "patient (pathway)".
     skipped: dict[str, str] = field(default_factory=dict)
 
     def merge(self, other: SweepReport) -> None:
@@ -122,7 +140,7 @@ class SweepReport:
 
 
 class Engine:
-    """Enrol patients, apply events, and answer what state and plan each patient has."""
+    """Enrol patients on pathways, apply events, and answer what state and plan each enrolment has."""
 
     def __init__(self, store: Store | str | None = None, clock: Clock = system_clock, *, retries: int = 5) -> None:
         self._opening = threading.Lock()
@@ -163,10 +181,12 @@ class Engine:
         factors: Mapping[str, Any] | None = None,
         actor: str | None = None,
     ) -> Status:
-        """Enrol a patient on a pathway (the patient's first audit entry, seq 1).
+        """Enrol a patient on a pathway: a new enrolment with its own chain (seq 1) and snapshot.
 
-        The enrolment gets the latest approved version of the pathway, or `version`; a version
-        not approved needs `allow_unapproved`, and a retired one takes no new enrolments.
+        A patient may be enrolled on several pathways; the same pathway twice is a DuplicatePatient
+        (DuplicateEnrolment). The enrolment gets the latest approved version of the pathway, or
+        `version`; a version not approved needs `allow_unapproved`, and a retired one takes no new
+        enrolments.
         """
         at = require_aware(at)
         now = self.clock()
@@ -190,10 +210,14 @@ class Engine:
         at: datetime,
         data: Mapping[str, Any] | None = None,
         *,
+        pathway: str | None = None,
         actor: str | None = None,
         idempotency_key: str | None = None,
     ) -> SendResult:
-        """Apply one event to one patient, durably; raises a specific error and writes nothing otherwise."""
+        """Apply one event to one enrolment, durably; raises a specific error and writes nothing otherwise.
+
+        `pathway` names the enrolment; it may be left out when the patient has only one.
+        """
         at = require_aware(at)
         now = self.clock()
         work = partial(
@@ -202,6 +226,7 @@ class Engine:
             event=event,
             at=at,
             data=data,
+            pathway=pathway,
             actor=actor,
             idempotency_key=idempotency_key,
             now=now,
@@ -246,7 +271,7 @@ class Engine:
         tx.enroll(
             patient_id, definition.name, definition.version, _update(definition, configuration, context, at), entry, now
         )
-        return self._status(tx.load(patient_id))
+        return self._status(tx.load(patient_id, definition.name))
 
     def send_in(
         self,
@@ -256,6 +281,7 @@ class Engine:
         at: datetime,
         data: Mapping[str, Any] | None = None,
         *,
+        pathway: str | None = None,
         actor: str | None = None,
         idempotency_key: str | None = None,
         now: datetime,
@@ -265,14 +291,18 @@ class Engine:
         known = known_events()
         if event not in known:  # input errors come before "unknown patient"
             raise UnknownEvent(event, sorted(known))
-        snapshot = tx.load(patient_id)
+        if pathway is not None:
+            _check_text(pathway, "pathway")
+            snapshot = tx.load(patient_id, pathway)
+        else:
+            snapshot = pick_enrolment(patient_id, None, tx.enrolments(patient_id))
         definition = get_pathway(snapshot.pathway, snapshot.version)
         _check_text(actor, "actor")
         _check_text(idempotency_key, "idempotency_key")
         payload = definition.validate(event, data if data is not None else {})
         _check_not_future(at, now)
         if idempotency_key is not None:
-            earlier = tx.find_entry(patient_id, idempotency_key)
+            earlier = tx.find_entry(patient_id, snapshot.pathway, idempotency_key)
             if earlier is not None:
                 return self._repeat(snapshot, earlier, event, payload, at, idempotency_key)
         step = self._apply(definition, snapshot, event, payload, at)
@@ -284,10 +314,10 @@ class Engine:
             _update(definition, step.configuration_after, step.context, at),
             now,
         )
-        return SendResult(self._status(tx.load(patient_id)), written, changed=True)
+        return SendResult(self._status(tx.load(patient_id, snapshot.pathway)), written, changed=True)
 
     def tick(self, at: datetime, *, batch: int = 2000, limit: int | None = None, workers: int = 1) -> SweepReport:
-        """Sweep every patient due at `at`: advance their monitoring, in batches of `batch`.
+        """Sweep every enrolment due at `at`: advance its monitoring, in batches of `batch`.
 
         With `workers` > 1 (and no `limit`), ranges of patient ids are swept by that many
         processes, which compute in parallel and write revision-checked batches.
@@ -313,10 +343,10 @@ class Engine:
         self, at: datetime, now: datetime, batch: int, limit: int | None, id_range: IdRange | None
     ) -> SweepReport:
         report = SweepReport(at)
-        # Each patient is swept once. Those seen that are still due (skipped, unchanged, or due
+        # Each enrolment is swept once. Those seen that are still due (skipped, unchanged, or due
         # again) come back from the index first, so the next claim asks for that many more.
-        seen: set[str] = set()
-        still_due: set[str] = set()
+        seen: set[EnrolmentKey] = set()
+        still_due: set[EnrolmentKey] = set()
         while limit is None or report.advanced < limit:
             size = batch if limit is None else min(batch, limit - report.advanced)
             work = partial(
@@ -340,51 +370,64 @@ class Engine:
         at: datetime,
         now: datetime,
         size: int,
-        seen: set[str],
+        seen: set[EnrolmentKey],
         extra: int,
         id_range: IdRange | None,
-    ) -> tuple[list[str], list[str], SweepReport]:
+    ) -> tuple[list[EnrolmentKey], list[EnrolmentKey], SweepReport]:
         claimed = tx.claim_due(at, size + extra, id_range=id_range)
-        fresh = [snap for snap in claimed if snap.patient_id not in seen][:size]
+        fresh = [snap for snap in claimed if snap.key not in seen][:size]
         report = SweepReport(at)
-        due_again: list[str] = []
+        due_again: list[EnrolmentKey] = []
         for snapshot in fresh:
             if at < snapshot.last_event_at:
-                report.skipped[snapshot.patient_id] = "tick earlier than the patient's last event"
-                due_again.append(snapshot.patient_id)
+                label = enrolment_label(snapshot.patient_id, snapshot.pathway)
+                report.skipped[label] = "tick earlier than the patient's last event"
+                due_again.append(snapshot.key)
                 continue
             definition = get_pathway(snapshot.pathway, snapshot.version)
             payload = definition.validate("tick", {})
             step = self._apply(definition, snapshot, "tick", payload, at)
             if not step.changed:
                 report.unchanged += 1
-                due_again.append(snapshot.patient_id)
+                due_again.append(snapshot.key)
                 continue
             update = _update(definition, step.configuration_after, step.context, at)
             tx.append(snapshot, _entry(step, payload, at, "scheduler", None), update, now)
             if update.next_due_at is not None and update.next_due_at <= at:
-                due_again.append(snapshot.patient_id)
+                due_again.append(snapshot.key)
             report.advanced += 1
-        return [snap.patient_id for snap in fresh], due_again, report
+        return [snap.key for snap in fresh], due_again, report
 
     # -- queries ----------------------------------------------------------------------
 
-    def status(self, patient_id: str) -> Status:
+    def resolve(self, patient_id: str, pathway: str | None = None) -> str:
+        """The pathway of the patient's enrolment that `pathway` names (see `resolve_pathway`)."""
+        if pathway is not None and self.store.exists(patient_id, pathway):
+            return pathway
+        return resolve_pathway(patient_id, pathway, self.store.pathways(patient_id))
+
+    def enrolments(self, patient_id: str) -> list[Status]:
+        """Every enrolment of a patient, by pathway (empty when not enrolled)."""
+        return [self._status(snap) for snap in self.store.snapshots(patient_id)]
+
+    def status(self, patient_id: str, pathway: str | None = None) -> Status:
         if self._store is None:
             # A command that only reads one snapshot need not load the whole store.
             reader = light_reader(self.url)
             if reader is not None:
-                return self._status(reader.snapshot(patient_id))
-        return self._status(self.store.snapshot(patient_id))
+                return self._status(pick_enrolment(patient_id, pathway, reader.snapshots(patient_id)))
+        if pathway is not None:
+            return self._status(self.store.snapshot(patient_id, pathway))
+        return self._status(pick_enrolment(patient_id, None, self.store.snapshots(patient_id)))
 
-    def plan(self, patient_id: str) -> list[PlanItem]:
-        return self.status(patient_id).plan
+    def plan(self, patient_id: str, pathway: str | None = None) -> list[PlanItem]:
+        return self.status(patient_id, pathway).plan
 
-    def history(self, patient_id: str) -> list[AuditEntry]:
-        return self.store.history(patient_id)
+    def history(self, patient_id: str, pathway: str | None = None) -> list[AuditEntry]:
+        return self.store.history(patient_id, self.resolve(patient_id, pathway))
 
     def due(self, at: datetime) -> list[Status]:
-        """Patients a tick at `at` could change."""
+        """Enrolments a tick at `at` could change."""
         at = require_aware(at)
         return [self._status(snap) for snap in self.store.due_snapshots(at)]
 
@@ -404,12 +447,41 @@ class Engine:
     ) -> SendResult:
         same = earlier.event == event and earlier.payload == payload.model_dump(mode="json") and earlier.at == at
         if not same:
-            raise IdempotencyConflict(snapshot.patient_id, key)
+            raise IdempotencyConflict(snapshot.patient_id, key, snapshot.pathway)
         return SendResult(self._status(snapshot), earlier, changed=False, duplicate=True)
 
     @staticmethod
     def _status(snapshot: Snapshot) -> Status:
         return Status(snapshot)
+
+
+def resolve_pathway(patient_id: str, pathway: str | None, enrolled: Sequence[str]) -> str:
+    """Which of a patient's enrolments (the pathways in `enrolled`) a command means.
+
+    A named pathway must be one of them (else UnknownPatient naming patient and pathway); with
+    none named, the patient's only enrolment, AmbiguousEnrolment when there are several, and
+    UnknownPatient when there is none.
+    """
+    if pathway is not None:
+        if pathway not in enrolled:
+            raise UnknownPatient(patient_id, pathway)
+        return pathway
+    if not enrolled:
+        raise UnknownPatient(patient_id)
+    if len(enrolled) > 1:
+        raise AmbiguousEnrolment(patient_id, sorted(enrolled))
+    return enrolled[0]
+
+
+def pick_enrolment(patient_id: str, pathway: str | None, snapshots: Sequence[Snapshot]) -> Snapshot:
+    """The snapshot among a patient's enrolments that `pathway` names (see `resolve_pathway`)."""
+    chosen = resolve_pathway(patient_id, pathway, [snap.pathway for snap in snapshots])
+    return next(snap for snap in snapshots if snap.pathway == chosen)
+
+
+def enrolment_label(patient_id: str, pathway: str) -> str:
+    """An enrolment in reports keyed by text: "p-001 (piriformis)"."""
+    return f"{patient_id} ({pathway})"
 
 
 # The id column holds 200 characters (PostgreSQL enforces it, SQLite would not).

@@ -13,6 +13,7 @@ from persistence import (
 from states import EventNotAllowed, InvalidInput, StatesError
 
 __all__ = [
+    "AmbiguousEnrolment",
     "CarepathError",
     "EventInFuture",
     "InvalidCommand",
@@ -39,6 +40,18 @@ class InvalidPatientId(CarepathError):
         super().__init__(f"invalid patient id {patient_id[:40]!r}: {why}")
 
 
+class AmbiguousEnrolment(CarepathError):
+    """Raised when a patient is enrolled on several pathways and the command names none."""
+
+    def __init__(self, patient_id: str, pathways: list[str]) -> None:
+        self.patient_id = patient_id
+        self.pathways = list(pathways)
+        super().__init__(
+            f"patient {patient_id!r} is enrolled on several pathways ({', '.join(self.pathways)}): "
+            "pass --pathway to choose one"
+        )
+
+
 class TimeWentBackwards(CarepathError):
     """Raised when an event is earlier than the patient's last event."""
 
@@ -62,6 +75,7 @@ _EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
     (EventNotAllowed, 3),
     (UnknownPatient, 4),
     (InvalidInput, 2),
+    (AmbiguousEnrolment, 2),
     (DuplicatePatient, 2),
     (IdempotencyConflict, 2),
     (TimeWentBackwards, 2),

@@ -19,7 +19,7 @@ from states.guards import ConditionResult, Rule, evaluate_rule, format_value
 from states.payloads import Payload
 
 from .clock import Clock, system_clock
-from .engine import Engine, iso_or_none
+from .engine import Engine, iso_or_none, pick_enrolment
 from .errors import TimeWentBackwards
 
 if TYPE_CHECKING:
@@ -139,21 +139,24 @@ class Explanation:
         }
 
 
-def explain(source: Engine | Store, patient_id: str, at: datetime | None = None) -> Explanation:
+def explain(
+    source: Engine | Store, patient_id: str, at: datetime | None = None, *, pathway: str | None = None
+) -> Explanation:
     """What would move the patient next: each outgoing rule with its inputs' current values.
 
-    `at` defaults to the engine's clock (the system clock for a bare store); raises
-    UnknownPatient, and TimeWentBackwards when `at` is before the patient's last event.
+    `pathway` names the enrolment (optional when the patient has one). `at` defaults to the
+    engine's clock (the system clock for a bare store); raises UnknownPatient, AmbiguousEnrolment,
+    and TimeWentBackwards when `at` is before the patient's last event.
     """
     store, clock = _store_and_clock(source)
-    snapshot = store.snapshot(patient_id)
+    snapshot = pick_enrolment(patient_id, pathway, store.snapshots(patient_id))
     at = require_aware(at) if at is not None else clock()
     if at < snapshot.last_event_at:
         raise TimeWentBackwards(patient_id, at, snapshot.last_event_at)
     definition = get_pathway(snapshot.pathway, snapshot.version)
     active = frozenset(snapshot.configuration)
     rules = [rule for rule in definition.rules if rule.sources & active]
-    history = store.history(patient_id) if any(rule.guard for rule in rules) else []
+    history = store.history(patient_id, snapshot.pathway) if any(rule.guard for rule in rules) else []
     evaluator = _Evaluator(definition, snapshot, history, at)
     transitions: list[TransitionView] = []
     decided: set[str] = set()
@@ -321,14 +324,14 @@ class CohortRow:
 
 
 def cohort(store: Store, at: datetime, state: str | None = None) -> Iterator[CohortRow]:
-    """Every patient (optionally those in `state`), streamed from the store, as seen at `at`."""
+    """Every enrolment (optionally those in `state`), streamed from the store, as seen at `at`."""
     at = require_aware(at)
     for snapshot in store.iter_snapshots(state):
         yield _row(snapshot, at)
 
 
 def due_cohort(store: Store, at: datetime) -> Iterator[CohortRow]:
-    """The patients a tick at `at` could change (next_due_at <= at), earliest first."""
+    """The enrolments a tick at `at` could change (next_due_at <= at), earliest first."""
     at = require_aware(at)
     for snapshot in store.due_snapshots(at):
         yield _row(snapshot, at)

@@ -42,10 +42,10 @@ _CAREPLAN = {"resolved": "completed", "withdrawn": "revoked", "rediagnose": "rev
 _OBSERVED_EVENTS = ("assess", "reassess", "relapse")
 
 
-def export_bundle(engine: Engine, patient_id: str) -> dict[str, Any]:
-    """The patient's current pathway as a FHIR R4 `collection` Bundle."""
-    status = engine.status(patient_id)
-    entries = engine.history(patient_id)
+def export_bundle(engine: Engine, patient_id: str, pathway: str | None = None) -> dict[str, Any]:
+    """The patient's enrolment on `pathway` (optional when it has one) as a FHIR R4 `collection` Bundle."""
+    status = engine.status(patient_id, pathway)
+    entries = engine.history(patient_id, status.pathway)
     subject = {"reference": f"Patient/{_fhir_id(patient_id)}"}
     observations = [_pain_observation(e, subject) for e in entries if e.event in _OBSERVED_EVENTS]
     conditions = [_condition("piriformis", PIRIFORMIS, status, entries, subject)]

@@ -3,6 +3,7 @@
 Input is JSON Lines, one event per line:
     {"patient": "p-1", "event": "enroll", "at": "...", "factors": {...}, "pathway": "piriformis"}
     {"patient": "p-1", "event": "assess", "at": "...", "data": {...}, "actor": "...", "idempotency_key": "..."}
+Other events may name the enrolment with "pathway" (needed when the patient is on several pathways).
 A rejected line is reported with its line number and reason and writes nothing; the other lines
 of its batch still commit. The engine's clock is read once for the whole import.
 """
@@ -22,7 +23,7 @@ import orjson
 
 from persistence import StorageUnavailable
 
-from .engine import Engine
+from .engine import DEFAULT_PATHWAY, Engine
 from .errors import InvalidCommand, exit_code
 from .tuning import bulk_allocation, worker_context
 
@@ -244,12 +245,15 @@ def _apply_line(engine: Engine, tx: Transaction, record: dict[str, Any], now: da
         at = datetime.fromisoformat(at_text)
     except ValueError:
         raise InvalidCommand(f"at: {at_text!r} is not an ISO 8601 time") from None
+    pathway = record.get("pathway")
+    if pathway is not None and not isinstance(pathway, str):
+        raise InvalidCommand("pathway must be a string")
     if event == "enroll":
         engine.enroll_in(
             tx,
             patient,
             at,
-            pathway=record.get("pathway", "piriformis"),
+            pathway=pathway if pathway is not None else DEFAULT_PATHWAY,
             factors=record.get("factors"),
             actor=record.get("actor"),
             now=now,
@@ -262,6 +266,7 @@ def _apply_line(engine: Engine, tx: Transaction, record: dict[str, Any], now: da
         event,
         at,
         record.get("data"),
+        pathway=pathway,
         actor=record.get("actor"),
         idempotency_key=record.get("idempotency_key"),
         now=now,

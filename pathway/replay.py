@@ -1,12 +1,14 @@
 """Replay, verify and what-if over the audit log (DESIGN.md section 5).
 
-- `replay` rebuilds a patient's state by re-applying its recorded events to the recorded
+- `replay` rebuilds an enrolment's state by re-applying its recorded events to the recorded
   definition version, checking every step against what was recorded; with `until` it answers
   "what was the state at time T".
-- `verify` checks each patient's hash chain, that replay reproduces every recorded step, and
+- `verify` checks each enrolment's hash chain, that replay reproduces every recorded step, and
   that the stored snapshot equals the replayed one, streaming the log (memory stays flat).
 - `whatif` re-runs the recorded events under another policy and reports who would have moved
   differently.
+
+An enrolment (a patient on one pathway) is the unit: its own sequence, chain and snapshot.
 
 Stored payloads are upcast to the current payload schema (states/upcast.py) before they are
 validated. One definition instance (and its memoising chart runner) serves every patient of a
@@ -27,13 +29,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from persistence import GENESIS, AuditEntry, IdRange, Snapshot, UnknownPatient, entry_hash, is_private_memory
+from persistence import (
+    GENESIS,
+    AuditEntry,
+    EnrolmentKey,
+    IdRange,
+    Snapshot,
+    UnknownPatient,
+    entry_hash,
+    is_private_memory,
+)
 from states import EventNotAllowed, Pathway, StatesError, Step, get_pathway, require_aware
 from states.guards import ConditionResult, evaluate_rule
 from states.payloads import Payload
 from states.upcast import upcast
 
-from .engine import PAYLOAD_SCHEMA, Status
+from .engine import PAYLOAD_SCHEMA, Status, resolve_pathway
 from .errors import CarepathError
 from .tuning import bulk_allocation, worker_context
 
@@ -71,22 +82,25 @@ MAX_LISTED_PROBLEMS = 100
 
 
 class ReplayDiverged(CarepathError):
-    """Raised when re-applying a patient's recorded events does not reproduce what was recorded."""
+    """Raised when re-applying an enrolment's recorded events does not reproduce what was recorded."""
 
-    def __init__(self, patient_id: str, seq: int, reason: str) -> None:
+    def __init__(self, patient_id: str, seq: int, reason: str, pathway: str | None = None) -> None:
         self.patient_id = patient_id
+        self.pathway = pathway
         self.seq = seq
         self.reason = reason
-        super().__init__(f"patient {patient_id!r}, seq {seq}: {reason}")
+        on = f" on {pathway}" if pathway is not None else ""
+        super().__init__(f"patient {patient_id!r}{on}, seq {seq}: {reason}")
 
 
 class NotEnrolledAt(UnknownPatient):
-    """Raised when replaying a patient to a time before its enrolment."""
+    """Raised when replaying an enrolment to a time before it began."""
 
-    def __init__(self, patient_id: str, until: datetime) -> None:
-        super().__init__(patient_id)
+    def __init__(self, patient_id: str, until: datetime, pathway: str | None = None) -> None:
+        super().__init__(patient_id, pathway)
         self.until = until
-        self.args = (f"patient {patient_id!r} was not enrolled yet at {until.isoformat()}",)
+        on = f" on {pathway}" if pathway is not None else ""
+        self.args = (f"patient {patient_id!r} was not enrolled yet{on} at {until.isoformat()}",)
 
 
 class InvalidPolicy(CarepathError):
@@ -247,16 +261,20 @@ class ReplayResult(Status):
         return document
 
 
-def replay(store: Store, patient_id: str, until: datetime | None = None) -> ReplayResult:
-    """Rebuild a patient's state from its audit log, checking each step against the record.
+def replay(
+    store: Store, patient_id: str, until: datetime | None = None, *, pathway: str | None = None
+) -> ReplayResult:
+    """Rebuild an enrolment's state from its audit log, checking each step against the record.
 
-    With `until` (an aware time) the result is the state after the last event at or before it.
-    Raises UnknownPatient, NotEnrolledAt (enrolled after `until`) or ReplayDiverged.
+    `pathway` names the enrolment (optional when the patient has one). With `until` (an aware
+    time) the result is the state after the last event at or before it. Raises UnknownPatient,
+    AmbiguousEnrolment, NotEnrolledAt (enrolled after `until`) or ReplayDiverged.
     """
     if until is not None:
         until = require_aware(until, "until")
+    pathway = resolve_pathway(patient_id, pathway, store.pathways(patient_id))
     rebuild: _Rebuild | None = None
-    with _streaming(store.iter_entries(patient_id)) as entries:
+    with _streaming(store.iter_entries(patient_id, pathway=pathway)) as entries:
         for entry in entries:
             if until is not None and entry.at > until:
                 break
@@ -266,13 +284,11 @@ def replay(store: Store, patient_id: str, until: datetime | None = None) -> Repl
                 else:
                     _checked_step(rebuild, entry)
             except _Mismatch as err:
-                raise ReplayDiverged(patient_id, err.seq, err.reason) from None
+                raise ReplayDiverged(patient_id, err.seq, err.reason, pathway) from None
     if rebuild is None:
-        if not store.exists(patient_id):
-            raise UnknownPatient(patient_id)
         if until is not None:
-            raise NotEnrolledAt(patient_id, until)
-        raise ReplayDiverged(patient_id, 1, f"{REPLAY_DIVERGED}: the patient has no audit entries")
+            raise NotEnrolledAt(patient_id, until, pathway)
+        raise ReplayDiverged(patient_id, 1, f"{REPLAY_DIVERGED}: the patient has no audit entries", pathway)
     return ReplayResult(rebuild.snapshot(), seq=rebuild.seq, until=until)
 
 
@@ -281,16 +297,18 @@ def replay(store: Store, patient_id: str, until: datetime | None = None) -> Repl
 
 @dataclass(frozen=True)
 class Problem:
-    """The first thing found wrong with one patient's log or snapshot."""
+    """The first thing found wrong with one enrolment's log or snapshot."""
 
     patient_id: str
     first_bad_seq: int
     reason: str
     detail: str = ""
+    pathway: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "patient_id": self.patient_id,
+            "pathway": self.pathway,
             "first_bad_seq": self.first_bad_seq,
             "reason": self.reason,
             "detail": self.detail,
@@ -299,12 +317,19 @@ class Problem:
 
 @dataclass
 class VerifyReport:
-    """What `verify` checked and the problems it found (the first one is the headline)."""
+    """What `verify` checked and the problems it found (the first one is the headline).
+
+    `patients` counts distinct patients, `enrolments` their chains (a patient on two pathways: 2).
+    """
 
     patients: int = 0
     events: int = 0
+    enrolments: int = 0
     problem_count: int = 0
     problems: list[Problem] = field(default_factory=list)
+    # The patient of the enrolment checked last: streams come in patient order, so counting
+    # distinct patients needs only this.
+    _last_patient: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -316,7 +341,12 @@ class VerifyReport:
             self.problems.append(problem)
 
     def to_json(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"ok": self.ok, "patients": self.patients, "events": self.events}
+        document: dict[str, Any] = {
+            "ok": self.ok,
+            "patients": self.patients,
+            "enrolments": self.enrolments,
+            "events": self.events,
+        }
         if not self.ok:
             document.update(self.problems[0].to_json())
             document["problem_count"] = self.problem_count
@@ -328,23 +358,30 @@ def verify(
     store: Store,
     patient_id: str | None = None,
     *,
+    pathway: str | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
 ) -> VerifyReport:
-    """Check the hash chain, replay equality and the snapshot of one patient or of every patient.
+    """Check the hash chain, replay equality and the snapshot of one enrolment or of every one.
+
+    With `patient_id`, that patient's enrolment on `pathway` (optional when the patient has one).
 
     Streams entries and snapshots side by side in patient order, so memory does not grow with
     the log. `progress` is called with a number of entries checked as the work advances.
     Verifying every patient of a large file or server database spreads ranges of patients over
     `workers` processes (default: one per core); the report is the same as a single pass.
-    Raises UnknownPatient when the named patient has no snapshot.
+    Raises UnknownPatient when the named patient has no such enrolment, AmbiguousEnrolment
+    when it has several and none is named.
     """
     if patient_id is None:
         workers = _worker_count(store, workers)
         if workers > 1:
             return _verify_parallel(store, workers, progress)
+        key = None
+    else:
+        key = (patient_id, resolve_pathway(patient_id, pathway, store.pathways(patient_id)))
     with bulk_allocation():
-        return _verify_stream(store, patient_id, None, progress)
+        return _verify_stream(store, key, None, progress)
 
 
 # Below this many patients one process is faster than starting others.
@@ -368,7 +405,8 @@ def _verify_parallel(store: Store, workers: int, progress: Progress | None) -> V
         parts = [pool.submit(_verify_range_in_process, store.url, id_range) for id_range in ranges]
         for part in parts:  # in patient order, so the first problem listed is the first by id
             done = part.result()
-            report.patients += done.patients
+            report.patients += done.patients  # ranges split by patient id: no patient counted twice
+            report.enrolments += done.enrolments
             report.events += done.events
             for problem in done.problems:
                 report.add(problem)
@@ -390,51 +428,58 @@ def _verify_range_in_process(url: str, id_range: IdRange) -> VerifyReport:
 
 
 def _verify_stream(
-    store: Store, patient_id: str | None, id_range: IdRange | None, progress: Progress | None
+    store: Store, key: EnrolmentKey | None, id_range: IdRange | None, progress: Progress | None
 ) -> VerifyReport:
     report = VerifyReport()
-    if patient_id is not None:
-        snapshots: Iterator[Snapshot] = iter([store.snapshot(patient_id)])
+    if key is not None:
+        snapshots: Iterator[Snapshot] = iter([store.snapshot(*key)])
+        entries = store.iter_entries(key[0], pathway=key[1])
     else:
         snapshots = store.iter_snapshots(id_range=id_range)
         if is_private_memory(store.url):
             # One in-memory connection cannot stream two queries at once: read snapshots first.
             snapshots = iter(list(snapshots))
-    with _streaming(store.iter_entries(patient_id, id_range=id_range)) as stream, _streaming(snapshots):
-        groups = groupby(stream, key=attrgetter("patient_id"))
+        entries = store.iter_entries(id_range=id_range)
+    # Both streams come in (patient_id, pathway) order; each enrolment is checked once.
+    with _streaming(entries) as stream, _streaming(snapshots):
+        groups = groupby(stream, key=attrgetter("key"))
         snapshot = next(snapshots, None)
         group = next(groups, None)
         while snapshot is not None or group is not None:
-            orphan = group is not None and (snapshot is None or group[0] != snapshot.patient_id)
-            if orphan and group is not None and (snapshot is None or not store.exists(group[0])):
-                # Entries whose patient has no snapshot (patients are never deleted).
-                _check_patient(report, group[0], None, group[1], progress)
+            orphan = group is not None and (snapshot is None or group[0] != snapshot.key)
+            if orphan and group is not None and (snapshot is None or not store.exists(*group[0])):
+                # Entries whose enrolment has no snapshot (enrolments are never deleted).
+                _check_enrolment(report, group[0], None, group[1], progress)
                 group = next(groups, None)
                 continue
-            if group is not None and snapshot is not None and group[0] == snapshot.patient_id:
-                _check_patient(report, snapshot.patient_id, snapshot, group[1], progress)
+            if group is not None and snapshot is not None and group[0] == snapshot.key:
+                _check_enrolment(report, snapshot.key, snapshot, group[1], progress)
                 group = next(groups, None)
             else:
                 assert snapshot is not None
-                _check_patient(report, snapshot.patient_id, snapshot, iter(()), progress)
+                _check_enrolment(report, snapshot.key, snapshot, iter(()), progress)
             snapshot = next(snapshots, None)
     return report
 
 
-def _check_patient(
+def _check_enrolment(
     report: VerifyReport,
-    patient_id: str,
+    key: EnrolmentKey,
     snapshot: Snapshot | None,
     entries: Iterable[AuditEntry],
     progress: Progress | None,
 ) -> None:
+    patient_id, pathway = key
     checked = _Checked()
     try:
         replayed = checked.run(entries)
         _compare_snapshot(snapshot, replayed)
     except _Mismatch as err:
-        report.add(Problem(patient_id, err.seq, err.reason, err.detail))
-    report.patients += 1
+        report.add(Problem(patient_id, err.seq, err.reason, err.detail, pathway))
+    if patient_id != report._last_patient:
+        report.patients += 1
+        report._last_patient = patient_id
+    report.enrolments += 1
     report.events += checked.events
     if progress is not None:
         progress(checked.events)
@@ -498,7 +543,7 @@ def _difference(name: str, stored: Any, replayed: Any) -> str:
 
 @dataclass(frozen=True)
 class WhatIfChange:
-    """A patient who would have moved differently under the what-if policy."""
+    """An enrolment that would have moved differently under the what-if policy."""
 
     patient_id: str
     recorded_state: str
@@ -506,10 +551,12 @@ class WhatIfChange:
     first_diverging_seq: int
     # The recorded event the what-if state does not allow (replay stops there), if any.
     stopped_at_seq: int | None = None
+    pathway: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "patient_id": self.patient_id,
+            "pathway": self.pathway,
             "recorded_state": self.recorded_state,
             "whatif_state": self.whatif_state,
             "first_diverging_seq": self.first_diverging_seq,
@@ -525,11 +572,13 @@ class WhatIfReport:
     patients: int = 0
     events: int = 0
     changes: list[WhatIfChange] = field(default_factory=list)
+    enrolments: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
             "patients": self.patients,
+            "enrolments": self.enrolments,
             "events": self.events,
             "changed": len(self.changes),
             "patients_changed": [c.to_json() for c in self.changes],
@@ -546,10 +595,13 @@ def whatif(store: Store, policy: Mapping[str, Any], *, progress: Progress | None
     """
     resolve = _with_policy(policy)
     report = WhatIfReport(policy=dict(policy))
+    last_patient = None
     with _streaming(store.iter_entries()) as stream:
-        for patient_id, entries in groupby(stream, key=attrgetter("patient_id")):
+        for (patient_id, _pathway), entries in groupby(stream, key=attrgetter("key")):
             count, change = _whatif_patient(patient_id, entries, resolve)
-            report.patients += 1
+            report.patients += patient_id != last_patient  # entries come in patient order
+            last_patient = patient_id
+            report.enrolments += 1
             report.events += count
             if change is not None:
                 report.changes.append(change)
@@ -586,7 +638,7 @@ def _whatif_patient(
     try:
         rebuild = _Rebuild(resolve(first.pathway, first.version), first)
     except StatesError as err:
-        raise ReplayDiverged(patient_id, first.seq, f"{REPLAY_DIVERGED}: {err}") from None
+        raise ReplayDiverged(patient_id, first.seq, f"{REPLAY_DIVERGED}: {err}", first.pathway) from None
     count, recorded, diverged, stopped = 1, first.config_after, None, None
     for entry in iterator:
         count += 1
@@ -600,7 +652,7 @@ def _whatif_patient(
             diverged = diverged or entry.seq
             continue
         except StatesError as err:
-            raise ReplayDiverged(patient_id, entry.seq, f"{REPLAY_DIVERGED}: {err}") from None
+            raise ReplayDiverged(patient_id, entry.seq, f"{REPLAY_DIVERGED}: {err}", entry.pathway) from None
         if step.changed:
             rebuild.advance(entry, step)
         if diverged is None and list(rebuild.configuration) != entry.config_after:
@@ -608,7 +660,9 @@ def _whatif_patient(
     if diverged is None:
         return count, None
     definition = rebuild.definition
-    change = WhatIfChange(patient_id, definition.state_name(recorded), rebuild.state, diverged, stopped)
+    change = WhatIfChange(
+        patient_id, definition.state_name(recorded), rebuild.state, diverged, stopped, definition.name
+    )
     return count, change
 
 

@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 from .chain import GENESIS, canonical_json, entry_hash
 from .errors import (
     ConcurrentUpdate,
+    DuplicateEnrolment,
     DuplicatePatient,
     IdempotencyConflict,
     PersistenceError,
     StorageUnavailable,
     UnknownPatient,
 )
-from .records import AuditEntry, IdRange, NewEntry, Snapshot, SnapshotUpdate
+from .records import AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
 from .urls import DEFAULT_URL, is_private_memory, normalise_url
 
 if TYPE_CHECKING:
@@ -37,7 +38,9 @@ __all__ = [
     "AuditEntry",
     "IdRange",
     "ConcurrentUpdate",
+    "DuplicateEnrolment",
     "DuplicatePatient",
+    "EnrolmentKey",
     "IdempotencyConflict",
     "NewEntry",
     "PersistenceError",

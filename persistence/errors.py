@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConcurrentUpdate",
+    "DuplicateEnrolment",
     "DuplicatePatient",
     "IdempotencyConflict",
     "PersistenceError",
@@ -16,40 +17,61 @@ class PersistenceError(Exception):
     """Root of every error raised by `persistence`."""
 
 
-class UnknownPatient(PersistenceError):
-    """Raised when no patient with this id is enrolled."""
+def _on(pathway: str | None) -> str:
+    return f" on pathway {pathway!r}" if pathway is not None else ""
 
-    def __init__(self, patient_id: str) -> None:
+
+class UnknownPatient(PersistenceError):
+    """Raised when a patient has no enrolment (at all, or on the named pathway)."""
+
+    def __init__(self, patient_id: str, pathway: str | None = None) -> None:
         self.patient_id = patient_id
-        super().__init__(f"unknown patient {patient_id!r}")
+        self.pathway = pathway
+        if pathway is None:
+            super().__init__(f"unknown patient {patient_id!r}")
+        else:
+            super().__init__(f"patient {patient_id!r} is not enrolled on pathway {pathway!r}")
 
 
 class DuplicatePatient(PersistenceError):
-    """Raised when enrolling a patient id that is already enrolled."""
+    """Raised when enrolling a patient on a pathway it is already enrolled on."""
 
-    def __init__(self, patient_id: str) -> None:
+    def __init__(self, patient_id: str, pathway: str | None = None) -> None:
         self.patient_id = patient_id
-        super().__init__(f"patient {patient_id!r} is already enrolled")
+        self.pathway = pathway
+        super().__init__(f"patient {patient_id!r} is already enrolled{_on(pathway)}")
+
+
+class DuplicateEnrolment(DuplicatePatient):
+    """Raised when an enrolment (patient id and pathway) already exists."""
+
+    def __init__(self, patient_id: str, pathway: str) -> None:
+        super().__init__(patient_id, pathway)
 
 
 class ConcurrentUpdate(PersistenceError):
-    """Raised when another writer changed the patient since it was read (revision mismatch)."""
+    """Raised when another writer changed the enrolment since it was read (revision mismatch)."""
 
-    def __init__(self, patient_id: str, expected_revision: int) -> None:
+    def __init__(self, patient_id: str, expected_revision: int, pathway: str | None = None) -> None:
         self.patient_id = patient_id
+        self.pathway = pathway
         self.expected_revision = expected_revision
         super().__init__(
-            f"patient {patient_id!r} was changed by another writer (expected revision {expected_revision})"
+            f"patient {patient_id!r}{_on(pathway)} was changed by another writer "
+            f"(expected revision {expected_revision})"
         )
 
 
 class IdempotencyConflict(PersistenceError):
-    """Raised when an idempotency key is reused for the patient with a different event."""
+    """Raised when an idempotency key is reused for the enrolment with a different event."""
 
-    def __init__(self, patient_id: str, key: str) -> None:
+    def __init__(self, patient_id: str, key: str, pathway: str | None = None) -> None:
         self.patient_id = patient_id
+        self.pathway = pathway
         self.key = key
-        super().__init__(f"idempotency key {key!r} was already used for patient {patient_id!r} with a different event")
+        super().__init__(
+            f"idempotency key {key!r} was already used for patient {patient_id!r}{_on(pathway)} with a different event"
+        )
 
 
 class StorageUnavailable(PersistenceError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from .errors import StorageUnavailable, UnknownPatient
+from .errors import StorageUnavailable
 from .records import Snapshot
 from .rows import AUDIT_TABLE, PATIENTS_TABLE, RowCodec
 from .urls import sqlite_file
@@ -20,24 +20,23 @@ _CODEC = RowCodec("sqlite", PATIENTS_TABLE, AUDIT_TABLE)
 
 
 class SqliteReader:
-    """Reads snapshots from an existing carepath SQLite file."""
+    """Reads snapshots from an existing carepath SQLite file (either schema layout)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def snapshot(self, patient_id: str) -> Snapshot:
+    def snapshots(self, patient_id: str) -> list[Snapshot]:
+        """The patient's enrolments (one snapshot per pathway, by pathway); empty when there is none."""
         if not os.path.isfile(self.path):  # nobody is enrolled in a database that does not exist
-            raise UnknownPatient(patient_id)
+            return []
         try:
             with sqlite3.connect(self.path, timeout=30) as conn:
-                row = conn.execute(_CODEC.select_patient, (patient_id,)).fetchone()
+                rows = conn.execute(_CODEC.select_patient, (patient_id,)).fetchall()
         except sqlite3.Error as err:
             if "no such table" in str(err):
-                raise UnknownPatient(patient_id) from None
+                return []
             raise StorageUnavailable(str(err)) from None
-        if row is None:
-            raise UnknownPatient(patient_id)
-        return _CODEC.snapshot(row)
+        return [_CODEC.snapshot(row) for row in rows]
 
 
 def light_reader(url: str) -> SqliteReader | None:

@@ -6,15 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["AuditEntry", "IdRange", "NewEntry", "Snapshot", "SnapshotUpdate"]
+__all__ = ["AuditEntry", "EnrolmentKey", "IdRange", "NewEntry", "Snapshot", "SnapshotUpdate"]
 
 # Patients with low <= patient_id < high; None leaves that side open.
 IdRange = tuple[str | None, str | None]
+# One enrolment: a patient on one pathway (patient_id, pathway). A patient may have several.
+EnrolmentKey = tuple[str, str]
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A patient's current state as stored."""
+    """An enrolment's current state as stored (one per patient and pathway)."""
 
     patient_id: str
     pathway: str
@@ -30,6 +32,10 @@ class Snapshot:
     last_hash: str
     created_at: datetime
     updated_at: datetime
+
+    @property
+    def key(self) -> EnrolmentKey:
+        return (self.patient_id, self.pathway)
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,10 @@ class AuditEntry:
     idempotency_key: str | None
     prev_hash: str
     hash: str
+
+    @property
+    def key(self) -> EnrolmentKey:
+        return (self.patient_id, self.pathway)
 
     def as_row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -83,28 +83,35 @@ class RowCodec:
         audit_cols = ", ".join(AUDIT_COLUMNS)
         lock = " FOR UPDATE" if self.postgres else ""
         self.select_snapshots = f"SELECT {snapshot_cols} FROM {patients}"
-        self.select_patient = f"{self.select_snapshots} WHERE patient_id = {mark}"
-        self.patient_exists = f"SELECT 1 FROM {patients} WHERE patient_id = {mark}"
+        # A patient's enrolments (every pathway), and one enrolment by its key.
+        self.select_patient = f"{self.select_snapshots} WHERE patient_id = {mark} ORDER BY pathway"
         self.lock_patient = self.select_patient + lock
+        self.select_enrolment = f"{self.select_snapshots} WHERE patient_id = {mark} AND pathway = {mark}"
+        self.lock_enrolment = self.select_enrolment + lock
+        self.select_pathways = f"SELECT pathway FROM {patients} WHERE patient_id = {mark} ORDER BY pathway"
+        self.patient_exists = f"SELECT 1 FROM {patients} WHERE patient_id = {mark} LIMIT 1"
+        self.enrolment_exists = f"SELECT 1 FROM {patients} WHERE patient_id = {mark} AND pathway = {mark}"
         self.select_patients_in = f"SELECT {snapshot_cols} FROM {patients} WHERE patient_id IN ({{marks}})"
         self._lock_suffix = lock
         self.mark = mark
         self._select_due = f"SELECT {snapshot_cols} FROM {patients} WHERE next_due_at <= {mark}"
         self.select_entries = f"SELECT {audit_cols} FROM {audit}"
-        self.select_keyed_entry = f"{self.select_entries} WHERE patient_id = {mark} AND idempotency_key = {mark}"
+        self.select_keyed_entry = (
+            f"{self.select_entries} WHERE patient_id = {mark} AND pathway = {mark} AND idempotency_key = {mark}"
+        )
         self.insert_entry = f"INSERT INTO {audit} ({audit_cols}) VALUES ({', '.join([mark] * len(AUDIT_COLUMNS))})"
         self.insert_patient = (
             f"INSERT INTO {patients} ({snapshot_cols}) VALUES ({', '.join([mark] * len(SNAPSHOT_COLUMNS))})"
         )
         self.update_patient = (
             f"UPDATE {patients} SET {', '.join(f'{c} = {mark}' for c in _UPDATED)} "
-            f"WHERE patient_id = {mark} AND revision = {mark}"
+            f"WHERE patient_id = {mark} AND pathway = {mark} AND revision = {mark}"
         )
         self._snapshot_in = self._decoders(SNAPSHOT_COLUMNS)
         self._entry_in = self._decoders(AUDIT_COLUMNS)
 
     def claim_due(self, *, low: bool, high: bool, lock: bool) -> str:
-        """Due patients, earliest first, optionally within a patient-id range; locked rows skipped."""
+        """Due enrolments, earliest first, optionally within a patient-id range; locked rows skipped."""
         sql = self._select_due
         if low:
             sql += f" AND patient_id >= {self.mark}"
@@ -189,4 +196,4 @@ class RowCodec:
     def update_params(self, original_revision: int, snap: Snapshot) -> tuple[Any, ...]:
         """The UPDATE's values: the changed columns, then the row's key and the revision read."""
         encoded = self.snapshot_params(snap)
-        return (*(encoded[i] for i in _UPDATED_AT), snap.patient_id, original_revision)
+        return (*(encoded[i] for i in _UPDATED_AT), snap.patient_id, snap.pathway, original_revision)

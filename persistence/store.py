@@ -1,6 +1,9 @@
 """The store: SQLite (embedded default) or PostgreSQL (scale-out), behind one interface.
 
-Writes go through `Store.transaction()`: a patient's audit append and snapshot update commit
+The unit is the enrolment: a patient on one pathway (patient_id, pathway), with its own
+snapshot, audit sequence, hash chain and due date; a patient may have several enrolments.
+
+Writes go through `Store.transaction()`: an enrolment's audit append and snapshot update commit
 together or not at all. SQLite write transactions start with BEGIN IMMEDIATE (writers queue
 on the busy timeout instead of failing on a lock upgrade); PostgreSQL rows are locked with
 FOR UPDATE, and due patients are claimed with FOR UPDATE SKIP LOCKED so several workers share
@@ -26,13 +29,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlch
 from .chain import GENESIS, entry_hash
 from .errors import (
     ConcurrentUpdate,
-    DuplicatePatient,
+    DuplicateEnrolment,
     IdempotencyConflict,
     PersistenceError,
     StorageUnavailable,
     UnknownPatient,
 )
-from .records import AuditEntry, IdRange, NewEntry, Snapshot, SnapshotUpdate
+from .migrations import upgrade
+from .records import AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
 from .rows import RowCodec
 from .tables import AuditRow, PatientRow, metadata
 from .urls import DEFAULT_URL, normalise_url
@@ -86,16 +90,21 @@ class Store:
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
 
-    def migrate(self) -> None:
-        """Create any missing table or index; safe to run again and from several processes."""
+    def migrate(self) -> list[str]:
+        """Create any missing table or index and upgrade an earlier release's keys (persistence/migrations.py).
+
+        Safe to run again and from several processes; returns what it upgraded (usually nothing).
+        """
         with self._guard(), self.engine.connect().execution_options(carepath_write=True) as conn, conn.begin():
             if self.dialect == "postgresql":
                 # One creator at a time: concurrent CREATE TABLE would race on the catalog.
                 conn.execute(text("SELECT pg_advisory_xact_lock(72514003)"))
             metadata.create_all(conn, tables=[patients, audit], checkfirst=True)
+            upgraded = upgrade(conn)
             for index in (*patients.indexes, *audit.indexes):
                 index.create(conn, checkfirst=True)  # indexes added since a table was created
         self._schema_ready = True
+        return upgraded
 
     def ensure_schema(self) -> None:
         if not self._schema_ready:
@@ -146,58 +155,86 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------
 
-    def snapshot(self, patient_id: str) -> Snapshot:
+    def snapshot(self, patient_id: str, pathway: str) -> Snapshot:
+        """One enrolment's snapshot (raises UnknownPatient naming the patient and pathway)."""
         with self._read() as conn:
-            row = conn.exec_driver_sql(self.codec.select_patient, (patient_id,)).first()
+            row = conn.exec_driver_sql(self.codec.select_enrolment, (patient_id, pathway)).first()
         if row is None:
-            raise UnknownPatient(patient_id)
+            raise UnknownPatient(patient_id, pathway)
         return self.codec.snapshot(row)
 
-    def exists(self, patient_id: str) -> bool:
+    def snapshots(self, patient_id: str) -> list[Snapshot]:
+        """Every enrolment of a patient, by pathway (empty when the patient is not enrolled)."""
         with self._read() as conn:
-            return conn.exec_driver_sql(self.codec.patient_exists, (patient_id,)).first() is not None
+            return [self.codec.snapshot(row) for row in conn.exec_driver_sql(self.codec.select_patient, (patient_id,))]
 
-    def history(self, patient_id: str, until: datetime | None = None) -> list[AuditEntry]:
-        """A patient's audit entries in sequence order (up to clinical time `until`)."""
+    def pathways(self, patient_id: str) -> list[str]:
+        """The pathways a patient is enrolled on, sorted (empty when none)."""
+        with self._read() as conn:
+            return list(conn.exec_driver_sql(self.codec.select_pathways, (patient_id,)).scalars())
+
+    def exists(self, patient_id: str, pathway: str | None = None) -> bool:
+        """Whether the enrolment exists (with `pathway`), or the patient has any enrolment."""
+        with self._read() as conn:
+            if pathway is None:
+                return conn.exec_driver_sql(self.codec.patient_exists, (patient_id,)).first() is not None
+            return conn.exec_driver_sql(self.codec.enrolment_exists, (patient_id, pathway)).first() is not None
+
+    def history(self, patient_id: str, pathway: str, until: datetime | None = None) -> list[AuditEntry]:
+        """An enrolment's audit entries in sequence order (up to clinical time `until`)."""
         codec = self.codec
-        sql = f"{codec.select_entries} WHERE patient_id = {codec.mark}"
-        params: tuple[Any, ...] = (patient_id,)
+        sql = f"{codec.select_entries} WHERE patient_id = {codec.mark} AND pathway = {codec.mark}"
+        params: tuple[Any, ...] = (patient_id, pathway)
         if until is not None:
             sql += f" AND at <= {codec.mark}"
             params += (codec.time(until),)
         with self._read() as conn:
             rows = conn.exec_driver_sql(sql + " ORDER BY seq", params).all()
-        if not rows and not self.exists(patient_id):
-            raise UnknownPatient(patient_id)
+        if not rows and not self.exists(patient_id, pathway):
+            raise UnknownPatient(patient_id, pathway)
         return [codec.entry(row) for row in rows]
 
     def iter_entries(
-        self, patient_id: str | None = None, batch: int = 5_000, *, id_range: IdRange | None = None
+        self,
+        patient_id: str | None = None,
+        batch: int = 5_000,
+        *,
+        pathway: str | None = None,
+        id_range: IdRange | None = None,
     ) -> Iterator[AuditEntry]:
-        """Stream audit entries ordered by patient then sequence, without loading them all.
+        """Stream audit entries ordered by patient, pathway, then sequence, without loading them all.
 
+        With `patient_id` only that patient's entries (and with `pathway`, only that enrolment's);
         `id_range` (low, high) keeps patients with low <= patient_id < high (None: unbounded).
         """
-        where = ("patient_id", patient_id) if patient_id is not None else None
-        for row in self._stream(self.codec.select_entries, where, id_range, "patient_id, seq", batch):
+        where: tuple[tuple[str, str], ...] = ()
+        if patient_id is not None:
+            where = (("patient_id", patient_id),) + ((("pathway", pathway),) if pathway is not None else ())
+        for row in self._stream(self.codec.select_entries, where, id_range, "patient_id, pathway, seq", batch):
             yield self.codec.entry(row)
 
     def iter_snapshots(
         self, state: str | None = None, batch: int = 5_000, *, id_range: IdRange | None = None
     ) -> Iterator[Snapshot]:
-        """Stream snapshots ordered by patient id (only those in `state`, or in `id_range`)."""
-        where = ("state", state) if state is not None else None
-        for row in self._stream(self.codec.select_snapshots, where, id_range, "patient_id", batch):
+        """Stream snapshots ordered by patient id then pathway (only those in `state`, or in `id_range`)."""
+        where = (("state", state),) if state is not None else ()
+        for row in self._stream(self.codec.select_snapshots, where, id_range, "patient_id, pathway", batch):
             yield self.codec.snapshot(row)
 
     def _stream(
-        self, select_sql: str, where: tuple[str, str] | None, id_range: IdRange | None, order: str, batch: int
+        self,
+        select_sql: str,
+        where: tuple[tuple[str, str], ...],
+        id_range: IdRange | None,
+        order: str,
+        batch: int,
     ) -> Iterator[Any]:
-        """Rows of `select_sql` filtered on one column or a patient-id range, fetched `batch` at a time."""
+        """Rows of `select_sql` filtered on columns or a patient-id range, fetched `batch` at a time."""
         mark = self.codec.mark
         sql, params = select_sql, cast(tuple[str, ...], ())
-        if where is not None:
-            sql, params = f"{sql} WHERE {where[0]} = {mark}", (where[1],)
+        if where:
+            sql = f"{sql} WHERE " + " AND ".join(f"{column} = {mark}" for column, _ in where)
+            params = tuple(value for _, value in where)
         elif id_range is not None:
             sql, params = _range_clause(sql, mark, id_range)
         with self._read() as conn:
@@ -206,7 +243,10 @@ class Store:
             )
 
     def id_boundaries(self, parts: int) -> list[str]:
-        """Patient ids that cut the enrolled patients into `parts` ranges of about equal size."""
+        """Patient ids that cut the enrolments into `parts` ranges of about equal size.
+
+        A range holds every enrolment of its patients (low <= patient_id < high).
+        """
         total = self.count_patients()
         query = select(patients.c.patient_id).order_by(patients.c.patient_id).limit(1)
         with self._read() as conn:
@@ -219,6 +259,7 @@ class Store:
         return {state: count for state, count in rows}
 
     def count_patients(self) -> int:
+        """The number of enrolments (snapshot rows); a patient on two pathways counts twice."""
         with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(patients)).scalar_one())
 
@@ -226,25 +267,30 @@ class Store:
         with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(audit)).scalar_one())
 
-    def due_ids(self, at: datetime, limit: int | None = None) -> list[str]:
-        """Patients whose next_due_at <= at, earliest first (one range scan of the index)."""
+    def due_ids(self, at: datetime, limit: int | None = None) -> list[EnrolmentKey]:
+        """Enrolments (patient_id, pathway) whose next_due_at <= at, earliest first (from the index alone)."""
         mark = self.codec.mark
-        sql = f"SELECT patient_id FROM {patients.name} WHERE next_due_at <= {mark} ORDER BY next_due_at"
+        sql = (
+            f"SELECT patient_id, pathway FROM {patients.name} WHERE next_due_at <= {mark} "
+            "ORDER BY next_due_at, patient_id, pathway"
+        )
         params: tuple[Any, ...] = (self.codec.time(at),)
         if limit is not None:
             sql, params = f"{sql} LIMIT {mark}", (*params, limit)
         with self._read() as conn:
-            return [row[0] for row in conn.exec_driver_sql(sql, params)]
+            return [(row[0], row[1]) for row in conn.exec_driver_sql(sql, params)]
 
     def due_snapshots(self, at: datetime) -> list[Snapshot]:
         codec = self.codec
-        sql = f"{codec.select_snapshots} WHERE next_due_at <= {codec.mark} ORDER BY next_due_at"
+        sql = f"{codec.select_snapshots} WHERE next_due_at <= {codec.mark} ORDER BY next_due_at, patient_id, pathway"
         with self._read() as conn:
             return [codec.snapshot(row) for row in conn.exec_driver_sql(sql, (codec.time(at),))]
 
     def patient_ids(self) -> list[str]:
+        """Every enrolled patient's id once, sorted."""
+        query = select(patients.c.patient_id).distinct().order_by(patients.c.patient_id)
         with self._read() as conn:
-            return list(conn.execute(select(patients.c.patient_id).order_by(patients.c.patient_id)).scalars())
+            return list(conn.execute(query).scalars())
 
     # -- test and audit support ------------------------------------------------------------
 
@@ -288,13 +334,15 @@ class Transaction:
         # The hot statements go straight to the DBAPI cursor of this transaction's connection.
         self._cursor: Any = None
         self._dbapi_error: type[Exception] = conn.dialect.loaded_dbapi.Error
-        self._pending: dict[str, tuple[int, Snapshot]] = {}
+        # Keyed by enrolment (patient_id, pathway): the revision first read and the staged snapshot.
+        self._pending: dict[EnrolmentKey, tuple[int, Snapshot]] = {}
         self._entries: list[dict[str, Any]] = []
-        self._keys: dict[tuple[str, str], AuditEntry] = {}
-        self._enrolled: list[dict[str, Any]] = []
-        # Filled by `prefetch`: snapshots read in bulk, and ids known not to be enrolled.
-        self._loaded: dict[str, Snapshot] = {}
-        self._absent: set[str] = set()
+        self._keys: dict[tuple[str, str, str], AuditEntry] = {}
+        self._enrolled: list[EnrolmentKey] = []
+        # Snapshots read in bulk (`prefetch`, `enrolments`), and the patients whose every
+        # enrolment is among them (so a missing one needs no query).
+        self._loaded: dict[EnrolmentKey, Snapshot] = {}
+        self._complete: set[str] = set()
 
     # -- the driver -----------------------------------------------------------------------
 
@@ -321,51 +369,68 @@ class Transaction:
     # -- reads within the transaction -------------------------------------------------
 
     def prefetch(self, patient_ids: Sequence[str]) -> None:
-        """Read (and lock) many patients in a few queries, so later loads need no round trip."""
-        wanted = list(dict.fromkeys(pid for pid in patient_ids if pid not in self._pending))
-        self._loaded.update(self.load_many(wanted))
-        self._absent.update(pid for pid in wanted if pid not in self._loaded)
+        """Read (and lock) every enrolment of many patients in a few queries, so later loads need no round trip."""
+        wanted = list(dict.fromkeys(pid for pid in patient_ids if pid not in self._complete))
+        self._read_patients(wanted)
 
-    def load(self, patient_id: str) -> Snapshot:
-        """The patient's snapshot, locked for this transaction (raises UnknownPatient)."""
-        pending = self._pending.get(patient_id)
-        if pending is not None:
-            return pending[1]
-        if patient_id in self._loaded:
-            return self._loaded[patient_id]
-        if patient_id in self._absent:
-            raise UnknownPatient(patient_id)
-        query = self._codec.lock_patient if self._lock else self._codec.select_patient
-        row = self._execute(query, (patient_id,)).fetchone()
-        if row is None:
-            raise UnknownPatient(patient_id)
-        return self._codec.snapshot(row)
-
-    def load_many(self, patient_ids: Sequence[str]) -> dict[str, Snapshot]:
-        """Snapshots of the patients that exist among `patient_ids`, locked."""
-        found = {pid: self._pending[pid][1] for pid in patient_ids if pid in self._pending}
-        missing = [pid for pid in patient_ids if pid not in found]
-        for start in range(0, len(missing), 500):
-            chunk = tuple(missing[start : start + 500])
+    def _read_patients(self, patient_ids: Sequence[str]) -> None:
+        for start in range(0, len(patient_ids), 500):
+            chunk = tuple(patient_ids[start : start + 500])
             for row in self._execute(self._codec.in_clause(len(chunk), lock=self._lock), chunk).fetchall():
                 snap = self._codec.snapshot(row)
-                found[snap.patient_id] = snap
+                self._loaded.setdefault(snap.key, snap)
+            self._complete.update(chunk)
+
+    def enrolments(self, patient_id: str) -> list[Snapshot]:
+        """Every enrolment of the patient as this transaction sees it, by pathway, locked (may be empty)."""
+        if patient_id not in self._complete:
+            rows = self._execute(self._codec.lock_patient if self._lock else self._codec.select_patient, (patient_id,))
+            for row in rows.fetchall():
+                snap = self._codec.snapshot(row)
+                self._loaded.setdefault(snap.key, snap)
+            self._complete.add(patient_id)
+        found = {key[1]: snap for key, snap in self._loaded.items() if key[0] == patient_id}
+        found.update({key[1]: pending[1] for key, pending in self._pending.items() if key[0] == patient_id})
+        return [found[pathway] for pathway in sorted(found)]
+
+    def load(self, patient_id: str, pathway: str) -> Snapshot:
+        """The enrolment's snapshot, locked for this transaction (raises UnknownPatient)."""
+        key = (patient_id, pathway)
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending[1]
+        if key in self._loaded:
+            return self._loaded[key]
+        if patient_id in self._complete:
+            raise UnknownPatient(patient_id, pathway)
+        query = self._codec.lock_enrolment if self._lock else self._codec.select_enrolment
+        row = self._execute(query, key).fetchone()
+        if row is None:
+            raise UnknownPatient(patient_id, pathway)
+        return self._codec.snapshot(row)
+
+    def load_many(self, patient_ids: Sequence[str]) -> dict[EnrolmentKey, Snapshot]:
+        """Snapshots of every enrolment of the patients among `patient_ids` that are enrolled, locked."""
+        self._read_patients([pid for pid in dict.fromkeys(patient_ids) if pid not in self._complete])
+        wanted = set(patient_ids)
+        found = {key: snap for key, snap in self._loaded.items() if key[0] in wanted}
+        found.update({key: pending[1] for key, pending in self._pending.items() if key[0] in wanted})
         return found
 
     def claim_due(self, at: datetime, limit: int, *, id_range: IdRange | None = None) -> list[Snapshot]:
-        """Up to `limit` due patients (within `id_range`), locked; rows another worker holds are skipped."""
+        """Up to `limit` due enrolments (within `id_range`), locked; rows another worker holds are skipped."""
         low, high = id_range if id_range is not None else (None, None)
         sql = self._codec.claim_due(low=low is not None, high=high is not None, lock=self._lock)
         params = (self._codec.time(at), *(bound for bound in (low, high) if bound is not None), limit)
         rows = self._execute(sql, params).fetchall()
         return [self._codec.snapshot(row) for row in rows]
 
-    def find_entry(self, patient_id: str, idempotency_key: str) -> AuditEntry | None:
-        """The entry recorded earlier under this idempotency key, if any."""
-        buffered = self._keys.get((patient_id, idempotency_key))
+    def find_entry(self, patient_id: str, pathway: str, idempotency_key: str) -> AuditEntry | None:
+        """The enrolment's entry recorded earlier under this idempotency key, if any."""
+        buffered = self._keys.get((patient_id, pathway, idempotency_key))
         if buffered is not None:
             return buffered
-        row = self._execute(self._codec.select_keyed_entry, (patient_id, idempotency_key)).fetchone()
+        row = self._execute(self._codec.select_keyed_entry, (patient_id, pathway, idempotency_key)).fetchone()
         return self._codec.entry(row) if row is not None else None
 
     # -- writes -------------------------------------------------------------------------
@@ -379,14 +444,12 @@ class Transaction:
         entry: NewEntry,
         recorded_at: datetime,
     ) -> AuditEntry:
-        """Create the patient's snapshot and its first audit entry (seq 1)."""
-        if patient_id in self._pending or patient_id in self._loaded:
-            raise DuplicatePatient(patient_id)
-        exists = (
-            None if patient_id in self._absent else self._execute(self._codec.patient_exists, (patient_id,)).fetchone()
-        )
-        if exists is not None:
-            raise DuplicatePatient(patient_id)
+        """Create the enrolment's snapshot and its first audit entry (seq 1 of its own chain)."""
+        key = (patient_id, pathway)
+        if key in self._pending or key in self._loaded:
+            raise DuplicateEnrolment(patient_id, pathway)
+        if patient_id not in self._complete and self._execute(self._codec.enrolment_exists, key).fetchone():
+            raise DuplicateEnrolment(patient_id, pathway)
         seed = Snapshot(
             patient_id=patient_id,
             pathway=pathway,
@@ -403,14 +466,17 @@ class Transaction:
             created_at=recorded_at,
             updated_at=recorded_at,
         )
-        self._enrolled.append({"patient_id": patient_id})
-        self._pending[patient_id] = (0, seed)
+        self._enrolled.append(key)
+        self._pending[key] = (0, seed)
         return self.append(seed, entry, update, recorded_at)
 
     def append(self, snapshot: Snapshot, entry: NewEntry, update: SnapshotUpdate, recorded_at: datetime) -> AuditEntry:
-        """Chain a new audit entry onto the patient and stage the snapshot update."""
-        if entry.idempotency_key is not None and (snapshot.patient_id, entry.idempotency_key) in self._keys:
-            raise IdempotencyConflict(snapshot.patient_id, entry.idempotency_key)
+        """Chain a new audit entry onto the enrolment and stage the snapshot update."""
+        if (
+            entry.idempotency_key is not None
+            and (snapshot.patient_id, snapshot.pathway, entry.idempotency_key) in self._keys
+        ):
+            raise IdempotencyConflict(snapshot.patient_id, entry.idempotency_key, snapshot.pathway)
         row: dict[str, Any] = {
             "patient_id": snapshot.patient_id,
             "seq": snapshot.last_seq + 1,
@@ -433,7 +499,7 @@ class Transaction:
         written = AuditEntry(**row)
         self._entries.append(row)
         if entry.idempotency_key is not None:
-            self._keys[(snapshot.patient_id, entry.idempotency_key)] = written
+            self._keys[(snapshot.patient_id, snapshot.pathway, entry.idempotency_key)] = written
         changed_state = update.state != snapshot.state
         after = Snapshot(
             snapshot.patient_id,
@@ -451,27 +517,28 @@ class Transaction:
             snapshot.created_at,
             recorded_at,
         )
-        original = self._pending.get(snapshot.patient_id, (snapshot.revision, snapshot))[0]
-        self._pending[snapshot.patient_id] = (original, after)
+        original = self._pending.get(snapshot.key, (snapshot.revision, snapshot))[0]
+        self._pending[snapshot.key] = (original, after)
         return written
 
     def flush(self) -> None:
         """Write the staged entries and snapshot updates; a stale revision aborts everything."""
-        enrolled = {row["patient_id"] for row in self._enrolled}
+        enrolled = set(self._enrolled)
         codec = self._codec
         if self._enrolled:
-            rows = [codec.snapshot_params(self._pending[pid][1]) for pid in enrolled]
+            rows = [codec.snapshot_params(self._pending[key][1]) for key in enrolled]
             self._execute_many(codec.insert_patient, rows)
         if self._entries:
             self._execute_many(codec.insert_entry, [codec.entry_params(row) for row in self._entries])
         updates = [
             codec.update_params(original, snap)
-            for pid, (original, snap) in self._pending.items()
-            if pid not in enrolled and snap.revision != original
+            for key, (original, snap) in self._pending.items()
+            if key not in enrolled and snap.revision != original
         ]
         if updates and self._execute_many(codec.update_patient, updates) != len(updates):
             first = updates[0]
-            raise ConcurrentUpdate(str(first[-2]), int(first[-1]))
+            raise ConcurrentUpdate(str(first[-3]), int(first[-1]), str(first[-2]))
+        self._loaded.update((key, snap) for key, (_, snap) in self._pending.items())
         self._entries = []
         self._enrolled = []
         self._pending = {}

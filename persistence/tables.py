@@ -1,4 +1,4 @@
-"""SQLModel tables: one snapshot row per patient, one append-only audit row per accepted event."""
+"""SQLModel tables: one snapshot row per enrolment (patient and pathway), one audit row per accepted event."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ from sqlmodel import Field, SQLModel
 
 from .rows import AUDIT_TABLE, PATIENTS_TABLE
 
-__all__ = ["AuditRow", "PatientRow", "UTCDateTime", "metadata"]
+__all__ = ["DUE_INDEX", "IDEMPOTENCY_INDEX", "SEQ_CONSTRAINT", "AuditRow", "PatientRow", "UTCDateTime", "metadata"]
+
+DUE_INDEX = "ix_carepath_patients_due"
+SEQ_CONSTRAINT = "uq_carepath_audit_seq"
+IDEMPOTENCY_INDEX = "uq_carepath_audit_idempotency"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -50,14 +54,14 @@ def _time(nullable: bool = False, index: bool = False) -> Any:
 
 
 class PatientRow(SQLModel, table=True):
-    """The current snapshot of one patient on one pathway."""
+    """The current snapshot of one enrolment: a patient on one pathway (the primary key)."""
 
     __tablename__ = PATIENTS_TABLE
-    # Covering index: the due sweep finds its patients from the index alone, no table lookups.
-    __table_args__ = (Index("ix_carepath_patients_due", "next_due_at", "patient_id"),)
+    # Covering index: the due sweep finds its enrolments from the index alone, no table lookups.
+    __table_args__ = (Index(DUE_INDEX, "next_due_at", "patient_id", "pathway"),)
 
     patient_id: str = Field(primary_key=True, max_length=200)
-    pathway: str = Field(max_length=100)
+    pathway: str = Field(primary_key=True, max_length=100)
     version: int
     configuration: list[str] = _json()
     context: dict[str, Any] = _json()
@@ -77,11 +81,13 @@ class AuditRow(SQLModel, table=True):
 
     __tablename__ = AUDIT_TABLE
     __table_args__ = (
-        UniqueConstraint("patient_id", "seq", name="uq_carepath_audit_seq"),
+        # One hash chain per enrolment: its sequence numbers and idempotency keys are its own.
+        UniqueConstraint("patient_id", "pathway", "seq", name=SEQ_CONSTRAINT),
         # Partial: only keyed events are indexed, so ticks and unkeyed sends do not pay for it.
         Index(
-            "uq_carepath_audit_idempotency",
+            IDEMPOTENCY_INDEX,
             "patient_id",
+            "pathway",
             "idempotency_key",
             unique=True,
             sqlite_where=text("idempotency_key IS NOT NULL"),

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from pathway import Engine, FakeClock
+from tests import second_pathway  # noqa: F401  # registers the test-only second pathway
 
 # Events in the tests happen in January-May 2026; the clock reads a moment after them.
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

@@ -119,7 +119,7 @@ def _append_optimistically(barrier: Any, index: int, url: str, patient: str, cou
     conflicts = 0
     for n in range(count):
         for attempt in range(OPTIMISTIC_RETRIES):
-            stale = store.snapshot(patient)  # no lock: another writer may move on before we write
+            stale = store.snapshot(patient, "piriformis")  # no lock: another writer may move on before we write
             if n == attempt == 0:
                 barrier.wait()  # every writer holds the same revision: all but one first writes must conflict
             update = SnapshotUpdate(stale.configuration, stale.context, stale.state, stale.next_due_at, SAME_AT)
@@ -176,13 +176,13 @@ def _patient_in_first_line(url: str, patient: str) -> None:
 def _chain_ok(url: str, patient: str) -> list[int]:
     """The patient's seqs, after checking every hash and link of the stored chain."""
     store = Store(url)
-    entries = store.history(patient)
+    entries = store.history(patient, "piriformis")
     previous = GENESIS
     for entry in entries:
         assert entry.prev_hash == previous, f"seq {entry.seq} is not linked to its predecessor"
         assert entry_hash(entry.as_row()) == entry.hash, f"seq {entry.seq} does not match its hash"
         previous = entry.hash
-    assert store.snapshot(patient).last_hash == previous
+    assert store.snapshot(patient, "piriformis").last_hash == previous
     store.dispose()
     return [entry.seq for entry in entries]
 
@@ -208,7 +208,7 @@ def test_concurrent_senders_lose_and_duplicate_nothing(db_url: str) -> None:
     assert seqs == list(range(1, len(seqs) + 1))
     assert seqs[2:] == acked, "the history differs from what the writers were told"
     store = Store(db_url)
-    by_seq = {entry.seq: entry for entry in store.history("p1")}
+    by_seq = {entry.seq: entry for entry in store.history("p1", "piriformis")}
     store.dispose()
     for index, results in enumerate(outcomes):
         for kind, seq in results:
@@ -226,7 +226,7 @@ def test_optimistic_writers_without_locks_are_caught_by_the_revision(db_url: str
     assert sum(n for results in outcomes for kind, n in results if kind == "conflicts") >= PROCESSES - 1
     assert _chain_ok(db_url, "p1")[2:] == acked
     store = Store(db_url)
-    assert store.snapshot("p1").revision == 2 + len(acked)
+    assert store.snapshot("p1", "piriformis").revision == 2 + len(acked)
     store.dispose()
 
 

@@ -107,7 +107,7 @@ def test_optimistic_batch_retries_when_a_patient_changed_underneath(sqlite_engin
 
         assert isinstance(tx, Transaction)
         attempts.append(1)
-        snapshot = tx.load("a")
+        snapshot = tx.load("a", "piriformis")
         if len(attempts) == 1:  # another writer sneaks in between this batch's read and its write
             sqlite_engine.send("a", "reassess", T0 + timedelta(days=1), reassess_data(pain=7))
         sqlite_engine.send_in(

@@ -244,6 +244,7 @@ def test_whatif_names_the_patients_a_stricter_policy_would_move(engine: Engine) 
     assert [c.to_json() for c in report.changes] == [
         {
             "patient_id": "partial",
+            "pathway": "piriformis",
             "recorded_state": "first_line",
             "whatif_state": "second_line",
             "first_diverging_seq": 3,

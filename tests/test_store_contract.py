@@ -94,7 +94,7 @@ def append(
     store: Store, patient_id: str, entry: NewEntry | None = None, update: SnapshotUpdate | None = None
 ) -> AuditEntry:
     def work(tx: Transaction) -> AuditEntry:
-        snapshot = tx.load(patient_id)
+        snapshot = tx.load(patient_id, "piriformis")
         return tx.append(snapshot, entry or new_entry(), update or new_update(), NOW)
 
     return store.run(work)
@@ -116,7 +116,7 @@ def chain_is_valid(entries: list[AuditEntry]) -> bool:
 def test_enroll_creates_snapshot_and_first_entry(store: Store) -> None:
     """Enrolment writes revision 1 and seq 1 chained on the genesis hash."""
     first = enroll(store, "p1")
-    snap = store.snapshot("p1")
+    snap = store.snapshot("p1", "piriformis")
     assert (first.seq, first.prev_hash) == (1, GENESIS)
     assert (snap.revision, snap.last_seq, snap.last_hash) == (1, 1, first.hash)
     assert (snap.pathway, snap.version, snap.state, snap.configuration) == ("piriformis", 1, "first_line", FIRST_LINE)
@@ -130,7 +130,7 @@ def test_append_advances_sequence_revision_and_chain(store: Store) -> None:
     third = append(store, "p1")
     assert [second.seq, third.seq] == [2, 3]
     assert (second.prev_hash, third.prev_hash) == (first.hash, second.hash)
-    snap = store.snapshot("p1")
+    snap = store.snapshot("p1", "piriformis")
     assert (snap.revision, snap.last_seq, snap.last_hash) == (3, 3, third.hash)
 
 
@@ -140,11 +140,11 @@ def test_several_appends_in_one_transaction_commit_together(store: Store) -> Non
 
     def work(tx: Transaction) -> None:
         for _ in range(3):
-            tx.append(tx.load("p1"), new_entry(), new_update(), NOW)
+            tx.append(tx.load("p1", "piriformis"), new_entry(), new_update(), NOW)
 
     store.run(work)
-    assert [e.seq for e in store.history("p1")] == [1, 2, 3, 4]
-    assert store.snapshot("p1").revision == 4
+    assert [e.seq for e in store.history("p1", "piriformis")] == [1, 2, 3, 4]
+    assert store.snapshot("p1", "piriformis").revision == 4
 
 
 def test_store_written_chain_is_valid(store: Store) -> None:
@@ -153,18 +153,18 @@ def test_store_written_chain_is_valid(store: Store) -> None:
     enroll(store, "p2")
     for day in range(1, 4):
         append(store, "p1", new_entry(at=T0 + timedelta(days=day), payload=dict(AWKWARD_JSON)))
-    assert chain_is_valid(store.history("p1"))
-    assert chain_is_valid(store.history("p2"))
+    assert chain_is_valid(store.history("p1", "piriformis"))
+    assert chain_is_valid(store.history("p2", "piriformis"))
 
 
 def test_state_since_moves_only_when_the_state_changes(store: Store) -> None:
     """state_since keeps the entry time of the state until the state name changes."""
     enroll(store, "p1", at=T0)
     append(store, "p1", new_entry(at=T0 + timedelta(days=1)), new_update(T0 + timedelta(days=1)))
-    assert store.snapshot("p1").state_since == T0
+    assert store.snapshot("p1", "piriformis").state_since == T0
     later = T0 + timedelta(days=2)
     append(store, "p1", new_entry(at=later), new_update(later, state="second_line"))
-    assert store.snapshot("p1").state_since == later
+    assert store.snapshot("p1", "piriformis").state_since == later
 
 
 # -- round trips ---------------------------------------------------------------------------
@@ -175,8 +175,8 @@ def test_datetimes_come_back_aware_utc(store: Store) -> None:
     paris = timezone(timedelta(hours=2))
     at = datetime(2026, 1, 5, 11, 30, 15, 123456, tzinfo=paris)
     enroll(store, "p1", at=at, next_due_at=at + timedelta(weeks=2))
-    snap = store.snapshot("p1")
-    entry = store.history("p1")[0]
+    snap = store.snapshot("p1", "piriformis")
+    entry = store.history("p1", "piriformis")[0]
     for value in (snap.state_since, snap.last_event_at, snap.next_due_at, snap.created_at, entry.at, entry.recorded_at):
         assert value is not None
         assert value.tzinfo is not None and value.utcoffset() == timedelta(0)
@@ -189,8 +189,8 @@ def test_json_round_trips_exactly(store: Store) -> None:
     enroll(store, "p1")
     entry = new_entry(payload=dict(AWKWARD_JSON))
     append(store, "p1", entry, new_update(context=dict(AWKWARD_JSON)))
-    stored = store.history("p1")[-1]
-    snap = store.snapshot("p1")
+    stored = store.history("p1", "piriformis")[-1]
+    snap = store.snapshot("p1", "piriformis")
     assert stored.payload == AWKWARD_JSON and snap.context == AWKWARD_JSON
     assert isinstance(stored.payload["function"], float) and isinstance(stored.payload["count"], int)
     assert isinstance(snap.context["function"], float)
@@ -206,8 +206,8 @@ def test_history_until_stops_at_clinical_time(store: Store) -> None:
     enroll(store, "p1", at=T0)
     for day in (1, 2, 3):
         append(store, "p1", new_entry(at=T0 + timedelta(days=day)))
-    assert [e.seq for e in store.history("p1", until=T0 + timedelta(days=2))] == [1, 2, 3]
-    assert [e.seq for e in store.history("p1", until=T0 - timedelta(days=1))] == []
+    assert [e.seq for e in store.history("p1", "piriformis", until=T0 + timedelta(days=2))] == [1, 2, 3]
+    assert [e.seq for e in store.history("p1", "piriformis", until=T0 - timedelta(days=1))] == []
 
 
 def test_iter_entries_streams_by_patient_then_seq(store: Store) -> None:
@@ -240,8 +240,8 @@ def test_due_ids_is_a_range_over_next_due_at(store: Store) -> None:
     enroll(store, "exact", next_due_at=T0 + timedelta(weeks=2))
     enroll(store, "never")
     at = T0 + timedelta(weeks=2)
-    assert store.due_ids(at) == ["early", "exact"]
-    assert store.due_ids(at, limit=1) == ["early"]
+    assert store.due_ids(at) == [("early", "piriformis"), ("exact", "piriformis")]
+    assert store.due_ids(at, limit=1) == [("early", "piriformis")]
     assert [s.patient_id for s in store.due_snapshots(at)] == ["early", "exact"]
 
 
@@ -260,9 +260,9 @@ def test_find_entry_by_idempotency_key(store: Store) -> None:
     enroll(store, "p1")
     written = append(store, "p1", new_entry(key="k1"))
     with store.transaction() as tx:
-        assert tx.find_entry("p1", "k1") == written
-        assert tx.find_entry("p1", "k2") is None
-        assert tx.find_entry("p2", "k1") is None
+        assert tx.find_entry("p1", "piriformis", "k1") == written
+        assert tx.find_entry("p1", "piriformis", "k2") is None
+        assert tx.find_entry("p2", "piriformis", "k1") is None
 
 
 def test_load_many_returns_only_existing_patients(store: Store) -> None:
@@ -270,7 +270,7 @@ def test_load_many_returns_only_existing_patients(store: Store) -> None:
     enroll(store, "p1")
     with store.transaction() as tx:
         found = tx.load_many(["p1", "ghost"])
-    assert list(found) == ["p1"]
+    assert list(found) == [("p1", "piriformis")]
 
 
 # -- refusals -----------------------------------------------------------------------------
@@ -282,7 +282,7 @@ def test_duplicate_enrolment_raises_and_writes_nothing(store: Store) -> None:
     with pytest.raises(DuplicatePatient) as caught:
         enroll(store, "p1")
     assert caught.value.patient_id == "p1"
-    assert store.count_entries() == 1 and store.snapshot("p1").revision == 1
+    assert store.count_entries() == 1 and store.snapshot("p1", "piriformis").revision == 1
 
 
 def test_duplicate_enrolment_within_one_transaction_raises(store: Store) -> None:
@@ -300,9 +300,9 @@ def test_duplicate_enrolment_within_one_transaction_raises(store: Store) -> None
 def test_unknown_patient_raises_everywhere(store: Store) -> None:
     """Reads and loads of an id never enrolled raise UnknownPatient."""
     with pytest.raises(UnknownPatient):
-        store.snapshot("ghost")
+        store.snapshot("ghost", "piriformis")
     with pytest.raises(UnknownPatient):
-        store.history("ghost")
+        store.history("ghost", "piriformis")
     with pytest.raises(UnknownPatient) as caught:
         append(store, "ghost")
     assert caught.value.patient_id == "ghost"
@@ -313,24 +313,24 @@ def test_stale_revision_raises_and_writes_nothing(store: Store) -> None:
     """An append based on a snapshot another writer has since updated is refused whole."""
     enroll(store, "p1")
     with store.transaction() as tx:
-        stale = tx.load("p1")
+        stale = tx.load("p1", "piriformis")
     store.execute_raw("UPDATE carepath_patients SET revision = revision + 1 WHERE patient_id = :p", {"p": "p1"})
     with pytest.raises(ConcurrentUpdate) as caught, store.transaction() as tx:
         tx.append(stale, new_entry(), new_update(), NOW)
     assert (caught.value.patient_id, caught.value.expected_revision) == ("p1", 1)
-    assert store.count_entries() == 1 and store.snapshot("p1").last_seq == 1
+    assert store.count_entries() == 1 and store.snapshot("p1", "piriformis").last_seq == 1
 
 
 def test_stale_sequence_raises_and_writes_nothing(store: Store) -> None:
     """An append whose seq another writer already took is a conflict, never a driver error."""
     enroll(store, "p1")
     with store.transaction() as tx:
-        stale = tx.load("p1")
+        stale = tx.load("p1", "piriformis")
     append(store, "p1")
     with pytest.raises(ConcurrentUpdate), store.transaction() as tx:
         tx.append(stale, new_entry(), new_update(), NOW)
-    assert [e.seq for e in store.history("p1")] == [1, 2]
-    assert store.snapshot("p1").revision == 2
+    assert [e.seq for e in store.history("p1", "piriformis")] == [1, 2]
+    assert store.snapshot("p1", "piriformis").revision == 2
 
 
 def test_reused_key_in_one_transaction_is_a_conflict(store: Store) -> None:
@@ -338,8 +338,8 @@ def test_reused_key_in_one_transaction_is_a_conflict(store: Store) -> None:
     enroll(store, "p1")
 
     def work(tx: Transaction) -> None:
-        tx.append(tx.load("p1"), new_entry(key="k"), new_update(), NOW)
-        tx.append(tx.load("p1"), new_entry(key="k"), new_update(), NOW)
+        tx.append(tx.load("p1", "piriformis"), new_entry(key="k"), new_update(), NOW)
+        tx.append(tx.load("p1", "piriformis"), new_entry(key="k"), new_update(), NOW)
 
     with pytest.raises(IdempotencyConflict):
         store.run(work)
@@ -364,7 +364,7 @@ def test_run_retries_a_conflict_then_succeeds(store: Store) -> None:
         attempts.append(1)
         if len(attempts) == 1:
             raise ConcurrentUpdate("p1", 1)
-        return tx.append(tx.load("p1"), new_entry(), new_update(), NOW).seq
+        return tx.append(tx.load("p1", "piriformis"), new_entry(), new_update(), NOW).seq
 
     assert store.run(work) == 2
     assert len(attempts) == 2
@@ -408,7 +408,7 @@ def test_migrate_is_idempotent_and_keeps_data(db_url: str) -> None:
     first.dispose()
     second = Store(db_url)
     second.migrate()
-    assert second.snapshot("p1").revision == 1
+    assert second.snapshot("p1", "piriformis").revision == 1
     second.dispose()
 
 

@@ -22,7 +22,7 @@ def test_parallel_sweep_advances_each_due_patient_once(engine: Engine) -> None:
     """Two processes sweep 40 patients: the 26 due ones get one tick entry each, the rest none."""
     _cohort(engine, 40)
     sweep_at = T0 + timedelta(days=15)
-    due = set(engine.store.due_ids(sweep_at))
+    due = {patient for patient, _pathway in engine.store.due_ids(sweep_at)}
     report = engine.tick(sweep_at, batch=4, workers=2)
     assert (report.advanced, report.unchanged, report.skipped) == (len(due), 0, {})
     assert len(due) == 26

@@ -47,7 +47,7 @@ def _write_old(engine: Engine, patient_id: str, event: str, at: datetime, stored
     payload = definition.validate(event, current)
 
     def work(tx: Transaction) -> None:
-        snapshot = tx.load(patient_id)
+        snapshot = tx.load(patient_id, "piriformis")
         step = definition.apply(snapshot.configuration, snapshot.context, event, payload, at)
         after = list(step.configuration_after)
         entry = NewEntry(
@@ -98,7 +98,7 @@ def test_old_rows_are_replayed_and_verified_by_current_code(engine: Engine, sche
         "seq": None,
         "until": None,
     }
-    assert verify(engine.store).to_json() == {"ok": True, "patients": 1, "events": 4}
+    assert verify(engine.store).to_json() == {"ok": True, "patients": 1, "enrolments": 1, "events": 4}
 
 
 def test_current_code_continues_a_patient_with_old_rows(engine: Engine, schema_zero: None) -> None:

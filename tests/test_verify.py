@@ -68,7 +68,7 @@ def test_untouched_log_verifies_with_counts(cohort: Engine) -> None:
     """An untampered cohort verifies ok and counts its patients and events."""
     report = verify(cohort.store)
     assert report.ok
-    assert report.to_json() == {"ok": True, "patients": 3, "events": 18}
+    assert report.to_json() == {"ok": True, "patients": 3, "enrolments": 3, "events": 18}
 
 
 def test_random_histories_verify(engine: Engine) -> None:
@@ -229,7 +229,7 @@ def test_every_bad_patient_is_listed_in_patient_order(cohort: Engine) -> None:
 def test_one_patient_is_verified_alone(cohort: Engine) -> None:
     """Verifying one named patient checks only that patient."""
     _execute(cohort, update(audit).where(_row("a", 2)).values(actor="x"))
-    assert verify(cohort.store, "b").to_json() == {"ok": True, "patients": 1, "events": 6}
+    assert verify(cohort.store, "b").to_json() == {"ok": True, "patients": 1, "enrolments": 1, "events": 6}
     assert _problem(verify(cohort.store, "a")) == ("a", 2, "hash mismatch")
 
 
@@ -256,7 +256,7 @@ def _cli(engine: Engine, *args: str) -> int:
 def test_cli_verify_ok_exits_0_with_counts(cohort: Engine, capsys: pytest.CaptureFixture[str]) -> None:
     """`verify --json` on a sound log prints ok with counts and exits 0."""
     assert _cli(cohort, "verify", "--json") == 0
-    assert json.loads(capsys.readouterr().out) == {"ok": True, "patients": 3, "events": 18}
+    assert json.loads(capsys.readouterr().out) == {"ok": True, "patients": 3, "enrolments": 3, "events": 18}
 
 
 def test_cli_verify_problem_exits_1_naming_patient_and_seq(
@@ -288,7 +288,7 @@ def test_cli_verify_human_output_and_progress(cohort: Engine, capsys: pytest.Cap
     assert "ok: 3 patients, 18 events verified" in capsys.readouterr().out
     _execute(cohort, delete(audit).where(_row("c", 3)))
     assert _cli(cohort, "verify") == 1
-    assert "c seq 3: sequence gap (expected seq 3, found 4)" in capsys.readouterr().out
+    assert "c (piriformis) seq 3: sequence gap (expected seq 3, found 4)" in capsys.readouterr().out
 
 
 def test_cli_replay_json_has_the_status_keys(cohort: Engine, capsys: pytest.CaptureFixture[str]) -> None:
@@ -325,6 +325,7 @@ def test_cli_whatif(cohort: Engine, capsys: pytest.CaptureFixture[str], tmp_path
     assert (document["patients"], document["changed"]) == (3, 3)
     assert document["patients_changed"][0] == {
         "patient_id": "a",
+        "pathway": "piriformis",
         "recorded_state": "third_line",
         "whatif_state": "second_line",
         "first_diverging_seq": 4,

@@ -18,7 +18,18 @@ from ..errors import InvalidCommand
 if TYPE_CHECKING:
     from ..engine import Engine
 
-__all__ = ["AtOption", "JsonOption", "Settings", "app", "emit_json", "engine", "parse_data", "parse_time", "settings"]
+__all__ = [
+    "AtOption",
+    "JsonOption",
+    "PathwayOption",
+    "Settings",
+    "app",
+    "emit_json",
+    "engine",
+    "parse_data",
+    "parse_time",
+    "settings",
+]
 
 app = typer.Typer(
     name="carepath",
@@ -120,6 +131,13 @@ def _default(value: Any) -> Any:
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout.")]
+PathwayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--pathway",
+        help="Which of the patient's enrolments (needed when the patient is on several pathways).",
+    ),
+]
 AtOption = Annotated[
     str, typer.Option("--at", help="Clinical time, ISO 8601 with a zone, e.g. 2026-01-05T09:00:00+00:00.")
 ]

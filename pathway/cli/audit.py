@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import InvalidCommand
-from .app import JsonOption, app, emit_json, engine, parse_time
+from .app import JsonOption, PathwayOption, app, emit_json, engine, parse_time
 from .render import console, print_status, styled_state
 
 if TYPE_CHECKING:
@@ -28,22 +28,32 @@ def replay_command(
     until: Annotated[
         str | None, typer.Option("--until", help="Show the state as of this time (ISO 8601 with a zone).")
     ] = None,
+    pathway: PathwayOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Rebuild a patient's state from its audit log, checking every recorded step.
+    """Rebuild a patient's enrolment from its audit log, checking every recorded step.
 
     Exits 1 when the log does not reproduce what was recorded.
 
-    Example: carepath replay p-001 --until 2026-02-01T00:00:00+00:00 --json
+    Example: carepath replay p-001 --pathway piriformis --until 2026-02-01T00:00:00+00:00 --json
     """
     from ..replay import ReplayDiverged
     from ..replay import replay as replay_log
 
     try:
-        result = replay_log(engine().store, patient, parse_time(until, "--until") if until else None)
+        when = parse_time(until, "--until") if until else None
+        result = replay_log(engine().store, patient, when, pathway=pathway)
     except ReplayDiverged as err:
         if json_:
-            emit_json({"ok": False, "patient_id": err.patient_id, "first_bad_seq": err.seq, "reason": err.reason})
+            emit_json(
+                {
+                    "ok": False,
+                    "patient_id": err.patient_id,
+                    "pathway": err.pathway,
+                    "first_bad_seq": err.seq,
+                    "reason": err.reason,
+                }
+            )
         sys.stderr.write(f"carepath: {err}\n")
         raise typer.Exit(EXIT_PROBLEM) from None
     if json_:
@@ -56,21 +66,25 @@ def replay_command(
 
 @app.command("verify")
 def verify_command(
-    patient: Annotated[str | None, typer.Argument(help="Patient id (default: every patient).")] = None,
+    patient: Annotated[str | None, typer.Argument(help="Patient id (default: every enrolment).")] = None,
+    pathway: PathwayOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Check the hash chain, replay every step and compare the stored snapshots.
 
-    Exits 0 when everything checks out, 1 on the first problem found (named by patient and seq).
+    Each enrolment (patient and pathway) is one chain. Exits 0 when everything checks out, 1 on
+    the first problem found (named by patient, pathway and seq).
 
-    Example: carepath verify --json
+    Example: carepath verify --json; carepath verify p-001 --pathway piriformis
     """
+    if patient is None and pathway is not None:
+        raise InvalidCommand("--pathway names one enrolment of a PATIENT: give the patient id too")
     store = engine().store
     show_progress = patient is None and not json_
     with _progress("verifying", store.count_entries() if show_progress else 0) as advance:
         from ..replay import verify as verify_log
 
-        report = verify_log(store, patient, progress=advance)
+        report = verify_log(store, patient, pathway=pathway, progress=advance)
     if json_:
         emit_json(report.to_json())
     else:
@@ -133,14 +147,15 @@ def _progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
 
 def _print_verify(report: VerifyReport) -> None:
     out = console()
-    checked = f"{report.patients} patients, {report.events} events"
+    enrolments = f" ({report.enrolments} enrolments)" if report.enrolments != report.patients else ""
+    checked = f"{report.patients} patients{enrolments}, {report.events} events"
     if report.ok:
         out.print(f"[green]ok[/]: {checked} verified")
         return
     out.print(f"[bold red]problem[/]: {report.problem_count} of {checked}")
     for problem in report.problems:
         detail = f" ({problem.detail})" if problem.detail else ""
-        out.print(f"  {problem.patient_id} seq {problem.first_bad_seq}: {problem.reason}{detail}")
+        out.print(f"  {problem.patient_id} ({problem.pathway}) seq {problem.first_bad_seq}: {problem.reason}{detail}")
 
 
 def _print_whatif(report: WhatIfReport) -> None:
@@ -151,11 +166,12 @@ def _print_whatif(report: WhatIfReport) -> None:
     if not report.changes:
         return
     table = Table()
-    for column in ("patient", "recorded", "what-if", "first diverging seq", "stopped at seq"):
+    for column in ("patient", "pathway", "recorded", "what-if", "first diverging seq", "stopped at seq"):
         table.add_column(column)
     for change in report.changes:
         table.add_row(
             change.patient_id,
+            change.pathway,
             styled_state(change.recorded_state),
             styled_state(change.whatif_state),
             str(change.first_diverging_seq),

@@ -9,7 +9,7 @@ import typer
 
 from states import require_aware
 
-from .app import AtOption, JsonOption, app, emit_json, engine, parse_data, parse_time
+from .app import AtOption, JsonOption, PathwayOption, app, emit_json, engine, parse_data, parse_time
 from .render import console, entry_json, print_history, print_status
 
 
@@ -28,7 +28,9 @@ def enroll(
     actor: Annotated[str | None, typer.Option(help="Who enrolled the patient.")] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Enrol a patient on a pathway (the latest approved version unless --version names another).
+    """Enrol a patient on a pathway: the latest approved version unless --version names another.
+
+    A patient may be enrolled on several pathways, each once.
 
     Example: carepath enroll p-001 --at 2026-01-05T09:00:00+00:00 --factors '{"age": 70}'
     """
@@ -55,15 +57,22 @@ def send(
     data: Annotated[str | None, typer.Option(help="Event data as a JSON object.")] = None,
     actor: Annotated[str | None, typer.Option(help="Who recorded the event.")] = None,
     idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Repeat-safe key.")] = None,
+    pathway: PathwayOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Apply one event to a patient.
+    """Apply one event to a patient's enrolment.
 
-    Example: carepath send p-001 reassess --at 2026-02-02T09:00:00+00:00
+    Example: carepath send p-001 reassess --pathway piriformis --at 2026-02-02T09:00:00+00:00
     --data '{"pain": 5, "fasciculations": "improving", "red_flags": []}'
     """
     result = engine().send(
-        patient, event, parse_time(at), parse_data(data), actor=actor, idempotency_key=idempotency_key
+        patient,
+        event,
+        parse_time(at),
+        parse_data(data),
+        pathway=pathway,
+        actor=actor,
+        idempotency_key=idempotency_key,
     )
     if json_:
         document: dict[str, Any] = result.status.to_json()
@@ -95,7 +104,7 @@ def tick(
     ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Sweep every patient due at a time: advance their reassessment monitoring.
+    """Sweep every enrolment due at a time: advance its reassessment monitoring.
 
     Example: carepath tick --at 2026-03-01T00:00:00+00:00
     """
@@ -118,13 +127,14 @@ def tick(
 @app.command()
 def status(
     patient: Annotated[str, typer.Argument(help="Patient id.")],
+    pathway: PathwayOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Show a patient's state, configuration, revision, next due time, outcome and plan.
+    """Show a patient's state, configuration, revision, next due time, outcome and plan (one enrolment).
 
-    Example: carepath status p-001 --json
+    Example: carepath status p-001 --pathway piriformis --json
     """
-    current = engine().status(patient)
+    current = engine().status(patient, pathway)
     if json_:
         emit_json(current.to_json())
     else:
@@ -134,13 +144,14 @@ def status(
 @app.command()
 def history(
     patient: Annotated[str, typer.Argument(help="Patient id.")],
+    pathway: PathwayOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """List a patient's audit entries in order.
+    """List the audit entries of a patient's enrolment in order.
 
-    Example: carepath history p-001 --json
+    Example: carepath history p-001 --pathway piriformis --json
     """
-    entries = engine().history(patient)
+    entries = engine().history(patient, pathway)
     if json_:
         emit_json([entry_json(e) for e in entries])
     else:
@@ -151,7 +162,11 @@ def history(
 def migrate() -> None:
     """Create or upgrade the schema (idempotent; safe from several processes).
 
+    A database made by release 0.1.0 (one pathway per patient) is re-keyed by enrolment
+    (patient and pathway); no audit row is changed or re-hashed.
+
     Example: carepath --db postgresql+psycopg://postgres@127.0.0.1/test migrate
     """
-    engine().store.migrate()
+    for step in engine().store.migrate():
+        console().print(f"upgraded {step}")
     console().print(f"schema ready on {engine().store.engine.url.render_as_string(hide_password=True)}")

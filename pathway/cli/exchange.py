@@ -11,7 +11,7 @@ import typer
 
 from persistence import is_private_memory
 
-from .app import JsonOption, app, emit_json, engine
+from .app import JsonOption, PathwayOption, app, emit_json, engine
 from .render import console
 
 
@@ -27,7 +27,8 @@ def import_(
     """Ingest many events, each checked as `send` checks it; exit 2 if any line was rejected.
 
     Lines look like {"patient": "p-1", "event": "enroll", "at": "2026-01-05T09:00:00+00:00", "factors": {}}
-    or {"patient": "p-1", "event": "assess", "at": "...", "data": {...}}.
+    or {"patient": "p-1", "event": "assess", "at": "...", "data": {...}}; a "pathway" key names the
+    enrolment to enrol or to send to (needed for a patient on several pathways).
 
     Example: carepath import events.jsonl --json
     """
@@ -57,11 +58,12 @@ def import_(
 @app.command("export-fhir")
 def export_fhir(
     patient: Annotated[str, typer.Argument(help="Patient id.")],
+    pathway: PathwayOption = None,
 ) -> None:
     """Print the patient's pathway as a FHIR R4 Bundle (CarePlan, Condition, Observation, Provenance).
 
-    Example: carepath export-fhir p-001 > p-001.fhir.json
+    Example: carepath export-fhir p-001 --pathway piriformis > p-001.fhir.json
     """
     from ..fhir import export_bundle
 
-    emit_json(export_bundle(engine(), patient))
+    emit_json(export_bundle(engine(), patient, pathway))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import InvalidCommand
-from .app import JsonOption, app, emit_json, engine, parse_time
+from .app import JsonOption, PathwayOption, app, emit_json, engine, parse_time
 from .render import console, styled_state
 
 if TYPE_CHECKING:
@@ -37,15 +37,16 @@ def _at(text: str | None) -> datetime:
 def explain(
     patient: Annotated[str, typer.Argument(help="Patient id.")],
     at: OptionalAt = None,
+    pathway: PathwayOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Show what would move a patient next: every outgoing rule, its conditions and current values.
 
-    Example: carepath explain p-001 --at 2026-02-02T09:00:00+00:00
+    Example: carepath explain p-001 --pathway piriformis --at 2026-02-02T09:00:00+00:00
     """
     from ..explain import explain as explain_patient
 
-    explanation = explain_patient(engine(), patient, parse_time(at) if at is not None else None)
+    explanation = explain_patient(engine(), patient, parse_time(at) if at is not None else None, pathway=pathway)
     if json_:
         emit_json(explanation.to_json())
     else:
@@ -87,7 +88,7 @@ def list_patients(
     at: OptionalAt = None,
     json_: JsonOption = False,
 ) -> None:
-    """List patients with their state, time in it, next due time and overdue flag; counts per state.
+    """List enrolments with their pathway, state, time in it, next due time and overdue flag; counts per state.
 
     Example: carepath list --state second_line --json
     """
@@ -118,7 +119,7 @@ def due(
     at: OptionalAt = None,
     json_: JsonOption = False,
 ) -> None:
-    """List the patients a tick at a time could change (next_due_at <= at) and what it would do.
+    """List the enrolments a tick at a time could change (next_due_at <= at) and what it would do.
 
     Example: carepath due --at 2026-03-01T00:00:00+00:00 --json
     """
@@ -149,11 +150,12 @@ def _print_rows(title: str, rows: list[CohortRow], at: datetime) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for column in ("patient", "state", "since", "dwell", "next due", "reassessment"):
+    for column in ("patient", "pathway", "state", "since", "dwell", "next due", "reassessment"):
         table.add_column(column)
     for row in rows:
         table.add_row(
             row.patient_id,
+            row.pathway,
             styled_state(row.state),
             _when(row.state_since),
             _dwell(row.dwell),
@@ -205,7 +207,13 @@ def _when(value: datetime | None) -> str:
 @app.command()
 def diagram(
     patient: Annotated[str | None, typer.Option("--patient", help="Highlight this patient's active states.")] = None,
-    pathway: Annotated[str, typer.Option("--pathway", help="Pathway definition (without --patient).")] = "piriformis",
+    pathway: Annotated[
+        str | None,
+        typer.Option(
+            "--pathway",
+            help="Pathway definition (default piriformis); with --patient, which of the patient's enrolments.",
+        ),
+    ] = None,
     fmt: Annotated[
         str | None,
         typer.Option("--format", help="mermaid, dot, svg or png (default: from -o's suffix, else mermaid)."),
@@ -214,20 +222,21 @@ def diagram(
 ) -> None:
     """Draw the whole statechart (compound and parallel regions), a patient's active states highlighted.
 
-    Example: carepath diagram --patient p-001 --format svg -o p-001.svg
+    Example: carepath diagram --patient p-001 --pathway piriformis --format svg -o p-001.svg
     """
     from states import get_pathway
 
     from ..diagram import TEXT_FORMATS, render
+    from ..engine import DEFAULT_PATHWAY
 
     chosen = fmt or _format_from(output)
     if output is None and chosen not in TEXT_FORMATS:
         raise InvalidCommand(f"--format {chosen} is binary: give -o FILE")
     if patient is not None:
-        status = engine().status(patient)
+        status = engine().status(patient, pathway)
         definition, active = status.definition, status.configuration
     else:
-        definition, active = get_pathway(pathway), []
+        definition, active = get_pathway(pathway or DEFAULT_PATHWAY), []
     data = render(definition, chosen, active)
     if output is None:
         sys.stdout.write(data.decode())
@@ -245,16 +254,17 @@ def _format_from(output: Path | None) -> str:
 def timeline(
     patient: Annotated[str, typer.Argument(help="Patient id.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Image file to write (.png, .svg or .pdf).")],
+    pathway: PathwayOption = None,
 ) -> None:
     """Plot pain over time with the states as coloured bands, events marked and thresholds drawn.
 
-    Example: carepath timeline p-001 -o p-001.png
+    Example: carepath timeline p-001 --pathway piriformis -o p-001.png
     """
     from states import get_pathway
 
     from ..timeline import plot_timeline
 
-    entries = engine().history(patient)
+    entries = engine().history(patient, pathway)
     definition = get_pathway(entries[0].pathway, entries[0].version)
     written = plot_timeline(entries, definition, output)
     console().print(f"wrote {written}")

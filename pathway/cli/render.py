@@ -103,7 +103,8 @@ def print_status(status: Status) -> None:
 def print_history(patient: str, entries: Sequence[AuditEntry]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"history of {patient}")
+    pathway = f" on {entries[0].pathway}" if entries else ""
+    table = Table(title=f"history of {patient}{pathway}")
     for column in ("seq", "event", "at", "actor", "state after", "rule", "hash"):
         table.add_column(column)
     for e in entries:
