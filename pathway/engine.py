@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,8 @@ from persistence import (
 from persistence.reader import light_reader
 from persistence.urls import is_private_memory
 from states import (
+    MIGRATE_EVENT,
+    NoMigration,
     Pathway,
     PlanItem,
     Step,
@@ -51,6 +53,7 @@ __all__ = [
     "MAX_FUTURE_SKEW",
     "PAYLOAD_SCHEMA",
     "Engine",
+    "MigrationChange",
     "SendResult",
     "Status",
     "SweepReport",
@@ -123,6 +126,34 @@ class SendResult:
     duplicate: bool = False
 
 
+@dataclass(frozen=True)
+class MigrationChange:
+    """What moving one enrolment to another version changes (or would change, in a dry run)."""
+
+    patient_id: str
+    pathway: str
+    from_version: int
+    to_version: int
+    state_before: str
+    state_after: str
+    configuration_before: list[str]
+    configuration_after: list[str]
+    context_changes: dict[str, dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "patient_id": self.patient_id,
+            "pathway": self.pathway,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "state_before": self.state_before,
+            "state_after": self.state_after,
+            "configuration_before": self.configuration_before,
+            "configuration_after": self.configuration_after,
+            "context_changes": self.context_changes,
+        }
+
+
 @dataclass
 class SweepReport:
     """What one `tick` sweep did."""
@@ -178,6 +209,7 @@ class Engine:
         pathway: str = DEFAULT_PATHWAY,
         version: int | None = None,
         allow_unapproved: bool = False,
+        handover_from: str | None = None,
         factors: Mapping[str, Any] | None = None,
         actor: str | None = None,
     ) -> Status:
@@ -186,7 +218,9 @@ class Engine:
         A patient may be enrolled on several pathways; the same pathway twice is a DuplicatePatient
         (DuplicateEnrolment). The enrolment gets the latest approved version of the pathway, or
         `version`; a version not approved needs `allow_unapproved`, and a retired one takes no new
-        enrolments.
+        enrolments. With `handover_from`, the patient comes from their enrolment on that pathway
+        (which the new pathway must accept hand-overs from): the enrolment records where it came
+        from, and takes its patient factors when none are given.
         """
         at = require_aware(at)
         now = self.clock()
@@ -197,6 +231,7 @@ class Engine:
             pathway=pathway,
             version=version,
             allow_unapproved=allow_unapproved,
+            handover_from=handover_from,
             factors=factors,
             actor=actor,
             now=now,
@@ -233,6 +268,96 @@ class Engine:
         )
         return self.store.run(work, retries=self.retries)
 
+    def migrate_patients(
+        self,
+        pathway: str,
+        from_version: int,
+        to_version: int,
+        *,
+        dry_run: bool = False,
+        actor: str | None = None,
+    ) -> list[MigrationChange]:
+        """Move every live enrolment of `pathway` on `from_version` to `to_version` by its declared mapping.
+
+        Each moved enrolment gets one audit entry (`migrate`, recording both versions, dated at the
+        patient's last event) and keeps its history; patients in a final state stay where they
+        are. With `dry_run` nothing is written and the result lists exactly what would change.
+        Raises NoMigration, MigrationFailed (before anything is written) or UnknownDefinition.
+        """
+        earlier = get_pathway(pathway, from_version)
+        target = get_pathway(pathway, to_version)
+        if target.model.migration_from(from_version) is None:
+            raise NoMigration(pathway, from_version, to_version)
+        _check_text(actor, "actor")
+        candidates = [
+            snap.patient_id
+            for snap in self.store.iter_snapshots()
+            if snap.pathway == pathway
+            and snap.version == from_version
+            and earlier.outcome(snap.configuration, snap.context) is None
+        ]
+        now = self.clock()
+        planned = [self._migration(self.store.snapshot(pid, pathway), earlier, target) for pid in candidates]
+        if dry_run:
+            return [change for change, _ in planned]
+        done: list[MigrationChange] = []
+        for change, _ in planned:
+            work = partial(
+                self._migrate_in, patient_id=change.patient_id, earlier=earlier, target=target, actor=actor, now=now
+            )
+            written = self.store.run(work, retries=self.retries)
+            if written is not None:
+                done.append(written)
+        return done
+
+    def _migration(
+        self, snapshot: Snapshot, earlier: Pathway, target: Pathway
+    ) -> tuple[MigrationChange, tuple[tuple[str, ...], dict[str, Any]]]:
+        configuration, context = target.migrated(earlier, snapshot.configuration, snapshot.context)
+        keys = sorted(snapshot.context.keys() | context.keys())
+        changes = {
+            key: {"before": snapshot.context.get(key), "after": context.get(key)}
+            for key in keys
+            if snapshot.context.get(key) != context.get(key)
+        }
+        change = MigrationChange(
+            snapshot.patient_id,
+            snapshot.pathway,
+            earlier.version,
+            target.version,
+            snapshot.state,
+            target.state_name(configuration),
+            list(snapshot.configuration),
+            list(configuration),
+            changes,
+        )
+        return change, (configuration, context)
+
+    def _migrate_in(
+        self, tx: Transaction, patient_id: str, earlier: Pathway, target: Pathway, actor: str | None, now: datetime
+    ) -> MigrationChange | None:
+        snapshot = tx.load(patient_id, earlier.name)
+        if snapshot.version != earlier.version:
+            return None  # moved meanwhile by another process
+        change, (configuration, context) = self._migration(snapshot, earlier, target)
+        # Takes effect as of the patient's last event, so later charting is not refused as earlier.
+        at = snapshot.last_event_at
+        entry = NewEntry(
+            event=MIGRATE_EVENT,
+            payload={"from_version": earlier.version, "to_version": target.version},
+            payload_schema=PAYLOAD_SCHEMA,
+            at=at,
+            actor=actor,
+            config_before=list(snapshot.configuration),
+            config_after=list(configuration),
+            transitions=[],
+            decision=None,
+            idempotency_key=None,
+        )
+        update = replace(_update(target, configuration, context, at), version=target.version)
+        tx.append(snapshot, entry, update, now)
+        return change
+
     # -- the same commands inside a caller's transaction (bulk ingestion) -------------------
 
     def enroll_in(
@@ -244,6 +369,7 @@ class Engine:
         pathway: str = DEFAULT_PATHWAY,
         version: int | None = None,
         allow_unapproved: bool = False,
+        handover_from: str | None = None,
         factors: Mapping[str, Any] | None = None,
         actor: str | None = None,
         now: datetime,
@@ -253,7 +379,10 @@ class Engine:
         at = require_aware(at)
         definition = definition_for_enrolment(pathway, version, allow_unapproved=allow_unapproved)
         _check_text(actor, "actor")
-        enrollment = definition.validate_enrollment({"factors": factors if factors is not None else {}})
+        data: dict[str, Any] = {"factors": factors if factors is not None else {}}
+        if handover_from is not None:
+            data.update(self._handover(tx, patient_id, definition, handover_from, factors))
+        enrollment = definition.validate_enrollment(data)
         _check_not_future(at, now)
         configuration, context = definition.start(enrollment, at)
         entry = NewEntry(
@@ -272,6 +401,28 @@ class Engine:
             patient_id, definition.name, definition.version, _update(definition, configuration, context, at), entry, now
         )
         return self._status(tx.load(patient_id, definition.name))
+
+    @staticmethod
+    def _handover(
+        tx: Transaction, patient_id: str, definition: Pathway, source: str, factors: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """The enrolment data of a patient handed over from their enrolment on `source`."""
+        if source not in definition.model.handover_from:
+            accepted = ", ".join(definition.model.handover_from) or "none"
+            raise InvalidCommand(f"{definition.name} takes no hand-over from {source} (it accepts: {accepted})")
+        earlier = tx.load(patient_id, source)
+        outcome = get_pathway(earlier.pathway, earlier.version).outcome(earlier.configuration, earlier.context)
+        handover = {
+            "pathway": earlier.pathway,
+            "version": earlier.version,
+            "state": earlier.state,
+            "reason": (outcome or {}).get("reason"),
+        }
+        if factors is not None:
+            return {"handover": handover}
+        known = definition.model.factors
+        carried = {k: v for k, v in (earlier.context.get("factors") or {}).items() if k in known}
+        return {"handover": handover, "factors": carried}
 
     def send_in(
         self,

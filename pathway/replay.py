@@ -39,7 +39,16 @@ from persistence import (
     entry_hash,
     is_private_memory,
 )
-from states import EventNotAllowed, Pathway, StatesError, Step, get_pathway, require_aware
+from states import (
+    MIGRATE_EVENT,
+    EventNotAllowed,
+    InvalidInput,
+    Pathway,
+    StatesError,
+    Step,
+    get_pathway,
+    require_aware,
+)
 from states.guards import ConditionResult, evaluate_rule
 from states.payloads import Payload
 from states.upcast import upcast
@@ -165,10 +174,16 @@ class _Rebuild:
 
     def step(self, entry: AuditEntry) -> Step:
         """Apply an entry's event to the current state (raises EventNotAllowed, InvalidInput)."""
+        if entry.event == MIGRATE_EVENT:  # moved to another version by its declared mapping
+            target = get_pathway(entry.pathway, entry.version)
+            configuration, context = target.migrated(self.definition, self.configuration, self.context)
+            return Step(MIGRATE_EVENT, self.configuration, configuration, context, (), None)
         payload = stored_payload(self.definition, entry)
         return self.definition.apply(self.configuration, self.context, entry.event, payload, entry.at)
 
     def advance(self, entry: AuditEntry, step: Step) -> None:
+        if entry.event == MIGRATE_EVENT:
+            self.definition = get_pathway(entry.pathway, entry.version)
         self.configuration = step.configuration_after
         self.context = step.context
         state = self.definition.state_name(self.configuration)
@@ -216,7 +231,9 @@ def _checked_start(entry: AuditEntry) -> _Rebuild:
 def _checked_step(rebuild: _Rebuild, entry: AuditEntry) -> None:
     """Re-apply one entry and check configuration, rule, guard values and transitions."""
     definition = rebuild.definition
-    if (entry.pathway, entry.version) != (definition.name, definition.version):
+    if entry.event == MIGRATE_EVENT:
+        _expect(entry.seq, "version migrated from", entry.payload.get("from_version"), definition.version)
+    elif (entry.pathway, entry.version) != (definition.name, definition.version):
         raise _diverged(
             entry.seq,
             f"entry names {entry.pathway} v{entry.version}, patient is on {definition.name} v{definition.version}",
@@ -261,9 +278,7 @@ class ReplayResult(Status):
         return document
 
 
-def replay(
-    store: Store, patient_id: str, until: datetime | None = None, *, pathway: str | None = None
-) -> ReplayResult:
+def replay(store: Store, patient_id: str, until: datetime | None = None, *, pathway: str | None = None) -> ReplayResult:
     """Rebuild an enrolment's state from its audit log, checking each step against the record.
 
     `pathway` names the enrolment (optional when the patient has one). With `until` (an aware
@@ -552,6 +567,8 @@ class WhatIfChange:
     # The recorded event the what-if state does not allow (replay stops there), if any.
     stopped_at_seq: int | None = None
     pathway: str = ""
+    # Why the what-if run stopped: the event not allowed, or data the other version refuses.
+    stopped_because: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -561,6 +578,7 @@ class WhatIfChange:
             "whatif_state": self.whatif_state,
             "first_diverging_seq": self.first_diverging_seq,
             "stopped_at_seq": self.stopped_at_seq,
+            "stopped_because": self.stopped_because,
         }
 
 
@@ -573,10 +591,13 @@ class WhatIfReport:
     events: int = 0
     changes: list[WhatIfChange] = field(default_factory=list)
     enrolments: int = 0
+    # With a version what-if: the pathway and the version its patients were re-run on.
+    version: tuple[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
+            "version": {"pathway": self.version[0], "version": self.version[1]} if self.version else None,
             "patients": self.patients,
             "enrolments": self.enrolments,
             "events": self.events,
@@ -585,16 +606,25 @@ class WhatIfReport:
         }
 
 
-def whatif(store: Store, policy: Mapping[str, Any], *, progress: Progress | None = None) -> WhatIfReport:
-    """Re-run every patient's recorded events under `policy` and report who moves differently.
+def whatif(
+    store: Store,
+    policy: Mapping[str, Any] | None = None,
+    *,
+    version: tuple[str, int] | None = None,
+    progress: Progress | None = None,
+) -> WhatIfReport:
+    """Re-run every patient's recorded events under `policy`, or on another `version` (pathway,
+    version) of their pathway, and report who moves differently.
 
     The recorded payloads and times are re-applied as they were; a recorded tick that changes
     nothing under the new policy is skipped, and a recorded event the what-if state does not
-    allow ends that patient's what-if run (the clinician would have seen another state).
-    Raises InvalidPolicy when `policy` does not fit a patient's definition.
+    allow, or data the other version refuses, ends that patient's what-if run (the clinician
+    would have seen another state). Recorded migrations are left out: the what-if stays on one
+    definition. Raises InvalidPolicy when `policy` does not fit a patient's definition, and
+    UnknownDefinition for an unknown version.
     """
-    resolve = _with_policy(policy)
-    report = WhatIfReport(policy=dict(policy))
+    resolve = _with_version(*version) if version is not None else _with_policy(policy or {})
+    report = WhatIfReport(policy=dict(policy or {}), version=version)
     last_patient = None
     with _streaming(store.iter_entries()) as stream:
         for (patient_id, _pathway), entries in groupby(stream, key=attrgetter("key")):
@@ -630,6 +660,12 @@ def _with_policy(policy: Mapping[str, Any]) -> Resolve:
     return resolve
 
 
+def _with_version(pathway: str, version: int) -> Resolve:
+    """A resolver giving the enrolments of `pathway` that version instead of their recorded one."""
+    chosen = get_pathway(pathway, version)
+    return lambda name, recorded: chosen if name == pathway else get_pathway(name, recorded)
+
+
 def _whatif_patient(
     patient_id: str, entries: Iterable[AuditEntry], resolve: Resolve
 ) -> tuple[int, WhatIfChange | None]:
@@ -639,16 +675,18 @@ def _whatif_patient(
         rebuild = _Rebuild(resolve(first.pathway, first.version), first)
     except StatesError as err:
         raise ReplayDiverged(patient_id, first.seq, f"{REPLAY_DIVERGED}: {err}", first.pathway) from None
-    count, recorded, diverged, stopped = 1, first.config_after, None, None
+    count, recorded, diverged, stopped, because = 1, first.config_after, None, None, None
     for entry in iterator:
         count += 1
+        if entry.event == MIGRATE_EVENT:
+            continue
         recorded = entry.config_after
         if stopped is not None:
             continue
         try:
             step = rebuild.step(entry)
-        except EventNotAllowed:
-            stopped = entry.seq
+        except (EventNotAllowed, InvalidInput) as err:
+            stopped, because = entry.seq, str(err)
             diverged = diverged or entry.seq
             continue
         except StatesError as err:
@@ -660,9 +698,8 @@ def _whatif_patient(
     if diverged is None:
         return count, None
     definition = rebuild.definition
-    change = WhatIfChange(
-        patient_id, definition.state_name(recorded), rebuild.state, diverged, stopped, definition.name
-    )
+    recorded_state = get_pathway(first.pathway, first.version).state_name(recorded)
+    change = WhatIfChange(patient_id, recorded_state, rebuild.state, diverged, stopped, definition.name, because)
     return count, change
 
 

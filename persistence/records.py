@@ -47,6 +47,8 @@ class SnapshotUpdate:
     state: str
     next_due_at: datetime | None
     last_event_at: datetime
+    # A new definition version (a patient migrated to it); None keeps the snapshot's version.
+    version: int | None = None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ AUDIT_COLUMNS = tuple(AuditEntry.__dataclass_fields__)
 _JSON = frozenset({"configuration", "context", "payload", "config_before", "config_after", "transitions", "decision"})
 _TIMES = frozenset({"state_since", "next_due_at", "last_event_at", "created_at", "updated_at", "at", "recorded_at"})
 _UPDATED = (
+    "version",
     "configuration",
     "context",
     "state",

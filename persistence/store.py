@@ -477,6 +477,7 @@ class Transaction:
             and (snapshot.patient_id, snapshot.pathway, entry.idempotency_key) in self._keys
         ):
             raise IdempotencyConflict(snapshot.patient_id, entry.idempotency_key, snapshot.pathway)
+        version = update.version if update.version is not None else snapshot.version
         row: dict[str, Any] = {
             "patient_id": snapshot.patient_id,
             "seq": snapshot.last_seq + 1,
@@ -487,7 +488,7 @@ class Transaction:
             "recorded_at": recorded_at,
             "actor": entry.actor,
             "pathway": snapshot.pathway,
-            "version": snapshot.version,
+            "version": version,
             "config_before": entry.config_before,
             "config_after": entry.config_after,
             "transitions": entry.transitions,
@@ -504,7 +505,7 @@ class Transaction:
         after = Snapshot(
             snapshot.patient_id,
             snapshot.pathway,
-            snapshot.version,
+            version,
             update.configuration,
             update.context,
             update.state,

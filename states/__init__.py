@@ -6,13 +6,15 @@ only input read is a definition file a caller names (or the package's own defini
 """
 
 from .checks import check_model, model_problems
-from .definition import Pathway, Step
+from .definition import MIGRATE_EVENT, Pathway, Step
 from .errors import (
     DefinitionError,
     EventNotAllowed,
     InvalidInput,
     InvalidPayload,
+    MigrationFailed,
     NaiveTime,
+    NoMigration,
     RetiredDefinition,
     StatesError,
     UnapprovedDefinition,
@@ -37,6 +39,7 @@ from .registry import (
 from .upcast import UnknownPayloadSchema
 
 __all__ = [
+    "MIGRATE_EVENT",
     "Condition",
     "Decision",
     "DefinitionError",
@@ -45,7 +48,9 @@ __all__ = [
     "InvalidInput",
     "InvalidPayload",
     "ItemStatus",
+    "MigrationFailed",
     "NaiveTime",
+    "NoMigration",
     "Pathway",
     "PathwayModel",
     "Payload",

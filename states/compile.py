@@ -263,13 +263,26 @@ def build_enroll_payload(model: PathwayModel) -> type[Payload]:
     factors: type[Payload] = create_model(
         f"{_camel(model.name)}Factors", __base__=Payload, __doc__="Patient factors.", **_fields(model.factors, model)
     )
+    extra: dict[str, Any] = {}
+    if model.handover_from:  # where a handed-over patient came from, recorded with the enrolment
+        extra["handover"] = (Handover | None, Field(None))
     enroll: type[Payload] = create_model(
         f"{_camel(model.name)}EnrollPayload",
         __base__=Payload,
         __doc__="Enrolment: the patient factors the plan is computed from.",
         factors=(factors, Field(default_factory=factors)),
+        **extra,
     )
     return enroll
+
+
+class Handover(Payload):
+    """The enrolment a patient was handed over from: pathway, version, state and why it ended."""
+
+    pathway: str
+    version: int
+    state: str
+    reason: str | None = None
 
 
 class PolicyBase(BaseModel):

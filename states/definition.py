@@ -20,14 +20,17 @@ from statemachine.exceptions import TransitionNotAllowed
 from statemachine.orderedset import OrderedSet
 
 from .compile import build_chart, build_enroll_payload, build_payloads, build_policy_model, build_rules, is_stay
-from .errors import EventNotAllowed, UnknownEvent
+from .errors import EventNotAllowed, MigrationFailed, NoMigration, UnknownEvent
 from .guards import Decision, Rule, decide
 from .inputs import compile_inputs, compile_updates, expression
 from .model import PathwayModel, Presentation, Review, StateSpec
 from .payloads import Payload, parse_payload
 from .plan import PlanBook, PlanItem
 
-__all__ = ["ChartRunner", "Context", "Pathway", "Step"]
+__all__ = ["MIGRATE_EVENT", "ChartRunner", "Context", "Pathway", "Step"]
+
+# The audit event of a patient moved to another version of its pathway (never sent by a caller).
+MIGRATE_EVENT = "migrate"
 
 Context = dict[str, Any]
 
@@ -150,6 +153,29 @@ class Pathway:
         self._status_regions = frozenset(model.status_regions)
         self._finals = frozenset(s for s in model.state_ids() if (model.find_state(s) or _NOSTATE).final)
         self._plan = PlanBook(model)
+
+    def migrated(
+        self, earlier: Pathway, configuration: Sequence[str], context: Context
+    ) -> tuple[tuple[str, ...], Context]:
+        """A patient of `earlier` (same pathway) as a patient of this version, by its declared migration.
+
+        State ids are mapped (unlisted ids kept); the context keeps the factors and every key this
+        version remembers (renamed where declared, limited to `keep_context` when given), new keys
+        taking their initial values. Raises NoMigration or MigrationFailed.
+        """
+        spec = self.model.migration_from(earlier.version)
+        if spec is None or earlier.name != self.name:
+            raise NoMigration(self.name, earlier.version, self.version)
+        mapped = [spec.states.get(state_id, state_id) for state_id in configuration]
+        unknown = [state_id for state_id in mapped if state_id not in self.chart.states_map]
+        if unknown:
+            raise MigrationFailed(self.name, self.version, unknown)
+        renamed = {spec.rename_context.get(key, key): value for key, value in context.items()}
+        kept = set(spec.keep_context) if spec.keep_context is not None else set(renamed)
+        new_context: Context = {"factors": context.get("factors", {})}
+        for key, initial in self.model.context.items():
+            new_context[key] = renamed[key] if key in renamed and key in kept else copy.deepcopy(initial)
+        return self.runner.ordered(list(dict.fromkeys(mapped))), new_context
 
     def with_policy(self, policy: BaseModel) -> Pathway:
         """The same definition under another policy (what-if replays)."""

@@ -9,7 +9,9 @@ __all__ = [
     "EventNotAllowed",
     "InvalidInput",
     "InvalidPayload",
+    "MigrationFailed",
     "NaiveTime",
+    "NoMigration",
     "RetiredDefinition",
     "StatesError",
     "UnapprovedDefinition",
@@ -117,3 +119,26 @@ class DefinitionError(StatesError):
         self.version = version
         self.problems = tuple(problems)
         super().__init__(f"pathway definition {name} version {version} is invalid: " + "; ".join(self.problems))
+
+
+class NoMigration(InvalidInput):
+    """Raised when a version declares no migration from the version a patient is on."""
+
+    def __init__(self, name: str, from_version: int, to_version: int) -> None:
+        self.name = name
+        self.from_version = from_version
+        self.to_version = to_version
+        super().__init__(f"{name} version {to_version} declares no migration from version {from_version}")
+
+
+class MigrationFailed(InvalidInput):
+    """Raised when a patient's state has no place in the newer version (the mapping misses it)."""
+
+    def __init__(self, name: str, to_version: int, states: Sequence[str]) -> None:
+        self.name = name
+        self.to_version = to_version
+        self.states = tuple(states)
+        super().__init__(
+            f"{name} version {to_version} has no state {', '.join(map(repr, self.states))}; "
+            "map it under migrations[].states"
+        )

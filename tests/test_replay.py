@@ -249,6 +249,7 @@ def test_whatif_names_the_patients_a_stricter_policy_would_move(engine: Engine) 
             "whatif_state": "second_line",
             "first_diverging_seq": 3,
             "stopped_at_seq": None,
+            "stopped_because": None,
         }
     ]
 

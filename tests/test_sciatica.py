@@ -268,3 +268,43 @@ def test_every_command_runs_on_sciatica(db_url: str, capsys: pytest.CaptureFixtu
     assert code == 0 and [row["patient_id"] for row in listed["patients"]] == ["s1"]
     code, mermaid = run(db_url, "diagram", "--patient", "s1", "--format", "mermaid")
     assert code == 0 and "class conservative,care,package,monitoring,due active" in mermaid
+
+
+def test_a_piriformis_patient_is_handed_over(engine: Engine) -> None:
+    """Re-diagnosed with suspected radiculopathy, the patient is offered and enrolled on sciatica, keeping both."""
+    engine.enroll("p1", T0, version=1, factors={"age": 70, "anticoagulant": True, "glaucoma": True})
+    engine.send(
+        "p1",
+        "assess",
+        T0,
+        {"findings": ["buttock_pain", "straight_leg_raise"], "pain": 7, "fasciculations": "absent", "red_flags": []},
+    )
+    piriformis = engine.status("p1", "piriformis")
+    assert piriformis.outcome == {"reason": "suspected_lumbar_radiculopathy"}
+    assert "rediagnose.sciatica_pathway" in {i.id for i in piriformis.plan}
+    status = engine.enroll("p1", T0 + WEEK, pathway="sciatica", handover_from="piriformis", allow_unapproved=True)
+    assert status.pathway == "sciatica" and status.state == "assessment"
+    first = engine.history("p1", "sciatica")[0]
+    assert first.payload["handover"] == {
+        "pathway": "piriformis",
+        "version": 1,
+        "state": "rediagnose",
+        "reason": "suspected_lumbar_radiculopathy",
+    }
+    carried = first.payload["factors"]
+    assert carried["age"] == 70 and carried["anticoagulant"] is True
+    assert "glaucoma" not in carried  # not a sciatica factor
+    assert [e.event for e in engine.history("p1", "piriformis")] == ["enroll", "assess"]
+    assert verify(engine.store).ok
+
+
+def test_a_hand_over_needs_the_enrolment_and_a_declared_source(engine: Engine) -> None:
+    """Handing over from a pathway the patient is not on, or that the target does not accept, is refused."""
+    from pathway.errors import InvalidCommand
+    from persistence import UnknownPatient
+
+    with pytest.raises(UnknownPatient):
+        engine.enroll("p9", T0, pathway="sciatica", handover_from="piriformis", allow_unapproved=True)
+    engine.enroll("p9", T0, pathway="sciatica", allow_unapproved=True)
+    with pytest.raises(InvalidCommand, match="takes no hand-over from sciatica"):
+        engine.enroll("p9", T0, pathway="piriformis", handover_from="sciatica")

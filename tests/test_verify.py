@@ -330,6 +330,7 @@ def test_cli_whatif(cohort: Engine, capsys: pytest.CaptureFixture[str], tmp_path
         "whatif_state": "second_line",
         "first_diverging_seq": 4,
         "stopped_at_seq": None,
+        "stopped_because": None,
     }
     policy.write_text("[1, 2]")
     assert _cli(cohort, "whatif", "--policy", str(policy)) == 2

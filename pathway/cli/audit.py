@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..engine import DEFAULT_PATHWAY
 from ..errors import InvalidCommand
 from .app import JsonOption, PathwayOption, app, emit_json, engine, parse_time
 from .render import console, print_status, styled_state
@@ -95,20 +96,31 @@ def verify_command(
 
 @app.command("whatif")
 def whatif_command(
-    policy: Annotated[Path, typer.Option("--policy", help="Policy JSON file (fields of the pathway's policy).")],
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Policy JSON file (fields of the pathway's policy).")
+    ] = None,
+    version: Annotated[
+        int | None, typer.Option("--version", min=1, help="Re-run the patients of --pathway on this version.")
+    ] = None,
+    pathway: Annotated[str, typer.Option("--pathway", help="The pathway whose version --version names.")] = (
+        DEFAULT_PATHWAY
+    ),
     json_: JsonOption = False,
 ) -> None:
-    """Replay every patient's recorded events under another policy; list who moves differently.
+    """Replay every patient's recorded events under another policy or version; list who moves differently.
 
     Example: carepath whatif --policy stricter.json --json
     (stricter.json: {"moderate_improvement": 0.4, "first_line_early_weeks": 3})
+    Example: carepath whatif --pathway piriformis --version 2
     """
-    data = _read_policy(policy)
+    if (policy is None) == (version is None):
+        raise InvalidCommand("give exactly one of --policy FILE or --version N")
+    data = _read_policy(policy) if policy is not None else None
     store = engine().store
     with _progress("what-if", 0 if json_ else store.count_entries()) as advance:
         from ..replay import whatif as whatif_log
 
-        report = whatif_log(store, data, progress=advance)
+        report = whatif_log(store, data, version=(pathway, version) if version else None, progress=advance)
     if json_:
         emit_json(report.to_json())
     else:

@@ -24,6 +24,10 @@ def enroll(
     allow_unapproved: Annotated[
         bool, typer.Option("--allow-unapproved", help="Allow a version that is a draft or under review.")
     ] = False,
+    handover_from: Annotated[
+        str | None,
+        typer.Option("--from", help="Hand over from the patient's enrolment on this pathway (recorded)."),
+    ] = None,
     factors: Annotated[str | None, typer.Option(help="Patient factors as JSON, e.g. '{\"age\": 70}'.")] = None,
     actor: Annotated[str | None, typer.Option(help="Who enrolled the patient.")] = None,
     json_: JsonOption = False,
@@ -33,6 +37,7 @@ def enroll(
     A patient may be enrolled on several pathways, each once.
 
     Example: carepath enroll p-001 --at 2026-01-05T09:00:00+00:00 --factors '{"age": 70}'
+    Hand-over: carepath enroll p-001 --pathway sciatica --from piriformis --allow-unapproved --at ...
     """
     status = engine().enroll(
         patient,
@@ -40,7 +45,8 @@ def enroll(
         pathway=pathway,
         version=version,
         allow_unapproved=allow_unapproved,
-        factors=parse_data(factors, "--factors"),
+        handover_from=handover_from,
+        factors=parse_data(factors, "--factors") if factors is not None else None,
         actor=actor,
     )
     if json_:

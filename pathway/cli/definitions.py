@@ -11,7 +11,7 @@ import typer
 
 from states import DefinitionError, get_pathway, json_schema, load_file, model_problems, pathways
 
-from .app import JsonOption, app, emit_json
+from .app import JsonOption, app, emit_json, engine
 from .render import console
 
 __all__ = ["check", "list_pathways", "schema"]
@@ -94,3 +94,29 @@ def list_pathways(json_out: JsonOption = False) -> None:
     for row in rows:
         table.add_row(*(str(row[key] or "") for key in ("pathway", "version", "title", "review", "reviewer", "date")))
     console().print(table)
+
+
+@app.command("migrate-patients")
+def migrate_patients(
+    pathway: Annotated[str, typer.Option("--pathway", help="The pathway whose patients move.")],
+    from_version: Annotated[int, typer.Option("--from", min=1, help="The version they are on.")],
+    to_version: Annotated[int, typer.Option("--to", min=1, help="The version declaring the migration.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would change; write nothing.")] = False,
+    actor: Annotated[str | None, typer.Option(help="Who moved the patients.")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Move live patients of a pathway to a newer version, by the state mapping that version declares.
+
+    Each patient moved gets one audit entry (migrate, with both versions); patients in a final
+    state stay. Example: carepath migrate-patients --pathway piriformis --from 1 --to 2 --dry-run
+    """
+    changes = engine().migrate_patients(pathway, from_version, to_version, dry_run=dry_run, actor=actor)
+    if json_out:
+        emit_json({"dry_run": dry_run, "migrated": len(changes), "patients": [c.to_json() for c in changes]})
+        return
+    verb = "would move" if dry_run else "moved"
+    console().print(f"{verb} {len(changes)} patient(s) of {pathway} from version {from_version} to {to_version}")
+    for change in changes:
+        states = f"{change.state_before} -> {change.state_after}"
+        keys = ", ".join(change.context_changes) or "no context change"
+        console().print(f"  {change.patient_id}: {states}; {keys}", markup=False, highlight=False)
