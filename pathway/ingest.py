@@ -1,7 +1,7 @@
 """Bulk ingestion: many events per transaction, each checked exactly as `send` checks it.
 
 Input is JSON Lines, one event per line:
-    {"patient": "p-1", "event": "enroll", "at": "...", "factors": {...}, "pathway": "piriformis"}
+    {"patient": "p-1", "event": "enroll", "at": "...", "factors": {...}, "pathway": "..."}
     {"patient": "p-1", "event": "assess", "at": "...", "data": {...}, "actor": "...", "idempotency_key": "..."}
 A rejected line is reported with its line number and reason and writes nothing; the other lines
 of its batch still commit. The engine's clock is read once for the whole import.
@@ -22,7 +22,7 @@ import orjson
 
 from persistence import StorageUnavailable
 
-from .engine import Engine
+from .engine import DEFAULT_PATHWAY, Engine
 from .errors import InvalidCommand, exit_code
 from .tuning import bulk_allocation, worker_context
 
@@ -249,7 +249,7 @@ def _apply_line(engine: Engine, tx: Transaction, record: dict[str, Any], now: da
             tx,
             patient,
             at,
-            pathway=record.get("pathway", "piriformis"),
+            pathway=record.get("pathway", DEFAULT_PATHWAY),
             factors=record.get("factors"),
             actor=record.get("actor"),
             now=now,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..engine import DEFAULT_PATHWAY
 from ..errors import InvalidCommand
 from .app import JsonOption, app, emit_json, engine, parse_time
 from .render import console, styled_state
@@ -56,7 +57,10 @@ def _print_explanation(x: Explanation) -> None:
     from rich.markup import escape
 
     out = console()
-    out.print(f"[bold]{x.patient_id}[/]  {styled_state(x.state)}  {x.pathway} v{x.version}  at {_when(x.at)}")
+    from states import get_pathway
+
+    state = styled_state(x.state, get_pathway(x.pathway, x.version))
+    out.print(f"[bold]{x.patient_id}[/]  {state}  {x.pathway} v{x.version}  at {_when(x.at)}")
     out.print(f"configuration: {', '.join(x.configuration)}")
     due = f"{_when(x.next_due_at)} (a tick then changes the patient)" if x.next_due_at else "-"
     out.print(f"next due: {due}")
@@ -148,13 +152,15 @@ def due(
 def _print_rows(title: str, rows: list[CohortRow], at: datetime) -> None:
     from rich.table import Table
 
+    from states import get_pathway
+
     table = Table(title=title)
     for column in ("patient", "state", "since", "dwell", "next due", "reassessment"):
         table.add_column(column)
     for row in rows:
         table.add_row(
             row.patient_id,
-            styled_state(row.state),
+            styled_state(row.state, get_pathway(row.pathway, row.version)),
             _when(row.state_since),
             _dwell(row.dwell),
             _when(row.next_due_at) if row.next_due_at else "-",
@@ -169,7 +175,7 @@ def _reassessment(row: CohortRow, at: datetime) -> str:
         return f"[bold red]overdue[/]{late}"
     if row.tick:
         return f"[yellow]tick -> {row.tick}[/]"
-    if "due" in row.configuration:
+    if row.due:
         return "[yellow]due[/]"
     return ""
 
@@ -205,7 +211,9 @@ def _when(value: datetime | None) -> str:
 @app.command()
 def diagram(
     patient: Annotated[str | None, typer.Option("--patient", help="Highlight this patient's active states.")] = None,
-    pathway: Annotated[str, typer.Option("--pathway", help="Pathway definition (without --patient).")] = "piriformis",
+    pathway: Annotated[
+        str, typer.Option("--pathway", help="Pathway definition (without --patient).")
+    ] = DEFAULT_PATHWAY,
     fmt: Annotated[
         str | None,
         typer.Option("--format", help="mermaid, dot, svg or png (default: from -o's suffix, else mermaid)."),
