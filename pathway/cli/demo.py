@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..engine import DEFAULT_PATHWAY
 from .app import app
 from .render import console, styled_state
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from ..cohort_plot import CohortHistory
     from ..engine import Engine
     from ..replay import VerifyReport
-    from ..simulate import SimulationResult
+    from ..simulate import Scenario, SimulationResult
 
 __all__ = ["DIAGRAM_STEM", "PLOT_NAME", "Dashboard", "demo"]
 
@@ -53,6 +54,10 @@ def demo(
     ] = Path("carepath-demo"),
     patients: Annotated[int, typer.Option("--patients", min=1, help="Cohort size.")] = 300,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same cohort.")] = 7,
+    scenario: Annotated[
+        str,
+        typer.Option("--scenario", help="A pathway with a scenario beside its definition, or a scenario file."),
+    ] = DEFAULT_PATHWAY,
 ) -> None:
     """Simulate a seeded cohort for six months on SQLite, then show its dashboard, verify it, and draw it.
 
@@ -61,7 +66,7 @@ def demo(
     from ..clock import FakeClock, system_clock
     from ..cohort_plot import plot_cohort, read_history
     from ..engine import Engine
-    from ..simulate import cohort_start
+    from ..simulate import cohort_start, load_scenario
 
     directory.mkdir(parents=True, exist_ok=True)
     for name in _OUTPUTS:
@@ -73,7 +78,7 @@ def demo(
     engine = Engine(url, FakeClock(start))
     out = console()
     try:
-        result = _simulate(engine, patients, seed, start)
+        result = _simulate(engine, load_scenario(scenario), patients, seed, start)
         history = read_history(engine.store, result.start, result.end)
         dashboard = Dashboard.read(engine, history)
         dashboard.print(out, result)
@@ -105,7 +110,7 @@ def _progress() -> tuple[Console, list[ProgressColumn]]:
     return Console(stderr=True), columns
 
 
-def _simulate(engine: Engine, patients: int, seed: int, start: datetime) -> SimulationResult:
+def _simulate(engine: Engine, scenario: Scenario, patients: int, seed: int, start: datetime) -> SimulationResult:
     from rich.progress import Progress
 
     from ..simulate import DEFAULT_WEEKS, simulate
@@ -116,6 +121,7 @@ def _simulate(engine: Engine, patients: int, seed: int, start: datetime) -> Simu
         task = bar.add_task(f"simulating {patients} patients, week", total=DEFAULT_WEEKS)
         result = simulate(
             engine,
+            scenario=scenario,
             patients=patients,
             seed=seed,
             start=start,
