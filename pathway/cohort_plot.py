@@ -1,9 +1,11 @@
 """A cohort's course read back from the audit log, and its plot.
 
 Everything here is computed from the recorded entries (never from what a simulation meant to
-do): each patient's state after each event, the time from entering treatment to resolution,
-escalations between lines and reassessments that became overdue. matplotlib is imported only
-when a plot is drawn, so the CLI starts fast.
+do): each patient's state after each event, the time from entering the definition's stages to
+its goal state, escalations between stages and schedules that became overdue. Which states are
+stages, the goal, the order and the colours come from each definition's presentation hints (a
+cohort may mix pathways and versions: their hints are merged, the first definition seen
+first). matplotlib is imported only when a plot is drawn, so the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from persistence import AuditEntry
-from states import get_pathway
+from states import Pathway, get_pathway
 
 from .errors import CarepathError
-from .timeline import STATE_COLOURS  # the same colours as a patient's timeline
+from .hints import NEUTRAL_COLOUR, merged_colours, monitoring, state_order
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -29,20 +31,9 @@ if TYPE_CHECKING:
 if TYPE_CHECKING:
     from persistence import Store
 
-__all__ = ["STATE_ORDER", "CohortHistory", "EmptyCohort", "plot_cohort", "read_history"]
+__all__ = ["CohortHistory", "EmptyCohort", "plot_cohort", "read_history"]
 
 WEEK = timedelta(weeks=1)
-STATE_ORDER = (
-    "assessment",
-    "first_line",
-    "second_line",
-    "third_line",
-    "resolved",
-    "rediagnose",
-    "urgent_referral",
-    "withdrawn",
-)
-LINES = ("first_line", "second_line", "third_line")
 
 
 class EmptyCohort(CarepathError):
@@ -58,12 +49,31 @@ class CohortHistory:
     # Per patient: the times of their events and the state after each (same length, time order).
     times: dict[str, list[datetime]]
     states: dict[str, list[str]]
-    # Weeks from entering treatment to resolution, one per resolved episode.
+    # Weeks from entering a definition's stages to its goal state, one per episode that reached it.
     resolution_weeks: list[float]
-    # (line entered, event that moved the patient there), for moves between lines.
+    # (stage entered, event that moved the patient there), for moves between stages.
     escalations: Counter[tuple[str, str]]
     overdue_episodes: int
     events: int
+    # The definitions the entries were recorded under, in the order first seen.
+    definitions: list[Pathway]
+
+    @property
+    def stages(self) -> list[str]:
+        """The stages of every definition present, in their order (the first definition's first)."""
+        return list(dict.fromkeys(stage for d in self.definitions for stage in d.presentation.stages))
+
+    @property
+    def goals(self) -> list[str]:
+        return list(dict.fromkeys(d.presentation.goal for d in self.definitions if d.presentation.goal))
+
+    @property
+    def colours(self) -> dict[str, str]:
+        return merged_colours(self.definitions)
+
+    def state_order(self, states: Iterable[str] = ()) -> list[str]:
+        """The definitions' state order, then any other of `states`."""
+        return state_order(self.definitions, states)
 
     def state_at(self, patient_id: str, at: datetime) -> str | None:
         """A patient's state at `at`, or None before enrolment."""
@@ -82,9 +92,9 @@ class CohortHistory:
     def median_weeks_to_resolution(self) -> float | None:
         return statistics.median(self.resolution_weeks) if self.resolution_weeks else None
 
-    def escalated(self, line: str, event: str | None = None) -> int:
-        """Moves into `line` from another line (by the rules on `reassess`, or `override`)."""
-        return sum(n for (target, by), n in self.escalations.items() if target == line and event in (None, by))
+    def escalated(self, stage: str, event: str | None = None) -> int:
+        """Moves into `stage` from another stage (by `event`, or by any event when None)."""
+        return sum(n for (target, by), n in self.escalations.items() if target == stage and event in (None, by))
 
 
 def read_history(store: Store, start: datetime | None = None, end: datetime | None = None) -> CohortHistory:
@@ -103,6 +113,7 @@ def read_history(store: Store, start: datetime | None = None, end: datetime | No
         escalations=reader.escalations,
         overdue_episodes=reader.overdue_episodes,
         events=reader.events,
+        definitions=list(reader.definitions.values()),
     )
 
 
@@ -116,25 +127,46 @@ class _Reader:
         self.escalations: Counter[tuple[str, str]] = Counter()
         self.overdue_episodes = 0
         self.events = 0
-        self._treatment_since: dict[str, datetime] = {}
+        self.definitions: dict[tuple[str, int], Pathway] = {}
+        self._hints: dict[tuple[str, int], _Hints] = {}
+        self._staged_since: dict[str, datetime] = {}
 
     def read(self, entry: AuditEntry) -> None:
         self.events += 1
         patient = entry.patient_id
-        definition = get_pathway(entry.pathway, entry.version)
+        key = (entry.pathway, entry.version)
+        hints = self._hints.get(key)
+        if hints is None:
+            definition = self.definitions[key] = get_pathway(*key)
+            hints = self._hints[key] = _Hints.of(definition)
         self.times.setdefault(patient, []).append(entry.at)
-        self.states.setdefault(patient, []).append(definition.state_name(entry.config_after))
+        self.states.setdefault(patient, []).append(hints.definition.state_name(entry.config_after))
         before, after = set(entry.config_before), set(entry.config_after)
-        if "treatment" in after and "treatment" not in before:
-            self._treatment_since[patient] = entry.at
-        if "resolved" in after and "resolved" not in before and patient in self._treatment_since:
-            self.resolution_weeks.append((entry.at - self._treatment_since.pop(patient)) / WEEK)
-        if "treatment" in before:
-            for line in LINES:
-                if line in after and line not in before:
-                    self.escalations[(line, entry.event)] += 1
-        if "overdue" in after and "overdue" not in before:
+        staged_before = bool(hints.stages & before)
+        if hints.stages & after and not staged_before:
+            self._staged_since[patient] = entry.at
+        if hints.goal in after and hints.goal not in before and patient in self._staged_since:
+            self.resolution_weeks.append((entry.at - self._staged_since.pop(patient)) / WEEK)
+        if staged_before:
+            for stage in (hints.stages & after) - before:
+                self.escalations[(stage, entry.event)] += 1
+        if (hints.overdue & after) - before:
             self.overdue_episodes += 1
+
+
+@dataclass(frozen=True)
+class _Hints:
+    """What the reader needs of one definition, looked up once."""
+
+    definition: Pathway
+    stages: frozenset[str]
+    goal: str | None
+    overdue: frozenset[str]
+
+    @classmethod
+    def of(cls, definition: Pathway) -> _Hints:
+        hints = definition.presentation
+        return cls(definition, frozenset(hints.stages), hints.goal, monitoring(definition).overdue)
 
 
 def _daily(history: CohortHistory) -> list[datetime]:
@@ -142,14 +174,20 @@ def _daily(history: CohortHistory) -> list[datetime]:
     return [history.start + timedelta(days=d) for d in range(days + 1)]
 
 
-def plot_cohort(history: CohortHistory, path: Path, *, title: str = "Piriformis pathway cohort") -> Path:
-    """Write a PNG: patients per state over time (stacked), and the weeks to resolution."""
+def plot_cohort(history: CohortHistory, path: Path, *, title: str | None = None) -> Path:
+    """Write a PNG: patients per state over time (stacked), and the weeks to the goal state.
+
+    `title` defaults to the titles (else names) of the pathways in the cohort.
+    """
     from matplotlib.figure import Figure  # lazily: matplotlib is slow to import
 
     fig = Figure(figsize=(13, 5.5), dpi=110, layout="constrained")
     states_ax, weeks_ax = fig.subplots(1, 2, width_ratios=[2.2, 1])
     _stacked_states(states_ax, history)
     _resolution_histogram(weeks_ax, history)
+    if title is None:
+        names = dict.fromkeys(d.presentation.title or d.model.title or d.name for d in history.definitions)
+        title = " / ".join(names) or "cohort"
     fig.suptitle(f"{title}: {len(history.times)} patients, {history.events} audited events", fontsize=13)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
@@ -159,9 +197,9 @@ def plot_cohort(history: CohortHistory, path: Path, *, title: str = "Piriformis 
 def _stacked_states(ax: Axes, history: CohortHistory) -> None:
     days = _daily(history)
     counts = [history.counts_at(day) for day in days]
-    present = [s for s in STATE_ORDER if any(c[s] for c in counts)]
-    extra = sorted({s for c in counts for s in c} - set(STATE_ORDER))  # states of another pathway
-    order = present + extra
+    order = history.state_order({s for c in counts for s in c})
+    order = [s for s in order if any(c[s] for c in counts)]
+    colours = history.colours
     weeks = [(day - history.start) / WEEK for day in days]
     ax.set_title("patients per state")
     if not order:
@@ -171,7 +209,7 @@ def _stacked_states(ax: Axes, history: CohortHistory) -> None:
         weeks,
         [[c[s] for c in counts] for s in order],
         labels=[s.replace("_", " ") for s in order],
-        colors=[STATE_COLOURS.get(s, "#6c757d") for s in order],
+        colors=[colours.get(s, NEUTRAL_COLOUR) for s in order],
         alpha=0.9,
     )
     ax.set_xlim(0, weeks[-1])
@@ -184,15 +222,18 @@ def _stacked_states(ax: Axes, history: CohortHistory) -> None:
 
 def _resolution_histogram(ax: Axes, history: CohortHistory) -> None:
     weeks = history.resolution_weeks
-    ax.set_title("weeks from starting treatment to resolution")
+    goals = history.goals
+    goal = " / ".join(g.replace("_", " ") for g in goals) or "goal"
+    ax.set_title(f"weeks from the first stage to {goal}")
     ax.set_xlabel("weeks")
-    ax.set_ylabel("resolved episodes")
+    ax.set_ylabel(f"episodes reaching {goal}")
     ax.grid(alpha=0.3)
     if not weeks:
-        ax.text(0.5, 0.5, "no patient resolved", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, f"no patient reached {goal}", ha="center", va="center", transform=ax.transAxes)
         return
     bins = _bins(weeks)
-    ax.hist(weeks, bins=bins, color=STATE_COLOURS["resolved"], edgecolor="white")
+    colour = history.colours.get(goals[0], NEUTRAL_COLOUR) if goals else NEUTRAL_COLOUR
+    ax.hist(weeks, bins=bins, color=colour, edgecolor="white")
     median = statistics.median(weeks)
     ax.axvline(median, color="#264653", linestyle="--", label=f"median {median:.1f} weeks (n={len(weeks)})")
     ax.legend(loc="upper right", fontsize=8)

@@ -21,6 +21,7 @@ from states.payloads import Payload
 from .clock import Clock, system_clock
 from .engine import Engine, iso_or_none, pick_enrolment
 from .errors import TimeWentBackwards
+from .hints import monitoring
 
 if TYPE_CHECKING:
     from persistence import Store
@@ -35,9 +36,6 @@ __all__ = [
     "explain",
 ]
 
-# Inputs that are fractions and read as percentages, unless the definition names its own.
-# The state a patient with a missed reassessment is in (monitoring region).
-OVERDUE_STATE = "overdue"
 # The time step used to tell clock-driven inputs from recorded ones, and to extrapolate them.
 _PROBE = timedelta(days=1)
 
@@ -302,6 +300,7 @@ class CohortRow:
     next_due_at: datetime | None
     tick: str | None
     overdue: bool
+    due: bool = False
 
     @property
     def dwell_days(self) -> float:
@@ -339,6 +338,8 @@ def due_cohort(store: Store, at: datetime) -> Iterator[CohortRow]:
 
 def _row(snapshot: Snapshot, at: datetime) -> CohortRow:
     tick = _tick_target(snapshot, at)
+    schedule = monitoring(get_pathway(snapshot.pathway, snapshot.version))
+    configuration = set(snapshot.configuration)
     return CohortRow(
         patient_id=snapshot.patient_id,
         pathway=snapshot.pathway,
@@ -349,7 +350,8 @@ def _row(snapshot: Snapshot, at: datetime) -> CohortRow:
         dwell=max(at - snapshot.state_since, timedelta(0)),
         next_due_at=snapshot.next_due_at,
         tick=tick,
-        overdue=OVERDUE_STATE in snapshot.configuration or tick == OVERDUE_STATE,
+        overdue=bool(schedule.overdue & configuration) or tick in schedule.overdue,
+        due=bool(schedule.due & configuration),
     )
 
 

@@ -1,7 +1,10 @@
 """FHIR R4 export: a patient's pathway as a Bundle of Patient, Condition, Observation, CarePlan
 and Provenance resources, built as plain JSON (validated against the R4B models in the tests).
 
-Code systems are the canonical FHIR URIs of the terminologies DESIGN.md section 2 lists.
+Code systems are the canonical FHIR URIs of the terminologies DESIGN.md section 2 lists. The
+codes come from the definition's `presentation.fhir` hints: the condition of the pathway,
+findings that add a condition once observed other than 'absent', the payload fields recorded
+as observations (on the events it names), and the Condition and CarePlan status per state.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from persistence import AuditEntry
+from states.model import CodeSpec, FhirHints
 
 from .engine import Engine, Status
 
@@ -20,38 +24,34 @@ SYSTEMS = {
     "LOINC": "http://loinc.org",
     "RxNorm": "http://www.nlm.nih.gov/research/umls/rxnorm",
     "CPT": "http://www.ama-assn.org/go/cpt",
+    "SNOMED CT": "http://snomed.info/sct",
 }
 PATIENT_IDS = "urn:carepath:patient"
 AUDIT_IDS = "urn:carepath:audit"
-PAIN = {
-    "system": SYSTEMS["LOINC"],
-    "code": "72514-3",
-    "display": "Pain severity - 0-10 verbal numeric rating [Score] - Reported",
-}
-PIRIFORMIS = {
-    "system": SYSTEMS["ICD-10-CM"],
-    "code": "G57.00",
-    "display": "Lesion of sciatic nerve, unspecified lower limb",
-}
-FASCICULATION = {"system": SYSTEMS["ICD-10-CM"], "code": "R25.3", "display": "Fasciculation"}
-
-# Condition and CarePlan status by the reported state.
-_CLINICAL = {"resolved": "resolved", "withdrawn": "inactive"}
-_VERIFICATION = {"assessment": "provisional", "rediagnose": "unconfirmed"}
-_CAREPLAN = {"resolved": "completed", "withdrawn": "revoked", "rediagnose": "revoked", "urgent_referral": "revoked"}
-_OBSERVED_EVENTS = ("assess", "reassess", "relapse")
+# Without fhir hints a definition exports its CarePlan and Provenance, no Condition or Observation.
+_NO_HINTS = FhirHints(condition=CodeSpec(system="SNOMED CT", code="", display=""))
 
 
 def export_bundle(engine: Engine, patient_id: str, pathway: str | None = None) -> dict[str, Any]:
     """The patient's enrolment on `pathway` (optional when it has one) as a FHIR R4 `collection` Bundle."""
     status = engine.status(patient_id, pathway)
+    hints = status.definition.presentation.fhir
     entries = engine.history(patient_id, status.pathway)
     subject = {"reference": f"Patient/{_fhir_id(patient_id)}"}
-    observations = [_pain_observation(e, subject) for e in entries if e.event in _OBSERVED_EVENTS]
-    conditions = [_condition("piriformis", PIRIFORMIS, status, entries, subject)]
-    if any(e.payload.get("fasciculations") not in (None, "absent") for e in entries if e.event in _OBSERVED_EVENTS):
-        conditions.append(_condition("fasciculation", FASCICULATION, status, entries, subject))
-    careplan = _careplan(status, subject, conditions, observations)
+    observed = [e for e in entries if hints is not None and e.event in hints.observed_events]
+    observations = [
+        _observation(e, field, code, subject)
+        for e in observed
+        for field, code in (hints or _NO_HINTS).observations.items()
+        if _is_number(e.payload.get(field))
+    ]
+    conditions = []
+    if hints is not None:
+        conditions.append(_condition(status.pathway, hints.condition, hints, status, entries, subject))
+        for field, code in hints.extra_conditions.items():
+            if any(e.payload.get(field) not in (None, "absent") for e in observed):
+                conditions.append(_condition(code.display.lower(), code, hints, status, entries, subject))
+    careplan = _careplan(status, hints or _NO_HINTS, subject, conditions, observations)
     resources = [
         _patient(patient_id),
         *conditions,
@@ -67,6 +67,14 @@ def export_bundle(engine: Engine, patient_id: str, pathway: str | None = None) -
     }
 
 
+def _coding(code: CodeSpec) -> dict[str, str]:
+    return {"system": SYSTEMS[code.system], "code": code.code, "display": code.display}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _patient(patient_id: str) -> dict[str, Any]:
     return {
         "resourceType": "Patient",
@@ -76,19 +84,27 @@ def _patient(patient_id: str) -> dict[str, Any]:
 
 
 def _condition(
-    key: str, code: dict[str, str], status: Status, entries: list[AuditEntry], subject: dict[str, str]
+    key: str,
+    code: CodeSpec,
+    hints: FhirHints,
+    status: Status,
+    entries: list[AuditEntry],
+    subject: dict[str, str],
 ) -> dict[str, Any]:
-    assessed = next((e for e in entries if e.event == "assess"), None)
+    """A condition, with its onset at the first observed event."""
+    assessed = next((e for e in entries if e.event in hints.observed_events), None)
     condition: dict[str, Any] = {
         "resourceType": "Condition",
         "id": _fhir_id(f"{status.patient_id}-{key}"),
         "clinicalStatus": _coded(
-            "http://terminology.hl7.org/CodeSystem/condition-clinical", _CLINICAL.get(status.state, "active")
+            "http://terminology.hl7.org/CodeSystem/condition-clinical",
+            hints.clinical_status.get(status.state, "active"),
         ),
         "verificationStatus": _coded(
-            "http://terminology.hl7.org/CodeSystem/condition-ver-status", _VERIFICATION.get(status.state, "confirmed")
+            "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+            hints.verification_status.get(status.state, "confirmed"),
         ),
-        "code": {"coding": [code], "text": code["display"]},
+        "code": {"coding": [_coding(code)], "text": code.display},
         "subject": subject,
     }
     if assessed is not None:
@@ -96,16 +112,16 @@ def _condition(
     return condition
 
 
-def _pain_observation(entry: AuditEntry, subject: dict[str, str]) -> dict[str, Any]:
+def _observation(entry: AuditEntry, field: str, code: CodeSpec, subject: dict[str, str]) -> dict[str, Any]:
     return {
         "resourceType": "Observation",
-        "id": _fhir_id(f"{entry.patient_id}-pain-{entry.seq}"),
+        "id": _fhir_id(f"{entry.patient_id}-{field}-{entry.seq}"),
         "status": "final",
-        "code": {"coding": [PAIN], "text": "Pain severity 0-10"},
+        "code": {"coding": [_coding(code)], "text": code.display},
         "subject": subject,
         "effectiveDateTime": _instant(entry.at),
         "valueQuantity": {
-            "value": entry.payload["pain"],
+            "value": entry.payload[field],
             "unit": "score",
             "system": "http://unitsofmeasure.org",
             "code": "{score}",
@@ -115,7 +131,11 @@ def _pain_observation(entry: AuditEntry, subject: dict[str, str]) -> dict[str, A
 
 
 def _careplan(
-    status: Status, subject: dict[str, str], conditions: list[dict[str, Any]], observations: list[dict[str, Any]]
+    status: Status,
+    hints: FhirHints,
+    subject: dict[str, str],
+    conditions: list[dict[str, Any]],
+    observations: list[dict[str, Any]],
 ) -> dict[str, Any]:
     activities = []
     for item in status.plan:
@@ -135,7 +155,7 @@ def _careplan(
     careplan: dict[str, Any] = {
         "resourceType": "CarePlan",
         "id": _fhir_id(f"{status.patient_id}-careplan"),
-        "status": _CAREPLAN.get(status.state, "active"),
+        "status": hints.careplan_status.get(status.state, "active"),
         "intent": "plan",
         "title": f"{status.pathway} pathway v{status.version}: {status.state}",
         "subject": subject,

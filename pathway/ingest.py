@@ -1,7 +1,7 @@
 """Bulk ingestion: many events per transaction, each checked exactly as `send` checks it.
 
 Input is JSON Lines, one event per line:
-    {"patient": "p-1", "event": "enroll", "at": "...", "factors": {...}, "pathway": "piriformis"}
+    {"patient": "p-1", "event": "enroll", "at": "...", "factors": {...}, "pathway": "..."}
     {"patient": "p-1", "event": "assess", "at": "...", "data": {...}, "actor": "...", "idempotency_key": "..."}
 Other events may name the enrolment with "pathway" (needed when the patient is on several pathways).
 A rejected line is reported with its line number and reason and writes nothing; the other lines

@@ -1,41 +1,47 @@
-"""A seeded synthetic cohort on the piriformis pathway, run through the public Engine API.
+"""A seeded synthetic cohort on a pathway, run through the public Engine API.
 
-Each simulated patient has an archetype (how they respond to each line of treatment, and
-which event, if any, interrupts their course). The simulation only *sends events*: visits
-with the patient's pain and fasciculations, weekly `tick` sweeps, a few overrides,
-withdrawals and relapses. Which state a patient ends up in is decided by the engine's rules
-alone; the simulated patient reads its state back (as a care backend would) to know which
-treatment it is on and whether to book another visit.
-
-The archetype mix and every number below are illustrative choices for a demonstration, not
-epidemiology.
+What the patients are like comes from a scenario file beside the pathway's definition
+(`states/pathways/scenarios/<pathway>.yaml`, or any file named): archetypes with their share of
+the cohort, how each responds on each stage of the pathway, patient factors, and the events
+that interrupt a course. This module only drives them: it *sends events* (an intake, visits
+with the plotted measure, weekly `tick` sweeps, and the archetypes' own events). Which state a
+patient ends up in is decided by the engine's rules alone; the simulated patient reads its
+state back (as a care backend would) to know which stage it is on and whether to book another
+visit. Nothing here names a state, field or event of any pathway.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from states import Pathway, get_pathway
+from states.registry import BUILTIN_DIR
+
 from .clock import FakeClock
-from .engine import Engine, Status
+from .engine import DEFAULT_PATHWAY, Engine, Status
 from .errors import CarepathError
 
 __all__ = [
-    "ARCHETYPE_MIX",
     "DEFAULT_PATIENTS",
     "DEFAULT_SEED",
     "DEFAULT_START",
     "DEFAULT_WEEKS",
-    "Archetype",
+    "SCENARIO_DIR",
     "Profile",
-    "cohort_start",
+    "Scenario",
     "SimulationError",
     "SimulationResult",
+    "cohort_start",
+    "load_scenario",
     "make_profiles",
     "simulate",
 ]
@@ -46,73 +52,245 @@ DEFAULT_WEEKS = 26  # six months
 # A Monday at midnight; the weekly sweep runs then, before the clinic opens.
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)
 WEEK = timedelta(weeks=1)
-ENROLMENT_DAYS = 21  # patients join during the first three weeks
-LINES = ("first_line", "second_line", "third_line")
-MISSED_VISIT_CHANCE = 0.08
-CAUDA_EQUINA_SHARE = 0.4
-# Supporting findings and the special tests among them (DESIGN.md section 2 vocabulary).
-SUPPORTING = ("sitting_aggravation", "sciatic_notch_tenderness", "posterior_thigh_radiation")
-SPECIAL_TESTS = ("fair_test", "pace_sign", "midgluteal_tenderness")
-RADICULAR = ("straight_leg_raise", "dermatomal_deficit")
-OTHER_RED_FLAGS = ("progressive_motor_deficit", "infection", "cancer", "trauma", "fasciculations_with_weakness")
-WITHDRAW_REASONS = ("declined further treatment", "moved out of the area")
-OVERRIDE_REASON = "clinician judgement: start second-line treatment early"
+SCENARIO_DIR = BUILTIN_DIR / "scenarios"
+_CLINIC_OPENS, _CLINIC_HOURS = 8, 9
 
 
 class SimulationError(CarepathError):
-    """Raised when a simulation cannot run as asked (an engine without a fake clock, no patients)."""
+    """Raised when a simulation cannot run as asked (an engine without a fake clock, no patients, a bad scenario)."""
 
 
-class Archetype(StrEnum):
-    """How a simulated patient's course goes."""
-
-    RESPONDER = "responder"
-    PARTIAL_RESPONDER = "partial_responder"
-    NON_RESPONDER = "non_responder"
-    RED_FLAG_AT_ASSESSMENT = "red_flag_at_assessment"
-    RED_FLAG_AT_REASSESSMENT = "red_flag_at_reassessment"
-    WORSENING_FASCICULATIONS = "worsening_fasciculations"
-    RADICULAR_SIGNS = "radicular_signs"
-    CRITERIA_NOT_MET = "criteria_not_met"
-    MISSED_REASSESSMENTS = "missed_reassessments"
-    CLINICIAN_OVERRIDE = "clinician_override"
-    WITHDRAWAL = "withdrawal"
-    RELAPSE = "relapse"
+# -- the scenario format ----------------------------------------------------------------------------
 
 
-# Share of the cohort per archetype (sums to 1).
-ARCHETYPE_MIX: dict[Archetype, float] = {
-    Archetype.RESPONDER: 0.36,
-    Archetype.PARTIAL_RESPONDER: 0.18,
-    Archetype.NON_RESPONDER: 0.14,
-    Archetype.RED_FLAG_AT_ASSESSMENT: 0.03,
-    Archetype.RED_FLAG_AT_REASSESSMENT: 0.02,
-    Archetype.WORSENING_FASCICULATIONS: 0.04,
-    Archetype.RADICULAR_SIGNS: 0.06,
-    Archetype.CRITERIA_NOT_MET: 0.05,
-    Archetype.MISSED_REASSESSMENTS: 0.05,
-    Archetype.CLINICIAN_OVERRIDE: 0.02,
-    Archetype.WITHDRAWAL: 0.03,
-    Archetype.RELAPSE: 0.02,
-}
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MeasureSpec(_Spec):
+    """The plotted payload field the simulation moves (default: the definition's timeline input)."""
+
+    field: str | None = None
+    start: Any = Field(description="the value at intake (a value spec)")
+    noise: float = 0.0
+
+
+class SendSpec(_Spec):
+    """An event sent with a payload template (values: see `_value`)."""
+
+    event: str
+    payload: dict[str, Any] = {}
+    actor: str = "clinic"
+    in_state: str | None = Field(None, description="sent only when the patient is in this state")
+
+
+class VisitSpec(SendSpec):
+    """The visit of a patient on a stage, every `every_weeks` (uniform), sometimes missed and rebooked."""
+
+    every_weeks: tuple[float, float]
+    missed_chance: float = 0.0
+    rebook_days: tuple[int, int] = (7, 14)
+
+
+class FollowRow(_Spec):
+    """One row of a value that follows the measure: the first row that holds gives `value`."""
+
+    at_most: float | None = None
+    falling: bool = False
+    steady: bool = False
+    value: Any
+
+
+class FactorSpec(_Spec):
+    """A patient factor: `value` (default true) with `chance`, or `else_chance` when `when` does not hold."""
+
+    value: Any = True
+    chance: float | None = None
+    when: dict[str, Any] | None = Field(None, description="{factor, min, max} the chance depends on")
+    else_chance: float = 0.0
+    unless: tuple[str, ...] = Field((), description="factors whose presence rules this one out")
+
+
+class EventVisitSpec(_Spec):
+    """What happens at an archetype's event visit: payload changes, a stop, another event instead or after."""
+
+    payload: dict[str, Any] = {}
+    stop: bool = False
+    instead: SendSpec | None = None
+    then: SendSpec | None = None
+
+
+class RelapseSpec(SendSpec):
+    """After the goal state: `event` after `after_weeks`, then the intake again after `return_days`."""
+
+    after_weeks: tuple[float, float]
+    return_days: tuple[int, int]
+
+
+class ArchetypeSpec(_Spec):
+    share: float = Field(ge=0, le=1)
+    profile: dict[str, Any] = {}
+    response: dict[str, Any] | None = None
+    onset_weeks: Any = None
+    intake: dict[str, Any] = {}
+    event_visit: Any = 0
+    at_event_visit: EventVisitSpec = EventVisitSpec()
+    relapse: RelapseSpec | None = None
+
+
+class Scenario(_Spec):
+    """A synthetic cohort for one pathway."""
+
+    pathway: str
+    measure: MeasureSpec
+    enrolment_days: int = Field(21, ge=1)
+    intake: SendSpec
+    visit: VisitSpec
+    follow: dict[str, tuple[FollowRow, ...]] = {}
+    profile: dict[str, Any] = {}
+    factors: dict[str, Any] = {}
+    response: dict[str, Any] = Field(description="stage -> relief reached (a value spec)")
+    onset_weeks: Any
+    archetypes: dict[str, ArchetypeSpec]
+
+    @model_validator(mode="after")
+    def _shares(self) -> Scenario:
+        total = sum(a.share for a in self.archetypes.values())
+        if not self.archetypes or abs(total - 1) > 1e-6:
+            raise ValueError(f"the archetypes' shares sum to {total:g}, not 1")
+        return self
+
+    @property
+    def mix(self) -> dict[str, float]:
+        """Share of the cohort per archetype."""
+        return {name: spec.share for name, spec in self.archetypes.items()}
+
+    def problems(self, definition: Pathway) -> list[str]:
+        """What does not fit the definition: unknown events, states, payload fields or factors."""
+        model = definition.model
+        states = set(model.state_ids())
+        problems: list[str] = []
+        sends: list[tuple[str, SendSpec]] = [("intake", self.intake), ("visit", self.visit)]
+        for name, archetype in self.archetypes.items():
+            for kind in ("instead", "then"):
+                send = getattr(archetype.at_event_visit, kind)
+                if send is not None:
+                    sends.append((f"archetypes.{name}.at_event_visit.{kind}", send))
+            if archetype.relapse is not None:
+                sends.append((f"archetypes.{name}.relapse", archetype.relapse))
+            problems += [
+                f"archetypes.{name}.response: unknown state {s!r}" for s in archetype.response or {} if s not in states
+            ]
+        for where, send in sends:
+            event = model.events.get(send.event)
+            if event is None:
+                problems.append(f"{where}: {definition.name} has no event {send.event!r}")
+                continue
+            problems += [
+                f"{where}: {send.event} has no payload field {f!r}" for f in send.payload if f not in event.payload
+            ]
+            if send.in_state is not None and send.in_state not in states:
+                problems.append(f"{where}: unknown state {send.in_state!r}")
+        problems += [f"response: unknown state {s!r}" for s in self.response if s not in states]
+        problems += [f"factors: {definition.name} has no factor {f!r}" for f in self.factors if f not in model.factors]
+        if self.measure_field(definition) is None:
+            problems.append("measure.field: not given, and the definition has no timeline input")
+        return problems
+
+    def measure_field(self, definition: Pathway) -> str | None:
+        timeline = definition.presentation.timeline
+        return self.measure.field or (timeline.input if timeline is not None else None)
+
+
+def load_scenario(source: str | Path = DEFAULT_PATHWAY) -> Scenario:
+    """A scenario by pathway name (from SCENARIO_DIR) or from a YAML or JSON file."""
+    path = Path(source)
+    if not path.suffix:
+        path = SCENARIO_DIR / f"{source}.yaml"
+    if not path.is_file():
+        raise SimulationError(f"no simulation scenario at {path}")
+    try:
+        return Scenario.model_validate(yaml.safe_load(path.read_text()))
+    except (yaml.YAMLError, ValidationError) as error:
+        raise SimulationError(f"{path}: {error}") from error
+
+
+# -- values -------------------------------------------------------------------------------------------
+
+_OPERATORS = frozenset({"uniform", "integer", "normal", "choice", "sample", "concat", "weighted"})
+
+
+def _value(spec: Any, rng: random.Random, refs: Mapping[str, Any]) -> Any:
+    """Draw a value from a spec: a literal, a reference ("$measure", "$profile.x", "$follow.x") or an operator."""
+    if isinstance(spec, str) and spec.startswith("$"):
+        if spec[1:] not in refs:
+            raise SimulationError(f"unknown reference {spec!r}")
+        return refs[spec[1:]]
+    if isinstance(spec, list):
+        return [_value(item, rng, refs) for item in spec]
+    if not isinstance(spec, dict) or not (_OPERATORS & spec.keys()):
+        return spec
+    if "uniform" in spec:
+        low, high = spec["uniform"]
+        return rng.uniform(low, high)
+    if "integer" in spec:
+        low, high = spec["integer"]
+        return rng.randint(low, high)
+    if "normal" in spec:
+        mean, sd = spec["normal"]
+        drawn = round(rng.gauss(mean, sd))
+        return max(spec.get("min", drawn), min(spec.get("max", drawn), drawn))
+    if "choice" in spec:
+        return _value(rng.choice(spec["choice"]), rng, refs)
+    if "sample" in spec:
+        low, high = spec.get("count", (1, 1))
+        return rng.sample(list(spec["sample"]), rng.randint(low, high))
+    if "concat" in spec:
+        return [item for part in spec["concat"] for item in _value(part, rng, refs)]
+    options = spec["weighted"]
+    pick = rng.choices(options, weights=[option["weight"] for option in options])[0]
+    return _value(pick["value"], rng, refs)
+
+
+def _factors(specs: Mapping[str, Any], rng: random.Random) -> dict[str, Any]:
+    """Patient factors in the scenario's order; a factor with a chance is present only when drawn."""
+    factors: dict[str, Any] = {}
+    for name, raw in specs.items():
+        if not (isinstance(raw, dict) and "chance" in raw):
+            factors[name] = _value(raw, rng, {})
+            continue
+        spec = FactorSpec.model_validate(raw)
+        if any(other in factors for other in spec.unless):
+            continue
+        chance = spec.chance or 0.0
+        if spec.when is not None:
+            value = factors.get(spec.when["factor"])
+            holds = value is not None and spec.when.get("min", value) <= value <= spec.when.get("max", value)
+            chance = chance if holds else spec.else_chance
+        if chance > 0 and rng.random() < chance:  # no draw for a factor that cannot occur
+            factors[name] = _value(spec.value, rng, {})
+    return factors
+
+
+# -- profiles and the run -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Who a simulated patient is and how their symptoms respond to each line of treatment."""
+    """Who a simulated patient is and how their measure responds on each stage."""
 
     patient_id: str
-    archetype: Archetype
+    archetype: str
     enrolled_at: datetime
     factors: dict[str, Any]
-    findings: list[str]
-    pain: int
-    # Fraction of the pain at line entry relieved once a line has worked for `onset_weeks`.
+    # Values drawn once (e.g. findings), referenced in payloads as "$profile.<name>".
+    values: dict[str, Any]
+    measure: float
+    # Fraction of the measure at stage entry relieved once a stage has worked for `onset_weeks`.
     effects: dict[str, float]
     onset_weeks: float
-    # The reassessment (1-based) at which the archetype's event happens, if it has one.
+    # The visit (1-based) at which the archetype's event happens, if it has one.
     event_visit: int = 0
-    red_flags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -122,11 +300,12 @@ class SimulationResult:
     start: datetime
     end: datetime
     profiles: dict[str, Profile]
+    definition: Pathway
     sent: int = 0
     sweeps: int = 0
     advanced_by_sweeps: int = 0
 
-    def archetype(self, patient_id: str) -> Archetype:
+    def archetype(self, patient_id: str) -> str:
         return self.profiles[patient_id].archetype
 
 
@@ -136,6 +315,7 @@ Progress = Callable[[int, int], None]
 def simulate(
     engine: Engine,
     *,
+    scenario: Scenario | None = None,
     patients: int = DEFAULT_PATIENTS,
     seed: int = DEFAULT_SEED,
     start: datetime = DEFAULT_START,
@@ -144,18 +324,28 @@ def simulate(
 ) -> SimulationResult:
     """Run a seeded cohort for `weeks` on `engine`, whose clock must be a FakeClock at or before `start`.
 
-    The clock follows the simulated time, so each record is stamped when its event happens.
-    `progress(week, weeks)` is called after each weekly sweep.
+    The scenario defaults to the default pathway's. The clock follows the simulated time, so
+    each record is stamped when its event happens. `progress(week, weeks)` is called after each
+    weekly sweep.
     """
     clock = engine.clock
     if not isinstance(clock, FakeClock):
         raise SimulationError("the simulation moves time forward: give the engine a FakeClock")
     if clock.now > start:
         raise SimulationError(f"the engine's clock ({clock.now.isoformat()}) is after the start {start.isoformat()}")
-    profiles = make_profiles(patients, seed, start)
+    scenario = scenario or load_scenario()
+    definition = get_pathway(scenario.pathway)
+    problems = scenario.problems(definition)
+    if problems:
+        raise SimulationError(
+            f"the scenario does not fit {definition.name} v{definition.version}: " + "; ".join(problems)
+        )
+    profiles = make_profiles(patients, seed, start, scenario)
     end = start + weeks * WEEK
-    result = SimulationResult(start, end, {p.patient_id: p for p in profiles})
-    courses = {p.patient_id: _Course(p, random.Random(f"{seed}:{p.patient_id}:course")) for p in profiles}
+    result = SimulationResult(start, end, {p.patient_id: p for p in profiles}, definition)
+    courses = {
+        p.patient_id: _Course(p, scenario, definition, random.Random(f"{seed}:{p.patient_id}:course")) for p in profiles
+    }
     agenda = _Agenda()
     for week in range(1, weeks + 1):
         agenda.push(start + week * WEEK, None)
@@ -188,23 +378,26 @@ def cohort_start(now: datetime, weeks: int = DEFAULT_WEEKS) -> datetime:
     return monday - weeks * WEEK
 
 
-def make_profiles(patients: int, seed: int, start: datetime = DEFAULT_START) -> list[Profile]:
+def make_profiles(
+    patients: int, seed: int, start: datetime = DEFAULT_START, scenario: Scenario | None = None
+) -> list[Profile]:
     """The cohort's profiles: archetypes in the mix's proportions, shuffled by the seed."""
     if patients < 1:
         raise SimulationError(f"a cohort needs at least one patient, got {patients}")
+    scenario = scenario or load_scenario()
     rng = random.Random(f"{seed}:cohort")
-    archetypes = _allocate(patients)
+    archetypes = _allocate(scenario.mix, patients)
     rng.shuffle(archetypes)
     width = len(str(patients))
     return [
-        _profile(f"p-{i + 1:0{width}d}", archetype, start, random.Random(f"{seed}:{i}:profile"))
+        _profile(f"p-{i + 1:0{width}d}", archetype, scenario, start, random.Random(f"{seed}:{i}:profile"))
         for i, archetype in enumerate(archetypes)
     ]
 
 
-def _allocate(patients: int) -> list[Archetype]:
+def _allocate(mix: Mapping[str, float], patients: int) -> list[str]:
     """Archetypes in the mix's proportions (largest remainder), so a cohort matches the mix exactly."""
-    exact = {kind: share * patients for kind, share in ARCHETYPE_MIX.items()}
+    exact = {kind: share * patients for kind, share in mix.items()}
     counts = {kind: int(value) for kind, value in exact.items()}
     by_remainder = sorted(exact, key=lambda kind: exact[kind] - counts[kind], reverse=True)
     for kind in by_remainder[: patients - sum(counts.values())]:
@@ -212,92 +405,29 @@ def _allocate(patients: int) -> list[Archetype]:
     return [kind for kind, count in counts.items() for _ in range(count)]
 
 
-def _profile(patient_id: str, archetype: Archetype, start: datetime, rng: random.Random) -> Profile:
-    enrolled_at = start + timedelta(days=rng.randrange(ENROLMENT_DAYS), hours=8 + rng.random() * 9)
-    effects, onset = _response(archetype, rng)
-    event_visit = 0
-    if archetype in _INTERRUPTED:
-        event_visit = 1 if archetype is Archetype.CLINICIAN_OVERRIDE else rng.randint(1, 3)
-    red_flags: list[str] = []
-    if archetype in (Archetype.RED_FLAG_AT_ASSESSMENT, Archetype.RED_FLAG_AT_REASSESSMENT):
-        red_flags = ["cauda_equina"] if rng.random() < CAUDA_EQUINA_SHARE else [rng.choice(OTHER_RED_FLAGS)]
+def _profile(patient_id: str, archetype: str, scenario: Scenario, start: datetime, rng: random.Random) -> Profile:
+    """Draw a profile; the draws follow one fixed order, so a seed always gives the same patient."""
+    spec = scenario.archetypes[archetype]
+    day = rng.randrange(scenario.enrolment_days)
+    enrolled_at = start + timedelta(days=day, hours=_CLINIC_OPENS + rng.random() * _CLINIC_HOURS)
+    response = spec.response if spec.response is not None else scenario.response
+    effects = {stage: float(_value(relief, rng, {})) for stage, relief in response.items()}
+    onset = float(_value(spec.onset_weeks if spec.onset_weeks is not None else scenario.onset_weeks, rng, {}))
+    event_visit = int(_value(spec.event_visit, rng, {}))
+    own = {name: _value(value, rng, {}) for name, value in spec.profile.items() if name not in scenario.profile}
+    factors = _factors(scenario.factors, rng)
+    shared = {name: _value(spec.profile.get(name, value), rng, {}) for name, value in scenario.profile.items()}
     return Profile(
         patient_id=patient_id,
         archetype=archetype,
         enrolled_at=enrolled_at.replace(microsecond=0),
-        factors=_factors(rng),
-        findings=_findings(archetype, rng),
-        pain=rng.randint(5, 9),
+        factors=factors,
+        values={**shared, **own},
+        measure=float(_value(scenario.measure.start, rng, {})),
         effects=effects,
         onset_weeks=onset,
         event_visit=event_visit,
-        red_flags=red_flags,
     )
-
-
-_INTERRUPTED = frozenset(
-    {
-        Archetype.RED_FLAG_AT_REASSESSMENT,
-        Archetype.WORSENING_FASCICULATIONS,
-        Archetype.MISSED_REASSESSMENTS,
-        Archetype.WITHDRAWAL,
-        Archetype.CLINICIAN_OVERRIDE,
-    }
-)
-
-
-def _response(archetype: Archetype, rng: random.Random) -> tuple[dict[str, float], float]:
-    """Relief reached on each line, and the weeks a line takes to reach it."""
-    u = rng.uniform
-    if archetype in (Archetype.RESPONDER, Archetype.RELAPSE):
-        return {"first_line": u(0.75, 0.95), "second_line": u(0.6, 0.9), "third_line": u(0.4, 0.8)}, u(3, 8)
-    if archetype in (Archetype.PARTIAL_RESPONDER, Archetype.CLINICIAN_OVERRIDE):
-        return {"first_line": u(0.0, 0.2), "second_line": u(0.6, 0.9), "third_line": u(0.4, 0.8)}, u(4, 8)
-    if archetype is Archetype.NON_RESPONDER:
-        # Most do not respond to the third line either (refractory); some improve partly.
-        third = u(0.0, 0.2) if rng.random() < 0.6 else u(0.35, 0.5)
-        return {"first_line": u(0.0, 0.15), "second_line": u(0.0, 0.2), "third_line": third}, u(4, 8)
-    return {"first_line": u(0.1, 0.6), "second_line": u(0.3, 0.8), "third_line": u(0.3, 0.8)}, u(3, 10)
-
-
-def _findings(archetype: Archetype, rng: random.Random) -> list[str]:
-    if archetype is Archetype.CRITERIA_NOT_MET:
-        # Buttock pain with supporting findings but no special test positive.
-        return ["buttock_pain", *rng.sample(SUPPORTING, rng.randint(1, 3))]
-    findings = [
-        "buttock_pain",
-        *rng.sample(SPECIAL_TESTS, rng.randint(1, 3)),
-        *rng.sample(SUPPORTING, rng.randint(2, 3)),
-    ]
-    if archetype is Archetype.RADICULAR_SIGNS:
-        findings += rng.sample(RADICULAR, rng.randint(1, 2))
-    return findings
-
-
-def _factors(rng: random.Random) -> dict[str, Any]:
-    """Patient factors, varied so the plans show their cautions and contraindications."""
-    age = max(18, min(90, round(rng.gauss(47, 15))))
-    factors: dict[str, Any] = {"age": age}
-    chances = {
-        "anticoagulant": 0.15 if age >= 65 else 0.04,
-        "peptic_ulcer": 0.04,
-        "severe_renal_impairment": 0.02,
-        "heart_failure": 0.06 if age >= 65 else 0.01,
-        "cardiac_conduction_disease": 0.02,
-        "recent_myocardial_infarction": 0.01,
-        "maoi": 0.01,
-        "glaucoma": 0.03,
-        "urinary_retention": 0.02,
-        "infection_at_injection_site": 0.01,
-        "neuromuscular_disease": 0.01,
-        "uncontrolled_diabetes": 0.05,
-    }
-    factors.update({name: True for name, chance in chances.items() if rng.random() < chance})
-    if 18 <= age <= 42 and rng.random() < 0.05:
-        factors["pregnancy_weeks"] = rng.randint(8, 36)
-    elif 18 <= age <= 42 and rng.random() < 0.03:
-        factors["breastfeeding"] = True
-    return factors
 
 
 class _Agenda:
@@ -320,17 +450,25 @@ class _Agenda:
 
 
 class _Course:
-    """One simulated patient: attends visits and reports symptoms; the engine decides the state."""
+    """One simulated patient: attends visits and reports the measure; the engine decides the state."""
 
-    def __init__(self, profile: Profile, rng: random.Random) -> None:
+    def __init__(self, profile: Profile, scenario: Scenario, definition: Pathway, rng: random.Random) -> None:
         self.profile = profile
+        self.scenario = scenario
+        self.archetype = scenario.archetypes[profile.archetype]
         self.rng = rng
+        hints = definition.presentation
+        self.stages = frozenset(hints.stages)
+        self.goal = hints.goal
+        self.intake_state = next((s.id for s in definition.model.states if s.initial), definition.model.states[0].id)
+        self.field = scenario.measure_field(definition) or ""
+        self.scale = hints.timeline.scale if hints.timeline is not None else (0.0, 10.0)
         self.state: str | None = None  # as the engine last reported it
         self.visits = 0
         self.relapsed = False
-        self.line_started: datetime | None = None
-        self.line_pain = float(profile.pain)
-        self.last_pain = float(profile.pain)
+        self.stage_started: datetime | None = None
+        self.stage_measure = profile.measure
+        self.measure = profile.measure
         self._sent = 0
 
     def take_sent(self) -> int:
@@ -340,92 +478,100 @@ class _Course:
     def act(self, engine: Engine, at: datetime) -> datetime | None:
         """Do what the patient does at `at`; return when they come back, or None."""
         if self.state is None:
-            self._record(engine.enroll(self.profile.patient_id, at, factors=self.profile.factors), at)
-            return self._assess(engine, at)
-        if self.state == "assessment":
-            return self._assess(engine, at)
-        if self.state == "resolved":
+            status = engine.enroll(
+                self.profile.patient_id, at, pathway=self.scenario.pathway, factors=self.profile.factors
+            )
+            self._record(status, at)
+            return self._intake(engine, at)
+        if self.state == self.intake_state:
+            return self._intake(engine, at)
+        if self.state == self.goal:
             return self._relapse(engine, at)
         return self._visit(engine, at)
 
     # -- visits ---------------------------------------------------------------------
 
-    def _assess(self, engine: Engine, at: datetime) -> datetime | None:
-        profile = self.profile
-        red_flags = profile.red_flags if profile.archetype is Archetype.RED_FLAG_AT_ASSESSMENT else []
-        data = {"findings": profile.findings, "pain": self.last_pain, "fasciculations": "present"}
-        self._send(engine, "assess", at, {**data, "red_flags": red_flags})
+    def _intake(self, engine: Engine, at: datetime) -> datetime | None:
+        self._send(engine, self.scenario.intake, at, self._payload(self.scenario.intake.payload, self.archetype.intake))
         return self._next_visit(at)
 
     def _visit(self, engine: Engine, at: datetime) -> datetime | None:
-        kind = self.profile.archetype
-        if kind is Archetype.MISSED_REASSESSMENTS and self.visits >= self.profile.event_visit:
-            return None  # stops coming; the weekly sweeps mark the reassessment due, then overdue
-        if self.rng.random() < MISSED_VISIT_CHANCE:
-            return at + timedelta(days=self.rng.randint(7, 14))  # did not attend; rebooked
+        visit, special = self.scenario.visit, self.archetype.at_event_visit
+        if special.stop and self.visits >= self.profile.event_visit:
+            return None  # stops coming; the weekly sweeps move the schedule on
+        if self.rng.random() < visit.missed_chance:
+            return at + timedelta(days=self.rng.randint(*visit.rebook_days))  # did not attend; rebooked
         self.visits += 1
-        if kind is Archetype.WITHDRAWAL and self.visits == self.profile.event_visit:
-            self._send(engine, "withdraw", at, {"reason": self.rng.choice(WITHDRAW_REASONS)})
+        event_visit = self.visits == self.profile.event_visit
+        if event_visit and special.instead is not None:
+            self._send(engine, special.instead, at, self._payload(special.instead.payload))
             return None
-        self._send(engine, "reassess", at, self._reassessment(at))
-        if kind is Archetype.CLINICIAN_OVERRIDE and self.visits == self.profile.event_visit == 1:
-            self._override(engine, at)
-        if self.state == "resolved" and kind is Archetype.RELAPSE and not self.relapsed:
-            return at + timedelta(weeks=self.rng.uniform(3, 6))
+        self._send(engine, visit, at, self._observation(at, special.payload if event_visit else {}))
+        if event_visit and special.then is not None and special.then.in_state in (None, self.state):
+            self._send(engine, special.then, at, self._payload(special.then.payload))
+        relapse = self.archetype.relapse
+        if self.state == self.goal and relapse is not None and not self.relapsed:
+            return at + timedelta(weeks=self.rng.uniform(*relapse.after_weeks))
         return self._next_visit(at)
 
-    def _override(self, engine: Engine, at: datetime) -> None:
-        """At the first reassessment a clinician moves a patient still on first line to second line."""
-        if self.state == "first_line":
-            data = {"to": "second_line", "reason": OVERRIDE_REASON, "clinician": "dr-demo"}
-            self._send(engine, "override", at, data, actor="dr-demo")
-
     def _relapse(self, engine: Engine, at: datetime) -> datetime | None:
+        relapse = self.archetype.relapse
+        if relapse is None:
+            return None
         self.relapsed = True
-        self.last_pain = float(self.rng.randint(5, 7))
-        self._send(engine, "relapse", at, {"pain": self.last_pain, "fasciculations": "present"})
-        return at + timedelta(days=self.rng.randint(3, 10))  # seen again for a new assessment
+        self._send(engine, relapse, at, self._payload(relapse.payload))
+        return at + timedelta(days=self.rng.randint(*relapse.return_days))  # seen again for a new intake
 
-    def _reassessment(self, at: datetime) -> dict[str, Any]:
-        """Pain and fasciculations at a reassessment, from the line the engine has the patient on."""
+    def _observation(self, at: datetime, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """The visit's payload: the measure from the stage the engine has the patient on, and what follows it."""
         profile = self.profile
-        assert self.line_started is not None and self.state in LINES
-        weeks = (at - self.line_started) / WEEK
-        relief = profile.effects[self.state] * min(1.0, weeks / profile.onset_weeks)
-        pain = float(max(0, min(10, round(self.line_pain * (1 - relief) + self.rng.gauss(0, 0.6)))))
-        fasciculations = _fasciculations(pain, self.last_pain)
-        red_flags: list[str] = []
-        if self.visits == profile.event_visit:
-            if profile.archetype is Archetype.WORSENING_FASCICULATIONS:
-                fasciculations = "worsening"
-            if profile.archetype is Archetype.RED_FLAG_AT_REASSESSMENT:
-                red_flags = profile.red_flags
-        self.last_pain = pain
-        return {"pain": pain, "fasciculations": fasciculations, "red_flags": red_flags}
+        assert self.stage_started is not None and self.state in self.stages
+        weeks = (at - self.stage_started) / WEEK
+        relief = profile.effects.get(self.state, 0.0) * min(1.0, weeks / profile.onset_weeks)
+        low, high = self.scale
+        noise = self.rng.gauss(0, self.scenario.measure.noise)
+        measure = float(max(low, min(high, round(self.stage_measure * (1 - relief) + noise))))
+        follow = {name: _follow(rows, measure, self.measure) for name, rows in self.scenario.follow.items()}
+        refs = {"measure": measure, **{f"follow.{name}": value for name, value in follow.items()}}
+        return self._payload(self.scenario.visit.payload, overrides, refs)
+
+    def _payload(
+        self, template: Mapping[str, Any], overrides: Mapping[str, Any] = {}, refs: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        refs = {"measure": self.measure, **{f"profile.{k}": v for k, v in self.profile.values.items()}, **(refs or {})}
+        return {field: _value(spec, self.rng, refs) for field, spec in {**template, **overrides}.items()}
 
     def _next_visit(self, at: datetime) -> datetime | None:
-        if self.state not in LINES:
+        if self.state not in self.stages:
             return None
-        return at + timedelta(weeks=self.rng.uniform(2, 4), hours=self.rng.uniform(-3, 3))
+        low, high = self.scenario.visit.every_weeks
+        return at + timedelta(weeks=self.rng.uniform(low, high), hours=self.rng.uniform(-3, 3))
 
     # -- talking to the engine -------------------------------------------------------------
 
-    def _send(self, engine: Engine, event: str, at: datetime, data: dict[str, Any], actor: str = "clinic") -> None:
-        result = engine.send(self.profile.patient_id, event, at, data, actor=actor)
+    def _send(self, engine: Engine, send: SendSpec, at: datetime, data: dict[str, Any]) -> None:
+        value = data.get(self.field)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            self.measure = float(value)
+        result = engine.send(self.profile.patient_id, send.event, at, data, actor=send.actor)
         self._record(result.status, at)
 
     def _record(self, status: Status, at: datetime) -> None:
-        """Note the state the engine reports; a newly entered line starts its clock at the last pain."""
+        """Note the state the engine reports; a newly entered stage starts its clock at the last measure."""
         self._sent += 1
-        if status.state in LINES and status.state != self.state:
-            self.line_started = at
-            self.line_pain = self.last_pain
+        if status.state in self.stages and status.state != self.state:
+            self.stage_started = at
+            self.stage_measure = self.measure
         self.state = status.state
 
 
-def _fasciculations(pain: float, previous: float) -> str:
-    if pain <= 2:
-        return "absent" if pain <= 1 else "improving"
-    if pain < previous:
-        return "improving"
-    return "stable" if pain == previous else "present"
+def _follow(rows: tuple[FollowRow, ...], measure: float, previous: float) -> Any:
+    for row in rows:
+        if row.at_most is not None and measure > row.at_most:
+            continue
+        if row.falling and not measure < previous:
+            continue
+        if row.steady and measure != previous:
+            continue
+        return row.value
+    return None

@@ -1,8 +1,10 @@
-"""A patient's course at a glance: pain over time on coloured state bands, events and thresholds.
+"""A patient's course at a glance: a measure over time on coloured state bands, events and thresholds.
 
-The states come from the audit entries' recorded configurations; each line's baseline comes
-from re-applying the recorded events on the definition (the same rules the engine ran), so
-the 30 % / 50 % improvement levels are drawn where the guards measured them. matplotlib is
+What is drawn comes from the definition's presentation hints: the payload field plotted and
+its scale, the colour of each state, the policy levels and the improvement levels below each
+stage's baseline. The states come from the audit entries' recorded configurations; each
+stage's baseline comes from re-applying the recorded events on the definition (the same rules
+the engine ran), so improvement levels are drawn where the guards measured them. matplotlib is
 imported only when a plot is drawn, through a bare Figure (Agg), never pyplot's global state.
 """
 
@@ -16,25 +18,22 @@ from typing import Any
 
 from persistence import AuditEntry
 from states import Pathway, StatesError
+from states.model import TimelineHints
 
 from .errors import CarepathError
+from .hints import FALLBACK_COLOURS
 from .replay import stored_payload
 
-__all__ = ["STATE_COLOURS", "TimelineError", "plot_timeline"]
+__all__ = ["TimelineError", "plot_timeline"]
 
-STATE_COLOURS = {
-    "assessment": "#80deea",
-    "first_line": "#a5d6a7",
-    "second_line": "#fff59d",
-    "third_line": "#ffcc80",
-    "resolved": "#66bb6a",
-    "rediagnose": "#ce93d8",
-    "urgent_referral": "#ef5350",
-    "withdrawn": "#bdbdbd",
-}
-_FALLBACK_COLOURS = ("#90caf9", "#f48fb1", "#b0bec5", "#bcaaa4", "#e6ee9c")
-_EVENT_MARKERS = {"enroll": "*", "assess": "D", "reassess": "o", "tick": "v", "override": "s", "relapse": "^"}
-_EVENT_ROW = 10.9  # pain is 0-10: events sit in a row above the scale
+# Enrolment, then the definition's events in the order it lists them.
+_ENROL_MARKER = "*"
+_EVENT_MARKERS = ("D", "o", "v", "^", "s", "X", "P", "h", "<", ">")
+# Styles of the improvement levels, in the order the hints list them.
+_IMPROVEMENT_STYLES = ((":", "#e65100"), ("-.", "#b71c1c"), ("--", "#4a148c"), ((0, (1, 1)), "#880e4f"))
+_LEVEL_COLOUR = "#1b5e20"
+# Without timeline hints: nothing is plotted, on a 0-10 scale.
+_NO_HINTS = TimelineHints(input="", label="")
 
 
 class TimelineError(CarepathError):
@@ -52,7 +51,7 @@ class _Band:
 def plot_timeline(
     entries: Sequence[AuditEntry], definition: Pathway, path: str | Path, *, until: datetime | None = None
 ) -> Path:
-    """Draw the patient's pain, states, events and thresholds to `path` (format from its suffix)."""
+    """Draw the patient's measure, states, events and thresholds to `path` (format from its suffix)."""
     if not entries:
         raise TimelineError("no audit entries: nothing to draw")
     from matplotlib.figure import Figure  # lazily: importing matplotlib costs the CLI's cold start
@@ -61,35 +60,40 @@ def plot_timeline(
     end = until or entries[-1].at + max(timedelta(weeks=2), (entries[-1].at - entries[0].at) * 0.05)
     fig = Figure(figsize=(11, 5.5), dpi=110, layout="constrained")
     ax = fig.add_subplot()
-    bands = _bands(entries, definition, end)
-    _draw_bands(ax, bands)
-    _draw_thresholds(ax, bands, definition.policy)
-    _draw_pain(ax, entries)
-    _draw_events(ax, entries)
-    _style(ax, entries[0], definition)
+    hints = definition.presentation.timeline or _NO_HINTS
+    bands = _bands(entries, definition, end, hints)
+    _draw_bands(ax, bands, definition.presentation.colours)
+    _draw_thresholds(ax, bands, definition.policy, hints)
+    _draw_measure(ax, entries, hints)
+    _draw_events(ax, entries, definition, hints)
+    _style(ax, entries[0], definition, hints)
     fig.legend(loc="outside lower center", ncols=6, fontsize=8, frameon=False)
     fig.savefig(target)
     return target
 
 
-def _bands(entries: Sequence[AuditEntry], definition: Pathway, end: datetime) -> list[_Band]:
-    """Spans of time in one state (a new line, even of the same name, starts a new span)."""
+def _bands(entries: Sequence[AuditEntry], definition: Pathway, end: datetime, hints: TimelineHints) -> list[_Band]:
+    """Spans of time in one state (a new stage, even of the same name, starts a new span)."""
     contexts = _replayed_contexts(entries, definition)
     bands: list[_Band] = []
     for entry, context in zip(entries, contexts, strict=True):
         if not entry.config_after:
             continue
         state = definition.state_name(entry.config_after)
-        baseline = context.get("line_baseline") if context else None
-        started = context.get("line_started_at") if context else None
+        baseline = _context_value(context, hints.baseline)
+        started = _context_value(context, hints.started)
         last = bands[-1] if bands else None
-        new_line = started is not None and started == entry.at.isoformat() and baseline is not None
-        if last is not None and last.state == state and not new_line:
+        new_stage = started is not None and started == entry.at.isoformat() and baseline is not None
+        if last is not None and last.state == state and not new_stage:
             continue
         if last is not None:
             bands[-1] = _Band(last.state, last.start, entry.at, last.baseline)
         bands.append(_Band(state, entry.at, end, baseline))
     return bands
+
+
+def _context_value(context: dict[str, Any] | None, key: str | None) -> Any:
+    return context.get(key) if context is not None and key is not None else None
 
 
 def _replayed_contexts(entries: Sequence[AuditEntry], definition: Pathway) -> list[dict[str, Any] | None]:
@@ -111,47 +115,66 @@ def _replayed_contexts(entries: Sequence[AuditEntry], definition: Pathway) -> li
     return contexts
 
 
-def _draw_bands(ax: Any, bands: Sequence[_Band]) -> None:
+def _draw_bands(ax: Any, bands: Sequence[_Band], colours: dict[str, str]) -> None:
     seen: set[str] = set()
     for band in bands:
-        colour = STATE_COLOURS.get(band.state) or _FALLBACK_COLOURS[len(seen) % len(_FALLBACK_COLOURS)]
+        colour = colours.get(band.state) or FALLBACK_COLOURS[len(seen) % len(FALLBACK_COLOURS)]
         label = None if band.state in seen else band.state
         seen.add(band.state)
         ax.axvspan(band.start, band.end, color=colour, alpha=0.45, lw=0, label=label)
 
 
-def _draw_thresholds(ax: Any, bands: Sequence[_Band], policy: Any) -> None:
-    resolved = getattr(policy, "resolved_max_pain", None)
-    if resolved is not None:
-        ax.axhline(resolved, color="#1b5e20", ls="--", lw=1.4, label=f"resolved: pain <= {resolved:g}")
+def _draw_thresholds(ax: Any, bands: Sequence[_Band], policy: Any, hints: TimelineHints) -> None:
+    for field, label in hints.levels.items():
+        value = getattr(policy, field, None)
+        if value is not None:
+            ax.axhline(value, color=_LEVEL_COLOUR, ls="--", lw=1.4, label=label.format(value=value))
     levels = [
-        (getattr(policy, "moderate_improvement", None), ":", "#e65100"),
-        (getattr(policy, "substantial_improvement", None), "-.", "#b71c1c"),
+        (getattr(policy, field, None), label, *_IMPROVEMENT_STYLES[i % len(_IMPROVEMENT_STYLES)])
+        for i, (field, label) in enumerate(hints.improvements.items())
     ]
-    labelled: set[float] = set()
+    labelled: set[str] = set()
     for band in bands:
         if band.baseline is None or band.baseline <= 0:
             continue
-        for fraction, style, colour in levels:
+        for fraction, label, style, colour in levels:
             if fraction is None:
                 continue
             level = band.baseline * (1 - fraction)
-            label = None if fraction in labelled else f"{fraction:.0%} improvement on the line baseline"
-            labelled.add(fraction)
-            ax.hlines(level, band.start, band.end, colors=colour, linestyles=style, lw=1.3, label=label)
+            text = label.format(value=fraction)
+            ax.hlines(
+                level,
+                band.start,
+                band.end,
+                colors=colour,
+                linestyles=style,
+                lw=1.3,
+                label=None if text in labelled else text,
+            )
+            labelled.add(text)
 
 
-def _draw_pain(ax: Any, entries: Sequence[AuditEntry]) -> None:
-    points = [(e.at, e.payload["pain"]) for e in entries if isinstance(e.payload.get("pain"), (int, float))]
+def _draw_measure(ax: Any, entries: Sequence[AuditEntry], hints: TimelineHints) -> None:
+    field = hints.input
+    points = [
+        (e.at, e.payload[field])
+        for e in entries
+        if isinstance(e.payload.get(field), (int, float)) and not isinstance(e.payload.get(field), bool)
+    ]
     if not points:
         return
-    times, pains = zip(*points, strict=True)
-    ax.plot(times, pains, "-o", color="#263238", lw=2.2, ms=6, label="pain", zorder=5)
-    for at, pain in points:
-        ax.annotate(f"{pain:g}", (at, pain), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    times, values = zip(*points, strict=True)
+    ax.plot(times, values, "-o", color="#263238", lw=2.2, ms=6, label=field, zorder=5)
+    for at, value in points:
+        ax.annotate(f"{value:g}", (at, value), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
 
 
-def _draw_events(ax: Any, entries: Sequence[AuditEntry]) -> None:
+def _draw_events(ax: Any, entries: Sequence[AuditEntry], definition: Pathway, hints: TimelineHints) -> None:
+    markers = {"enroll": _ENROL_MARKER}
+    for i, event in enumerate(definition.model.events):
+        markers[event] = _EVENT_MARKERS[i % len(_EVENT_MARKERS)]
+    low, high = hints.scale
+    row = high + 0.09 * (high - low)  # events sit in a row above the scale
     shown: set[str] = set()
     for entry in entries:
         changed = entry.config_before != entry.config_after
@@ -159,8 +182,8 @@ def _draw_events(ax: Any, entries: Sequence[AuditEntry]) -> None:
         shown.add(entry.event)
         ax.plot(
             [entry.at],
-            [_EVENT_ROW],
-            marker=_EVENT_MARKERS.get(entry.event, "X"),
+            [row],
+            marker=markers.get(entry.event, "X"),
             ls="none",
             color="#37474f" if changed else "#90a4ae",
             ms=7,
@@ -171,12 +194,15 @@ def _draw_events(ax: Any, entries: Sequence[AuditEntry]) -> None:
             ax.axvline(entry.at, color="#37474f", lw=0.6, ls=(0, (2, 3)), zorder=1)
 
 
-def _style(ax: Any, first: AuditEntry, definition: Pathway) -> None:
+def _style(ax: Any, first: AuditEntry, definition: Pathway, hints: TimelineHints) -> None:
     import matplotlib.dates as mdates
+    from matplotlib.ticker import MaxNLocator
 
-    ax.set_ylim(-0.3, 11.5)
-    ax.set_yticks(range(0, 11))
-    ax.set_ylabel("pain (0-10)")
+    low, high = hints.scale
+    span = high - low
+    ax.set_ylim(low - 0.03 * span, high + 0.15 * span)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=11, integer=span >= 5))
+    ax.set_ylabel(hints.label)
     ax.set_title(f"{first.patient_id}: {definition.name} v{definition.version}", loc="left", fontweight="bold")
     locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]  # unannotated in matplotlib
     ax.xaxis.set_major_locator(locator)

@@ -254,6 +254,8 @@ def _presentation_problems(model: PathwayModel, states: set[str]) -> list[str]:
     problems = [f"presentation.state_order: unknown state {s!r}" for s in hints.state_order if s not in states]
     problems += [f"presentation.stages: unknown state {s!r}" for s in hints.stages if s not in states]
     problems += [f"presentation.colours: unknown state {s!r}" for s in hints.colours if s not in states]
+    if hints.goal is not None and hints.goal not in states:
+        problems.append(f"presentation.goal: unknown state {hints.goal!r}")
     inputs = {name for event in model.events.values() for name in event.inputs}
     problems += [f"presentation.percent_inputs: unknown input {i!r}" for i in hints.percent_inputs if i not in inputs]
     fields = {field for event in model.events.values() for field in event.payload}
@@ -263,6 +265,10 @@ def _presentation_problems(model: PathwayModel, states: set[str]) -> list[str]:
         for key in (hints.timeline.baseline, hints.timeline.started):
             if key is not None and key not in model.context:
                 problems.append(f"presentation.timeline: unknown context key {key!r}")
+        for where, levels in (("levels", hints.timeline.levels), ("improvements", hints.timeline.improvements)):
+            problems += [
+                f"presentation.timeline.{where}: policy has no field {f!r}" for f in levels if f not in model.policy
+            ]
     if hints.fhir is not None:
         for field in (*hints.fhir.observations, *hints.fhir.extra_conditions):
             if field not in fields:
@@ -272,6 +278,12 @@ def _presentation_problems(model: PathwayModel, states: set[str]) -> list[str]:
             for e in hints.fhir.observed_events
             if e not in model.events
         ]
+        for where, by_state in (
+            ("clinical_status", hints.fhir.clinical_status),
+            ("verification_status", hints.fhir.verification_status),
+            ("careplan_status", hints.fhir.careplan_status),
+        ):
+            problems += [f"presentation.fhir.{where}: unknown state {s!r}" for s in by_state if s not in states]
     return problems
 
 

@@ -290,6 +290,13 @@ class TimelineHints(_Spec):
     scale: tuple[float, float] = (0, 10)
     baseline: str | None = Field(None, description="context key of the stage baseline")
     started: str | None = Field(None, description="context key of the stage start")
+    levels: dict[str, str] = Field(
+        {}, description="policy field -> label ('{value:g}' is its value) of a level drawn at that value"
+    )
+    improvements: dict[str, str] = Field(
+        {},
+        description="policy fraction -> label ('{value:.0%}') of a level drawn that fraction below the stage baseline",
+    )
 
 
 class FhirHints(_Spec):
@@ -301,6 +308,15 @@ class FhirHints(_Spec):
     )
     observations: dict[str, CodeSpec] = Field({}, description="payload field -> observation code")
     observed_events: tuple[str, ...] = ()
+    clinical_status: dict[str, Literal["active", "recurrence", "relapse", "inactive", "remission", "resolved"]] = Field(
+        {}, description="state -> Condition.clinicalStatus (else active)"
+    )
+    verification_status: dict[
+        str, Literal["unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"]
+    ] = Field({}, description="state -> Condition.verificationStatus (else confirmed)")
+    careplan_status: dict[
+        str, Literal["draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"]
+    ] = Field({}, description="state -> CarePlan.status (else active)")
 
 
 class Presentation(_Spec):
@@ -309,6 +325,9 @@ class Presentation(_Spec):
     title: str = ""
     state_order: tuple[str, ...] = ()
     stages: tuple[str, ...] = Field((), description="the states a patient escalates through, in order")
+    goal: str | None = Field(
+        None, description="the state a course through the stages aims for (weeks from the first stage to it count)"
+    )
     colours: dict[str, str] = {}
     percent_inputs: tuple[str, ...] = ()
     timeline: TimelineHints | None = None

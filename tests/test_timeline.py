@@ -12,7 +12,7 @@ import pytest
 
 from pathway import Engine
 from pathway.cli import main
-from pathway.timeline import STATE_COLOURS, TimelineError, plot_timeline
+from pathway.timeline import TimelineError, plot_timeline
 from states import get_pathway
 from tests.conftest import T0
 from tests.helpers import assess_data, reassess_data
@@ -20,6 +20,7 @@ from tests.helpers import assess_data, reassess_data
 ROOT = Path(__file__).resolve().parent.parent
 WEEK = timedelta(weeks=1)
 PIRIFORMIS = get_pathway("piriformis", 1)
+STATE_COLOURS = PIRIFORMIS.presentation.colours
 
 
 def _course(engine: Engine, patient: str = "p1") -> None:

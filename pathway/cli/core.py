@@ -9,6 +9,7 @@ import typer
 
 from states import require_aware
 
+from ..engine import DEFAULT_PATHWAY
 from .app import AtOption, JsonOption, PathwayOption, app, emit_json, engine, parse_data, parse_time
 from .render import console, entry_json, print_history, print_status
 
@@ -17,7 +18,7 @@ from .render import console, entry_json, print_history, print_status
 def enroll(
     patient: Annotated[str, typer.Argument(help="Patient id.")],
     at: AtOption,
-    pathway: Annotated[str, typer.Option(help="Pathway definition.")] = "piriformis",
+    pathway: Annotated[str, typer.Option(help="Pathway definition.")] = DEFAULT_PATHWAY,
     version: Annotated[
         int | None, typer.Option(min=1, help="Definition version (default: the latest approved).")
     ] = None,

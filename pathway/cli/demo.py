@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..engine import DEFAULT_PATHWAY
 from .app import app
 from .render import console, styled_state
 
@@ -24,11 +25,12 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from persistence import Store
+    from states import Pathway
 
     from ..cohort_plot import CohortHistory
     from ..engine import Engine
     from ..replay import VerifyReport
-    from ..simulate import SimulationResult
+    from ..simulate import Scenario, SimulationResult
 
 __all__ = ["DIAGRAM_STEM", "PLOT_NAME", "Dashboard", "demo"]
 
@@ -52,6 +54,10 @@ def demo(
     ] = Path("carepath-demo"),
     patients: Annotated[int, typer.Option("--patients", min=1, help="Cohort size.")] = 300,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same cohort.")] = 7,
+    scenario: Annotated[
+        str,
+        typer.Option("--scenario", help="A pathway with a scenario beside its definition, or a scenario file."),
+    ] = DEFAULT_PATHWAY,
 ) -> None:
     """Simulate a seeded cohort for six months on SQLite, then show its dashboard, verify it, and draw it.
 
@@ -60,7 +66,7 @@ def demo(
     from ..clock import FakeClock, system_clock
     from ..cohort_plot import plot_cohort, read_history
     from ..engine import Engine
-    from ..simulate import cohort_start
+    from ..simulate import cohort_start, load_scenario
 
     directory.mkdir(parents=True, exist_ok=True)
     for name in _OUTPUTS:
@@ -72,14 +78,14 @@ def demo(
     engine = Engine(url, FakeClock(start))
     out = console()
     try:
-        result = _simulate(engine, patients, seed, start)
+        result = _simulate(engine, load_scenario(scenario), patients, seed, start)
         history = read_history(engine.store, result.start, result.end)
         dashboard = Dashboard.read(engine, history)
         dashboard.print(out, result)
         report = _verify(engine.store)
         _print_verify(out, report)
-        diagram = _write_diagram(directory)
-        plot = plot_cohort(history, directory / PLOT_NAME, title=f"Piriformis pathway, seed {seed}")
+        diagram = _write_diagram(directory, result.definition)
+        plot = plot_cohort(history, directory / PLOT_NAME, title=f"{result.definition.presentation.title}, seed {seed}")
         _print_files(out, database, diagram, plot)
         _print_next_steps(out, url, dashboard, directory)
     finally:
@@ -104,7 +110,7 @@ def _progress() -> tuple[Console, list[ProgressColumn]]:
     return Console(stderr=True), columns
 
 
-def _simulate(engine: Engine, patients: int, seed: int, start: datetime) -> SimulationResult:
+def _simulate(engine: Engine, scenario: Scenario, patients: int, seed: int, start: datetime) -> SimulationResult:
     from rich.progress import Progress
 
     from ..simulate import DEFAULT_WEEKS, simulate
@@ -115,6 +121,7 @@ def _simulate(engine: Engine, patients: int, seed: int, start: datetime) -> Simu
         task = bar.add_task(f"simulating {patients} patients, week", total=DEFAULT_WEEKS)
         result = simulate(
             engine,
+            scenario=scenario,
             patients=patients,
             seed=seed,
             start=start,
@@ -160,55 +167,67 @@ def _print_verify(out: Console, report: VerifyReport) -> None:
 
 @dataclass(frozen=True)
 class Dashboard:
-    """The cohort's figures, read from the snapshots and the audit log."""
+    """The cohort's figures, read from the snapshots and the audit log.
+
+    Nothing here names a state of a pathway: states come in the definitions' order, the
+    outcome of each state that has one is counted per value, schedules give due and overdue.
+    """
 
     by_state: dict[str, int]
     due_now: int
     overdue_now: int
-    urgency: Counter[str]
-    red_flags: Counter[str]
-    rediagnose: Counter[str]
-    withdrawn: Counter[str]
+    # State -> ("key: value" -> patients), for patients whose state records an outcome.
+    outcomes: dict[str, Counter[str]]
     history: CohortHistory
     example_patient: str | None
+    example_state: str | None
 
     @classmethod
     def read(cls, engine: Engine, history: CohortHistory) -> Dashboard:
+        from ..hints import monitoring
+
         due = overdue = 0
-        urgency: Counter[str] = Counter()
-        red_flags: Counter[str] = Counter()
-        rediagnose: Counter[str] = Counter()
-        withdrawn: Counter[str] = Counter()
-        example: str | None = None
+        outcomes: dict[str, Counter[str]] = {}
+        # The example: a patient as far along the stages as any (the last stage first).
+        stages = history.stages
+        example: tuple[int, str, str] | None = None
         for status in engine.patients():
-            outcome = status.outcome or {}
-            due += "due" in status.configuration
-            overdue += "overdue" in status.configuration
-            if status.state == "urgent_referral":
-                urgency[outcome.get("urgency", "?")] += 1
-                red_flags.update(outcome.get("red_flags", []))
-            elif status.state == "rediagnose":
-                rediagnose[outcome.get("reason", "?")] += 1
-            elif status.state == "withdrawn":
-                withdrawn[outcome.get("reason", "?")] += 1
-            if example is None and status.state == "third_line":
-                example = status.patient_id
+            schedule = monitoring(status.definition)
+            configuration = set(status.configuration)
+            due += bool(schedule.due & configuration)
+            overdue += bool(schedule.overdue & configuration)
+            if status.outcome:
+                counts = outcomes.setdefault(status.state, Counter())
+                counts.update(_outcome_values(status.outcome))
+            if status.state in stages:
+                rank = stages.index(status.state)
+                if example is None or rank > example[0]:
+                    example = (rank, status.patient_id, status.state)
         by_state = engine.store.count_by_state()
-        return cls(by_state, due, overdue, urgency, red_flags, rediagnose, withdrawn, history, example)
+        return cls(
+            by_state,
+            due,
+            overdue,
+            outcomes,
+            history,
+            example[1] if example else None,
+            example[2] if example else None,
+        )
 
     def print(self, out: Console, result: SimulationResult) -> None:
         from rich.columns import Columns
 
         out.print()
         out.print(Columns([self._states_table(), self._treatment_table()], padding=(0, 4)))
-        outcomes = [
-            _counter_table("urgent referrals", "urgency", self.urgency),
-            _counter_table("red flags referred", "red flag", self.red_flags),
-            _counter_table("rediagnose", "reason", self.rediagnose),
-            _counter_table("withdrawn", "reason", self.withdrawn),
+        order = self.history.state_order(self.outcomes)
+        tables = [
+            _counter_table(state.replace("_", " "), "outcome", self.outcomes[state])
+            for state in order
+            if state in self.outcomes
         ]
-        out.print(Columns(outcomes, padding=(0, 4)))
-        archetypes = Counter(profile.archetype.value for profile in result.profiles.values())
+        if tables:
+            out.print(Columns(tables, padding=(0, 4)))
+        archetypes = Counter(profile.archetype for profile in result.profiles.values())
         out.print(
             "[dim]simulated archetypes (the engine's rules decided every state above): "
             + ", ".join(f"{name} {count}" for name, count in archetypes.most_common())
@@ -218,15 +237,12 @@ class Dashboard:
     def _states_table(self) -> Table:
         from rich.table import Table
 
-        from ..cohort_plot import STATE_ORDER
-
         total = sum(self.by_state.values())
         table = Table(title="patients per state", title_justify="left", show_footer=True)
         table.add_column("state", footer="total")
         table.add_column("patients", justify="right", footer=str(total))
         table.add_column("share", justify="right")
-        states = [*STATE_ORDER, *sorted(set(self.by_state) - set(STATE_ORDER))]
-        for state in states:
+        for state in self.history.state_order(self.by_state):
             count = self.by_state.get(state, 0)
             share = f"{count / total:.0%}" if total else "-"
             table.add_row(styled_state(state), str(count), share)
@@ -236,21 +252,31 @@ class Dashboard:
         from rich.table import Table
 
         history = self.history
+        goal = " / ".join(g.replace("_", " ") for g in history.goals) or "goal"
         median = history.median_weeks_to_resolution()
-        table = Table(title="treatment", title_justify="left")
+        table = Table(title="course", title_justify="left")
         table.add_column("measure")
         table.add_column("value", justify="right")
-        table.add_row("resolved episodes", str(len(history.resolution_weeks)))
-        table.add_row("median weeks to resolution", "-" if median is None else f"{median:.1f}")
-        for line in ("second_line", "third_line"):
-            table.add_row(f"escalated to {line} by the rules", str(history.escalated(line, "reassess")))
-        table.add_row(
-            "moved by clinician override", str(sum(n for (_, by), n in history.escalations.items() if by == "override"))
-        )
-        table.add_row("reassessments due at the last sweep", str(self.due_now))
-        table.add_row("reassessments overdue at the last sweep", str(self.overdue_now))
-        table.add_row("overdue episodes (six months)", str(history.overdue_episodes))
+        table.add_row(f"episodes reaching {goal}", str(len(history.resolution_weeks)))
+        table.add_row(f"median weeks to {goal}", "-" if median is None else f"{median:.1f}")
+        stages = history.stages
+        for (stage, event), count in sorted(
+            history.escalations.items(), key=lambda item: (stages.index(item[0][0]), item[0][1])
+        ):
+            table.add_row(f"moved to {stage} on {event}", str(count))
+        table.add_row("due at the last sweep", str(self.due_now))
+        table.add_row("overdue at the last sweep", str(self.overdue_now))
+        table.add_row("overdue episodes", str(history.overdue_episodes))
         return table
+
+
+def _outcome_values(outcome: dict[str, object]) -> list[str]:
+    """An outcome's values as "key: value" (each item of a list on its own)."""
+    values: list[str] = []
+    for key, value in outcome.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            values.append(f"{key}: {item}")
+    return values
 
 
 def _counter_table(title: str, key: str, counts: Counter[str]) -> Table:
@@ -269,13 +295,10 @@ def _counter_table(title: str, key: str, counts: Counter[str]) -> Table:
 # -- files and what to try next ------------------------------------------------------------------
 
 
-def _write_diagram(directory: Path) -> Path:
+def _write_diagram(directory: Path, definition: Pathway) -> Path:
     """The statechart as SVG through Graphviz, or as Mermaid text when Graphviz is missing."""
-    from states import get_pathway
-
     from ..diagram import GraphvizMissing, render
 
-    definition = get_pathway("piriformis")
     try:
         path, data = directory / f"{DIAGRAM_STEM}.svg", render(definition, "svg")
     except GraphvizMissing:
@@ -306,7 +329,7 @@ def _print_next_steps(out: Console, url: str, dashboard: Dashboard, directory: P
         f"status {patient}",
         f"explain {patient}",
         f"timeline {patient} -o {directory / (patient + '.png')}",
-        "list --state third_line",
+        *([f"list --state {dashboard.example_state}"] if dashboard.example_state else []),
     )
     for command in commands:
         out.print(f"  carepath {db} {command}", soft_wrap=True)  # unbroken, so it can be copied

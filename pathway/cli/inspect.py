@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..engine import DEFAULT_PATHWAY
 from ..errors import InvalidCommand
 from .app import JsonOption, PathwayOption, app, emit_json, engine, parse_time
 from .render import console, styled_state
@@ -57,7 +58,10 @@ def _print_explanation(x: Explanation) -> None:
     from rich.markup import escape
 
     out = console()
-    out.print(f"[bold]{x.patient_id}[/]  {styled_state(x.state)}  {x.pathway} v{x.version}  at {_when(x.at)}")
+    from states import get_pathway
+
+    state = styled_state(x.state, get_pathway(x.pathway, x.version))
+    out.print(f"[bold]{x.patient_id}[/]  {state}  {x.pathway} v{x.version}  at {_when(x.at)}")
     out.print(f"configuration: {', '.join(x.configuration)}")
     due = f"{_when(x.next_due_at)} (a tick then changes the patient)" if x.next_due_at else "-"
     out.print(f"next due: {due}")
@@ -149,6 +153,8 @@ def due(
 def _print_rows(title: str, rows: list[CohortRow], at: datetime) -> None:
     from rich.table import Table
 
+    from states import get_pathway
+
     table = Table(title=title)
     for column in ("patient", "pathway", "state", "since", "dwell", "next due", "reassessment"):
         table.add_column(column)
@@ -156,7 +162,7 @@ def _print_rows(title: str, rows: list[CohortRow], at: datetime) -> None:
         table.add_row(
             row.patient_id,
             row.pathway,
-            styled_state(row.state),
+            styled_state(row.state, get_pathway(row.pathway, row.version)),
             _when(row.state_since),
             _dwell(row.dwell),
             _when(row.next_due_at) if row.next_due_at else "-",
@@ -171,7 +177,7 @@ def _reassessment(row: CohortRow, at: datetime) -> str:
         return f"[bold red]overdue[/]{late}"
     if row.tick:
         return f"[yellow]tick -> {row.tick}[/]"
-    if "due" in row.configuration:
+    if row.due:
         return "[yellow]due[/]"
     return ""
 
@@ -211,7 +217,7 @@ def diagram(
         str | None,
         typer.Option(
             "--pathway",
-            help="Pathway definition (default piriformis); with --patient, which of the patient's enrolments.",
+            help="Pathway definition (default: the default pathway); with --patient, which enrolment.",
         ),
     ] = None,
     fmt: Annotated[
@@ -227,8 +233,6 @@ def diagram(
     from states import get_pathway
 
     from ..diagram import TEXT_FORMATS, render
-    from ..engine import DEFAULT_PATHWAY
-
     chosen = fmt or _format_from(output)
     if output is None and chosen not in TEXT_FORMATS:
         raise InvalidCommand(f"--format {chosen} is binary: give -o FILE")

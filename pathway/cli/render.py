@@ -9,21 +9,12 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from persistence import AuditEntry
+    from states import Pathway
 
     from ..engine import Status
 
-__all__ = ["STATE_STYLE", "STATUS_STYLE", "console", "entry_json", "print_history", "print_status"]
+__all__ = ["STATUS_STYLE", "console", "entry_json", "print_history", "print_status", "state_style", "styled_state"]
 
-STATE_STYLE = {
-    "assessment": "cyan",
-    "first_line": "green",
-    "second_line": "yellow",
-    "third_line": "dark_orange",
-    "resolved": "bright_green",
-    "rediagnose": "magenta",
-    "urgent_referral": "bold red",
-    "withdrawn": "dim",
-}
 STATUS_STYLE = {
     "recommended": "green",
     "caution": "yellow",
@@ -74,17 +65,25 @@ def entry_json(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
-def styled_state(state: str) -> str:
-    return f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
+def state_style(state: str, definition: Pathway | None = None) -> str:
+    """The rich style of a state: its colour in the definition (or any registered one), else neutral."""
+    from ..hints import NEUTRAL_COLOUR, known_colours
+
+    colours = definition.presentation.colours if definition is not None else known_colours()
+    return colours.get(state, NEUTRAL_COLOUR)
+
+
+def styled_state(state: str, definition: Pathway | None = None) -> str:
+    return f"[{state_style(state, definition)}]{state}[/]"
 
 
 def print_status(status: Status) -> None:
     from rich.table import Table
 
     out = console()
+    state = styled_state(status.state, status.definition)
     out.print(
-        f"[bold]{status.patient_id}[/]  {status.pathway} v{status.version}  state {styled_state(status.state)}"
-        f"  revision {status.revision}"
+        f"[bold]{status.patient_id}[/]  {status.pathway} v{status.version}  state {state}  revision {status.revision}"
     )
     out.print(f"configuration: {', '.join(status.configuration)}")
     due = status.next_due_at.isoformat() if status.next_due_at else "-"
