@@ -22,7 +22,16 @@ from persistence import (
 )
 from persistence.reader import light_reader
 from persistence.urls import is_private_memory
-from states import Pathway, PlanItem, Step, UnknownEvent, get_pathway, known_events, require_aware
+from states import (
+    Pathway,
+    PlanItem,
+    Step,
+    UnknownEvent,
+    definition_for_enrolment,
+    get_pathway,
+    known_events,
+    require_aware,
+)
 from states.payloads import Payload
 
 from .clock import Clock, system_clock
@@ -70,6 +79,10 @@ class Status:
     def outcome(self) -> dict[str, Any] | None:
         return self.definition.outcome(self.snapshot.configuration, self.snapshot.context)
 
+    @property
+    def flags(self) -> list[str]:
+        return self.definition.flags(self.snapshot.context)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "patient_id": self.patient_id,
@@ -81,6 +94,7 @@ class Status:
             "next_due_at": iso_or_none(self.next_due_at),
             "plan": [item.model_dump(mode="json") for item in self.plan],
             "outcome": self.outcome,
+            "flags": self.flags,
             "context": self.context,
             "state_since": iso_or_none(self.state_since),
             "last_event_at": iso_or_none(self.last_event_at),
@@ -151,12 +165,21 @@ class Engine:
         pathway: str = DEFAULT_PATHWAY,
         factors: Mapping[str, Any] | None = None,
         actor: str | None = None,
+        version: int | None = None,
     ) -> Status:
-        """Enrol a patient on a pathway (the patient's first audit entry, seq 1)."""
+        """Enrol a patient on a pathway (the patient's first audit entry, seq 1); the latest approved version
+        unless `version` names one."""
         at = require_aware(at)
         now = self.clock()
         work = partial(
-            self.enroll_in, patient_id=patient_id, at=at, pathway=pathway, factors=factors, actor=actor, now=now
+            self.enroll_in,
+            patient_id=patient_id,
+            at=at,
+            pathway=pathway,
+            factors=factors,
+            actor=actor,
+            now=now,
+            version=version,
         )
         return self.store.run(work, retries=self.retries)
 
@@ -197,11 +220,12 @@ class Engine:
         factors: Mapping[str, Any] | None = None,
         actor: str | None = None,
         now: datetime,
+        version: int | None = None,
     ) -> Status:
         """Stage an enrolment in `tx`; raises and stages nothing when the input is bad."""
         _check_patient_id(patient_id)
         at = require_aware(at)
-        definition = get_pathway(pathway)
+        definition = definition_for_enrolment(pathway, version)
         _check_text(actor, "actor")
         enrollment = definition.validate_enrollment({"factors": factors if factors is not None else {}})
         _check_not_future(at, now)

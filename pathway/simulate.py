@@ -25,6 +25,10 @@ from .clock import FakeClock
 from .engine import Engine, Status
 from .errors import CarepathError
 
+# The simulated patients speak the events of piriformis version 1 (no side, documented_compression
+# on reassess), so they are enrolled on that version.
+SIMULATED_VERSION = 1
+
 __all__ = [
     "ARCHETYPE_MIX",
     "DEFAULT_PATIENTS",
@@ -340,7 +344,9 @@ class _Course:
     def act(self, engine: Engine, at: datetime) -> datetime | None:
         """Do what the patient does at `at`; return when they come back, or None."""
         if self.state is None:
-            self._record(engine.enroll(self.profile.patient_id, at, factors=self.profile.factors), at)
+            self._record(
+                engine.enroll(self.profile.patient_id, at, factors=self.profile.factors, version=SIMULATED_VERSION), at
+            )
             return self._assess(engine, at)
         if self.state == "assessment":
             return self._assess(engine, at)

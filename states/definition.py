@@ -19,10 +19,18 @@ from statemachine import StateChart
 from statemachine.exceptions import TransitionNotAllowed
 from statemachine.orderedset import OrderedSet
 
-from .compile import build_chart, build_enroll_payload, build_payloads, build_policy_model, build_rules, is_stay
+from .compile import (
+    build_chart,
+    build_enroll_payload,
+    build_payloads,
+    build_policy_model,
+    build_rules,
+    condition,
+    is_stay,
+)
 from .errors import EventNotAllowed, UnknownEvent
 from .guards import Decision, Rule, decide
-from .inputs import compile_inputs, compile_updates, expression
+from .inputs import compile_derived, compile_inputs, compile_updates, expression
 from .model import PathwayModel, Presentation, Review, StateSpec
 from .payloads import Payload, parse_payload
 from .plan import PlanBook, PlanItem
@@ -146,6 +154,7 @@ class Pathway:
         self.runner = ChartRunner(self.chart)
         self._inputs = compile_inputs(model)
         self._updates = compile_updates(model, self._stays)
+        self._derived = compile_derived(model) if model.derived else None
         self._by_event: dict[str, tuple[Rule, ...]] = {}
         self._status_regions = frozenset(model.status_regions)
         self._finals = frozenset(s for s in model.state_ids() if (model.find_state(s) or _NOSTATE).final)
@@ -198,7 +207,9 @@ class Pathway:
         for key, value in self.model.context.items():
             if value == "at":
                 context[key] = at.isoformat()
-        return self.runner.initial_configuration(), context
+        if self._derived is not None:
+            context.update(self._derived(enrollment, context, at, self.policy))
+        return self.runner.ordered(self._completed(self.runner.initial_configuration())), context
 
     def inputs(self, event: str, payload: Payload, context: Context, at: datetime) -> dict[str, Any]:
         """The named values the rules' conditions read."""
@@ -212,10 +223,15 @@ class Pathway:
             raise UnknownEvent(event, self.event_names())
         inputs = self.inputs(event, payload, context, at)
         decision = decide(self._rules_for(event), event, frozenset(before), inputs, self.policy)
-        idle_state = self.model.events[event].idle_in
-        if decision.rule is None and idle_state is not None and idle_state in before:
+        idle = self.model.events[event].idle_states()
+        if decision.rule is None and any(state in before for state in idle):
             return Step(event, before, before, context, (), decision, changed=False)
-        after, transitions = self.runner.run(before, event, decision)
+        try:
+            after, transitions = self.runner.run(before, event, decision)
+        except EventNotAllowed:
+            if not self._stays(decision):
+                raise
+            after, transitions = before, ()  # a decided stay the chart has no transition for
         new_context = self._update_context(context, event, payload, at, decision, inputs)
         return Step(event, before, after, new_context, transitions, decision)
 
@@ -234,6 +250,8 @@ class Pathway:
         ctx = dict(context)
         for update in self._updates:
             update(ctx, event, payload, at, decision, inputs)
+        if self._derived is not None:
+            ctx.update(self._derived(payload, ctx, at, self.policy))
         if rule.target in self._finals:
             ctx["outcome"] = self._outcome(rule, payload, ctx, at, inputs)
         return ctx if ctx != context else context
@@ -260,6 +278,66 @@ class Pathway:
         """The plan of the current state for this patient."""
         return self._plan.items(self.state_name(configuration), configuration, context)
 
+    def flags(self, context: Context) -> list[str]:
+        """The flags shown for this patient: the presentation's flag keys that are true in its context."""
+        return [key for key in self.model.presentation.flags if context.get(key)]
+
+    def migrate(
+        self, version: int, configuration: Sequence[str], context: Context, at: datetime
+    ) -> tuple[tuple[str, ...], Context]:
+        """A live patient of `version` as a patient of this version, by the migration this one declares.
+
+        States are mapped (unlisted ids kept) and completed with the initial states they hold;
+        context keys are kept (or only those listed), renamed, set from the old context, and any
+        key this version declares that is still missing takes its initial value.
+        Raises KeyError when no migration from `version` is declared.
+        """
+        spec = self.model.migration_from(version)
+        if spec is None:
+            raise KeyError(f"{self.name} v{self.version} declares no migration from version {version}")
+        old = dict(context)
+        mapped = [spec.states.get(state, state) for state in configuration]
+        new: Context = {"factors": old.get("factors", {})}
+        for key, value in old.items():
+            if key != "factors" and (spec.keep_context is None or key in spec.keep_context):
+                new[spec.rename_context.get(key, key)] = value
+        sets: dict[str, Any] = dict(spec.set)
+        facts = {f"context.{k}": v for k, v in old.items()}
+        for fact in spec.set_when:
+            if all(condition(c).holds(facts, self.policy) for c in fact.when):
+                sets.update(fact.set)
+        for state in configuration:
+            sets.update(spec.set_by_state.get(state, {}))
+        for key, value in sets.items():
+            new[key] = expression(value)(None, old, at, {})
+        for key, value in self.model.context.items():
+            new.setdefault(key, at.isoformat() if value == "at" else copy.deepcopy(value))
+        return self.runner.ordered(self._completed(mapped)), new
+
+    def _completed(self, states: Sequence[str]) -> list[str]:
+        """`states` with their ancestors, and the initial states of every compound left without a child."""
+        active = set(states)
+        for state in states:
+            parent = self._parents.get(state)
+            while parent is not None:
+                active.add(parent)
+                parent = self._parents.get(parent)
+        pending = list(active)
+        while pending:
+            spec = self.model.find_state(pending.pop())
+            if spec is None or not spec.states:
+                continue
+            children = [c.id for c in spec.states]
+            if spec.parallel:
+                entered = [c for c in children if c not in active]
+            elif not active.intersection(children):
+                entered = [next((c.id for c in spec.states if c.initial), children[0])]
+            else:
+                entered = []
+            active.update(entered)
+            pending.extend(entered)
+        return list(active)
+
     def outcome(self, configuration: Sequence[str], context: Context) -> dict[str, Any] | None:
         """Why the patient left the pathway, for final states; None otherwise."""
         if configuration[0] not in self._finals:
@@ -273,6 +351,10 @@ class Pathway:
         for schedule in self.model.schedules:
             since = context.get(schedule.since)
             if since is None:
+                continue
+            if schedule.after is not None:
+                if not context.get(schedule.unless or "") and any(s in configuration for s in schedule.states):
+                    due.append(datetime.fromisoformat(since) + getattr(self.policy, schedule.after) * WEEK)
                 continue
             for state_id in configuration:
                 field = schedule.due.get(state_id)

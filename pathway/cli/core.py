@@ -20,6 +20,7 @@ def enroll(
     pathway: Annotated[str, typer.Option(help="Pathway definition.")] = "piriformis",
     factors: Annotated[str | None, typer.Option(help="Patient factors as JSON, e.g. '{\"age\": 70}'.")] = None,
     actor: Annotated[str | None, typer.Option(help="Who enrolled the patient.")] = None,
+    version: Annotated[int | None, typer.Option(help="Definition version (default: the latest approved).")] = None,
     json_: JsonOption = False,
 ) -> None:
     """Enrol a patient on a pathway.
@@ -27,7 +28,12 @@ def enroll(
     Example: carepath enroll p-001 --at 2026-01-05T09:00:00+00:00 --factors '{"age": 70}'
     """
     status = engine().enroll(
-        patient, parse_time(at), pathway=pathway, factors=parse_data(factors, "--factors"), actor=actor
+        patient,
+        parse_time(at),
+        pathway=pathway,
+        factors=parse_data(factors, "--factors"),
+        actor=actor,
+        version=version,
     )
     if json_:
         emit_json(status.to_json())
