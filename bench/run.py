@@ -144,7 +144,7 @@ def send_sqlite(workdir: Path, n: int, patients: int = 100) -> float:
     engine = Engine(f"sqlite:///{workdir / 'send.db'}", clock)
     ids = [f"p{i}" for i in range(patients)]
     for pid in ids:
-        engine.enroll(pid, T0)
+        engine.enroll(pid, T0, version=1)
         engine.send(pid, "assess", T0, assess())
 
     def run() -> None:

@@ -99,6 +99,10 @@ class Status:
     def outcome(self) -> dict[str, Any] | None:
         return self.definition.outcome(self.snapshot.configuration, self.snapshot.context)
 
+    @property
+    def flags(self) -> list[str]:
+        return self.definition.flags(self.snapshot.context)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "patient_id": self.patient_id,
@@ -110,6 +114,7 @@ class Status:
             "next_due_at": iso_or_none(self.next_due_at),
             "plan": [item.model_dump(mode="json") for item in self.plan],
             "outcome": self.outcome,
+            "flags": self.flags,
             "context": self.context,
             "state_since": iso_or_none(self.state_since),
             "last_event_at": iso_or_none(self.last_event_at),
@@ -313,7 +318,10 @@ class Engine:
     def _migration(
         self, snapshot: Snapshot, earlier: Pathway, target: Pathway
     ) -> tuple[MigrationChange, tuple[tuple[str, ...], dict[str, Any]]]:
-        configuration, context = target.migrated(earlier, snapshot.configuration, snapshot.context)
+        # Takes effect as of the patient's last event, so later charting is not refused as earlier.
+        configuration, context = target.migrate(
+            earlier.version, snapshot.configuration, snapshot.context, snapshot.last_event_at
+        )
         keys = sorted(snapshot.context.keys() | context.keys())
         changes = {
             key: {"before": snapshot.context.get(key), "after": context.get(key)}
@@ -340,7 +348,6 @@ class Engine:
         if snapshot.version != earlier.version:
             return None  # moved meanwhile by another process
         change, (configuration, context) = self._migration(snapshot, earlier, target)
-        # Takes effect as of the patient's last event, so later charting is not refused as earlier.
         at = snapshot.last_event_at
         entry = NewEntry(
             event=MIGRATE_EVENT,

@@ -75,9 +75,9 @@ def monitoring(definition: Pathway) -> Monitoring:
     due: set[str] = set()
     overdue: set[str] = set()
     for schedule in model.schedules:
-        region = model.find_state(schedule.region)
+        region = model.find_state(schedule.region) if schedule.region is not None else None
         if region is None:
-            continue
+            continue  # a plain timer moves no state
         children = [child.id for child in region.states]
         initial = next((child.id for child in region.states if child.initial), children[0] if children else None)
         due.update(state for state in schedule.due if state != initial)

@@ -1,7 +1,7 @@
 """Bulk ingestion: many events per transaction, each checked exactly as `send` checks it.
 
 Input is JSON Lines, one event per line:
-    {"patient": "p-1", "event": "enroll", "at": "...", "factors": {...}, "pathway": "..."}
+    {"patient": "p-1", "event": "enroll", "at": "...", "factors": {...}, "pathway": "...", "version": 1}
     {"patient": "p-1", "event": "assess", "at": "...", "data": {...}, "actor": "...", "idempotency_key": "..."}
 Other events may name the enrolment with "pathway" (needed when the patient is on several pathways).
 A rejected line is reported with its line number and reason and writes nothing; the other lines
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["IngestReport", "Rejection", "ingest", "read_jsonl"]
 
 MISSING_FIELDS = "each line needs string fields patient, event and at"
-_ENVELOPE = {"patient", "event", "at", "data", "actor", "idempotency_key", "factors", "pathway"}
+_ENVELOPE = {"patient", "event", "at", "data", "actor", "idempotency_key", "factors", "pathway", "version"}
 
 
 @dataclass(frozen=True)
@@ -254,6 +254,7 @@ def _apply_line(engine: Engine, tx: Transaction, record: dict[str, Any], now: da
             patient,
             at,
             pathway=pathway if pathway is not None else DEFAULT_PATHWAY,
+            version=record.get("version"),
             factors=record.get("factors"),
             actor=record.get("actor"),
             now=now,

@@ -176,7 +176,7 @@ class _Rebuild:
         """Apply an entry's event to the current state (raises EventNotAllowed, InvalidInput)."""
         if entry.event == MIGRATE_EVENT:  # moved to another version by its declared mapping
             target = get_pathway(entry.pathway, entry.version)
-            configuration, context = target.migrated(self.definition, self.configuration, self.context)
+            configuration, context = target.migrate(self.definition.version, self.configuration, self.context, entry.at)
             return Step(MIGRATE_EVENT, self.configuration, configuration, context, (), None)
         payload = stored_payload(self.definition, entry)
         return self.definition.apply(self.configuration, self.context, entry.event, payload, entry.at)

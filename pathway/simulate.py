@@ -142,6 +142,7 @@ class Scenario(_Spec):
     """A synthetic cohort for one pathway."""
 
     pathway: str
+    version: int | None = Field(None, description="the definition version the payloads fit (default: the latest)")
     measure: MeasureSpec
     enrolment_days: int = Field(21, ge=1)
     intake: SendSpec
@@ -334,7 +335,7 @@ def simulate(
     if clock.now > start:
         raise SimulationError(f"the engine's clock ({clock.now.isoformat()}) is after the start {start.isoformat()}")
     scenario = scenario or load_scenario()
-    definition = get_pathway(scenario.pathway)
+    definition = get_pathway(scenario.pathway, scenario.version)
     problems = scenario.problems(definition)
     if problems:
         raise SimulationError(
@@ -479,7 +480,11 @@ class _Course:
         """Do what the patient does at `at`; return when they come back, or None."""
         if self.state is None:
             status = engine.enroll(
-                self.profile.patient_id, at, pathway=self.scenario.pathway, factors=self.profile.factors
+                self.profile.patient_id,
+                at,
+                pathway=self.scenario.pathway,
+                version=self.scenario.version,
+                factors=self.profile.factors,
             )
             self._record(status, at)
             return self._intake(engine, at)

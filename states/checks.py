@@ -98,31 +98,59 @@ def _event_problems(model: PathwayModel, states: set[str]) -> list[str]:
     problems: list[str] = []
     for event, spec in model.events.items():
         where = f"events.{event}"
-        if spec.idle_in is not None and spec.idle_in not in states:
-            problems.append(f"{where}.idle_in: unknown state {spec.idle_in!r}")
-        for name, source in spec.inputs.items():
-            for field in (source.payload, source.count, source.classes, source.has, source.value):
-                if field is not None and field not in spec.payload:
-                    problems.append(f"{where}.inputs.{name}: {event} has no payload field {field!r}")
-            for key in (
-                source.context,
-                source.weeks_since,
-                source.improvement,
-                source.fall,
-                source.plus,
-                source.otherwise,
-            ):
-                if key is not None and key not in model.context:
-                    problems.append(f"{where}.inputs.{name}: unknown context key {key!r}")
-            if source.min_baseline is not None and source.min_baseline not in model.policy:
-                problems.append(f"{where}.inputs.{name}: policy has no field {source.min_baseline!r}")
-            if isinstance(source.of, str) and source.of not in model.term_sets:
-                problems.append(f"{where}.inputs.{name}: unknown term set {source.of!r}")
-            if source.function is not None:
-                from .functions import registered_functions
+        problems += [f"{where}.idle_in: unknown state {s!r}" for s in spec.idle_states() if s not in states]
+        for field, fspec in spec.payload.items():
+            if fspec.terms_by is not None:
+                if fspec.terms_by.field not in spec.payload:
+                    problems.append(
+                        f"{where}.payload.{field}.terms_by: {event} has no payload field {fspec.terms_by.field!r}"
+                    )
+                problems += [
+                    f"{where}.payload.{field}.terms_by: unknown vocabulary {v!r}"
+                    for v in fspec.terms_by.terms.values()
+                    if v not in model.vocabulary
+                ]
+        problems += _input_problems(where, spec.inputs, spec.payload, model)
+    derived_kinds = {"context", "weeks_since", "recent", "function"}
+    for name, source in model.derived.items():
+        if name not in model.context:
+            problems.append(f"derived.{name}: unknown context key {name!r} (declare it under `context`)")
+        if source.kind not in derived_kinds:
+            problems.append(f"derived.{name}: a derived value reads no payload ({', '.join(sorted(derived_kinds))})")
+    problems += _input_problems("derived", model.derived, {}, model)
+    return problems
 
-                if source.function not in registered_functions():
-                    problems.append(f"{where}.inputs.{name}: no function named {source.function!r} is registered")
+
+def _input_problems(
+    where: str, inputs: Mapping[str, Any], payload: Mapping[str, Any], model: PathwayModel
+) -> list[str]:
+    problems: list[str] = []
+    earlier: set[str] = set()
+    for name, source in inputs.items():
+        for field in (source.payload, source.count, source.classes, source.has, source.value):
+            if field is not None and field not in payload:
+                problems.append(f"{where}.inputs.{name}: the event has no payload field {field!r}")
+        keys = [source.context, source.weeks_since, source.improvement, source.fall, source.rise, source.plus]
+        keys += [source.streak, source.streak_weeks, source.recent, source.otherwise]
+        for key in keys:
+            if key is not None and key not in model.context:
+                problems.append(f"{where}.inputs.{name}: unknown context key {key!r}")
+        for field in (source.min_baseline, source.within):
+            if field is not None and field not in model.policy:
+                problems.append(f"{where}.inputs.{name}: policy has no field {field!r}")
+        if source.kind in ("streak", "streak_weeks"):
+            if source.of not in earlier:
+                problems.append(f"{where}.inputs.{name}: {source.of!r} is not an input listed before it")
+        elif isinstance(source.of, str) and source.of not in model.term_sets:
+            problems.append(f"{where}.inputs.{name}: unknown term set {source.of!r}")
+        for condition in source.holds or ():
+            problems += _condition_problems(f"{where}.inputs.{name}", condition, earlier, model, "before it")
+        if source.function is not None:
+            from .functions import registered_functions
+
+            if source.function not in registered_functions():
+                problems.append(f"{where}.inputs.{name}: no function named {source.function!r} is registered")
+        earlier.add(name)
     return problems
 
 
@@ -177,7 +205,7 @@ def _update_problems(model: PathwayModel, states: set[str]) -> list[str]:
         problems += [f"{where}.events: unknown event {e!r}" for e in update.events if e not in model.events]
         problems += [f"{where}.entering: unknown state {s!r}" for s in update.entering or () if s not in states]
         problems += [f"{where}.rules: unknown rule {r!r}" for r in update.rules or () if r not in rule_names]
-        for key in (*update.set, *update.count, *update.record):
+        for key in (*update.set, *update.count, *update.record, *update.streak, *update.append):
             if key not in model.context:
                 problems.append(f"{where}: unknown context key {key!r} (declare it under `context`)")
         produced = set().union(*(set(model.events[e].inputs) for e in update.events if e in model.events))
@@ -185,7 +213,14 @@ def _update_problems(model: PathwayModel, states: set[str]) -> list[str]:
             problems += _condition_problems(f"{where}.when", condition, produced, model, "by its events")
         for key, condition in update.count.items():
             problems += _condition_problems(f"{where}.count.{key}", condition, produced, model, "by its events")
-        for expression in [*update.set.values(), *(v for r in update.record.values() for v in r.values())]:
+        problems += [
+            f"{where}.streak.{key}: input {flag!r} is not produced by its events"
+            for key, flag in update.streak.items()
+            if flag not in produced
+        ]
+        expressions = [*update.set.values(), *(v for r in update.record.values() for v in r.values())]
+        expressions += [*update.append.values(), update.set_factors, update.clear_factors]
+        for expression in expressions:
             problems += _expression_problems(where, expression, update.events, model)
     return problems
 
@@ -207,11 +242,18 @@ def _schedule_problems(model: PathwayModel, states: set[str]) -> list[str]:
     parents = model.parents()
     for i, schedule in enumerate(model.schedules):
         where = f"schedules[{i}]"
-        region = model.find_state(schedule.region)
-        if region is None or not region.states:
-            problems.append(f"{where}.region: {schedule.region!r} is not a state with states of its own")
         if schedule.since not in model.context:
             problems.append(f"{where}.since: unknown context key {schedule.since!r}")
+        if schedule.region is None:
+            problems += [f"{where}.states: unknown state {s!r}" for s in schedule.states if s not in states]
+            if schedule.after not in model.policy:
+                problems.append(f"{where}.after: policy has no field {schedule.after!r}")
+            if schedule.unless is not None and schedule.unless not in model.context:
+                problems.append(f"{where}.unless: unknown context key {schedule.unless!r}")
+            continue
+        region = model.find_state(schedule.region)
+        if region is None or not region.states or region.parallel:
+            problems.append(f"{where}.region: {schedule.region!r} is not a region of a state")
         for state, field in schedule.due.items():
             if parents.get(state) != schedule.region:
                 problems.append(f"{where}.due: {state!r} is not a state of region {schedule.region!r}")
@@ -235,6 +277,8 @@ def _plan_problems(model: PathwayModel, states: set[str]) -> list[str]:
                 if problem:
                     problems.append(f"plan.{state}[{j}] ({item.id}): {problem}")
     problems += [f"plan: item id {i!r} is used twice" for i in sorted({i for i in ids if ids.count(i) > 1})]
+    for state, carried in model.plan_carry.items():
+        problems += [f"plan_carry.{state}: unknown state {s!r}" for s in (state, *carried) if s not in states]
     return problems
 
 
@@ -256,6 +300,7 @@ def _presentation_problems(model: PathwayModel, states: set[str]) -> list[str]:
     problems += [f"presentation.colours: unknown state {s!r}" for s in hints.colours if s not in states]
     if hints.goal is not None and hints.goal not in states:
         problems.append(f"presentation.goal: unknown state {hints.goal!r}")
+    problems += [f"presentation.flags: unknown context key {k!r}" for k in hints.flags if k not in model.context]
     inputs = {name for event in model.events.values() for name in event.inputs}
     problems += [f"presentation.percent_inputs: unknown input {i!r}" for i in hints.percent_inputs if i not in inputs]
     fields = {field for event in model.events.values() for field in event.payload}
@@ -273,6 +318,11 @@ def _presentation_problems(model: PathwayModel, states: set[str]) -> list[str]:
         for field in (*hints.fhir.observations, *hints.fhir.extra_conditions):
             if field not in fields:
                 problems.append(f"presentation.fhir: no event has a payload field {field!r}")
+        problems += [
+            f"presentation.fhir.condition_by: unknown context key {k!r}"
+            for k in hints.fhir.condition_by
+            if k not in model.context
+        ]
         problems += [
             f"presentation.fhir.observed_events: unknown event {e!r}"
             for e in hints.fhir.observed_events
@@ -345,6 +395,8 @@ def _reach_problems(model: PathwayModel, chart: Any, rules: tuple[Rule, ...]) ->
             try:
                 after, _ = runner.run(configuration, rule.event, decision)
             except Exception:
+                if is_stay(rule, parents):
+                    continue  # a stay the chart has no transition for leaves the configuration as it is
                 problems.append(f"rules ({rule.name}): the chart cannot take {rule.event!r} from {source!r}")
                 continue
             if rule.target not in after and not is_stay(rule, parents):

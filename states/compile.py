@@ -25,7 +25,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, create_model, model_validator
 from statemachine import StateChart
 from statemachine.io import create_machine_class_from_definition
 
@@ -138,10 +138,12 @@ def build_chart(model: PathwayModel) -> type[StateChart[Any]]:
             {"target": target, "event": event, "internal": internal, "cond": _decided(frozenset(names), label)}
         )
     for schedule in model.schedules:
+        if schedule.region is None:
+            continue  # a plain timer: no chart states
         region = model.find_state(schedule.region)
         if region is None or not region.states:
             continue  # reported by the checks
-        holder = parents.get(schedule.region) or schedule.region
+        holder = parents.get(schedule.region) or schedule.region  # a top-level compound holds its own steps
         initial = next((s.id for s in region.states if s.initial), region.states[0].id if region.states else None)
         for child in region.states:
             for event in schedule.reset_on:
@@ -224,6 +226,8 @@ def _field_type(name: str, spec: FieldSpec, model: PathwayModel) -> Any:
         return Annotated[str, Field(min_length=1, max_length=spec.max_length or 500)]
     if spec.type == "date":
         return date
+    if spec.type == "factors":
+        return _factors_model(model)
     vocabulary = model.vocabulary[spec.terms or ""]
     enum = term_enum(spec.terms or "", vocabulary.terms)
     if spec.type == "term":
@@ -245,6 +249,44 @@ def _fields(specs: Mapping[str, FieldSpec], model: PathwayModel) -> dict[str, An
     return fields
 
 
+def _factors_model(model: PathwayModel) -> type[Payload]:
+    """The patient factors as an object (all optional): enrolment, and events that change them."""
+    fields: dict[str, Any] = {
+        name: (kind, Field(None, description=description)) for name, (kind, description) in _optional(model)
+    }
+    factors: type[Payload] = create_model(
+        f"{_camel(model.name)}V{model.version}FactorChanges", __base__=Payload, __doc__="Patient factors.", **fields
+    )
+    return factors
+
+
+def _optional(model: PathwayModel) -> list[tuple[str, tuple[Any, str | None]]]:
+    return [
+        (name, (_field_type(name, spec, model) | None, spec.description or None))
+        for name, spec in model.factors.items()
+    ]
+
+
+def _terms_by_validators(specs: Mapping[str, FieldSpec], model: PathwayModel) -> dict[str, Any]:
+    """Validators of term fields whose vocabulary depends on another field's value."""
+    validators: dict[str, Any] = {}
+    for name, spec in specs.items():
+        if spec.terms_by is None:
+            continue
+        source, choices = spec.terms_by.field, dict(spec.terms_by.terms)
+
+        def check(payload: Any, name: str = name, source: str = source, choices: dict[str, str] = choices) -> Any:
+            value, chosen = getattr(payload, name), getattr(payload, source)
+            key = getattr(chosen, "value", chosen)
+            allowed = model.vocabulary[choices[key]].terms if key in choices else ()
+            if value is not None and getattr(value, "value", value) not in allowed:
+                raise ValueError(f"{name} {getattr(value, 'value', value)!r} is not a result of {source} {key!r}")
+            return payload
+
+        validators[f"_terms_of_{name}"] = model_validator(mode="after")(check)
+    return validators
+
+
 def build_payloads(model: PathwayModel) -> dict[str, type[Payload]]:
     """One strict payload model per event (unknown fields, terms and out-of-range numbers refused)."""
     return {
@@ -252,6 +294,7 @@ def build_payloads(model: PathwayModel) -> dict[str, type[Payload]]:
             f"{_camel(model.name)}{_camel(event)}Payload",
             __base__=Payload,
             __doc__=spec.description or f"The data of {event}.",
+            __validators__=_terms_by_validators(spec.payload, model) or None,
             **_fields(spec.payload, model),
         )
         for event, spec in model.events.items()

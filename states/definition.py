@@ -19,10 +19,18 @@ from statemachine import StateChart
 from statemachine.exceptions import TransitionNotAllowed
 from statemachine.orderedset import OrderedSet
 
-from .compile import build_chart, build_enroll_payload, build_payloads, build_policy_model, build_rules, is_stay
+from .compile import (
+    build_chart,
+    build_enroll_payload,
+    build_payloads,
+    build_policy_model,
+    build_rules,
+    condition,
+    is_stay,
+)
 from .errors import EventNotAllowed, MigrationFailed, NoMigration, UnknownEvent
 from .guards import Decision, Rule, decide
-from .inputs import compile_inputs, compile_updates, expression
+from .inputs import compile_derived, compile_inputs, compile_updates, expression
 from .model import PathwayModel, Presentation, Review, StateSpec
 from .payloads import Payload, parse_payload
 from .plan import PlanBook, PlanItem
@@ -149,33 +157,11 @@ class Pathway:
         self.runner = ChartRunner(self.chart)
         self._inputs = compile_inputs(model)
         self._updates = compile_updates(model, self._stays)
+        self._derived = compile_derived(model) if model.derived else None
         self._by_event: dict[str, tuple[Rule, ...]] = {}
         self._status_regions = frozenset(model.status_regions)
         self._finals = frozenset(s for s in model.state_ids() if (model.find_state(s) or _NOSTATE).final)
         self._plan = PlanBook(model)
-
-    def migrated(
-        self, earlier: Pathway, configuration: Sequence[str], context: Context
-    ) -> tuple[tuple[str, ...], Context]:
-        """A patient of `earlier` (same pathway) as a patient of this version, by its declared migration.
-
-        State ids are mapped (unlisted ids kept); the context keeps the factors and every key this
-        version remembers (renamed where declared, limited to `keep_context` when given), new keys
-        taking their initial values. Raises NoMigration or MigrationFailed.
-        """
-        spec = self.model.migration_from(earlier.version)
-        if spec is None or earlier.name != self.name:
-            raise NoMigration(self.name, earlier.version, self.version)
-        mapped = [spec.states.get(state_id, state_id) for state_id in configuration]
-        unknown = [state_id for state_id in mapped if state_id not in self.chart.states_map]
-        if unknown:
-            raise MigrationFailed(self.name, self.version, unknown)
-        renamed = {spec.rename_context.get(key, key): value for key, value in context.items()}
-        kept = set(spec.keep_context) if spec.keep_context is not None else set(renamed)
-        new_context: Context = {"factors": context.get("factors", {})}
-        for key, initial in self.model.context.items():
-            new_context[key] = renamed[key] if key in renamed and key in kept else copy.deepcopy(initial)
-        return self.runner.ordered(list(dict.fromkeys(mapped))), new_context
 
     def with_policy(self, policy: BaseModel) -> Pathway:
         """The same definition under another policy (what-if replays)."""
@@ -224,7 +210,9 @@ class Pathway:
         for key, value in self.model.context.items():
             if value == "at":
                 context[key] = at.isoformat()
-        return self.runner.initial_configuration(), context
+        if self._derived is not None:
+            context.update(self._derived(enrollment, context, at, self.policy))
+        return self.runner.ordered(self._completed(self.runner.initial_configuration())), context
 
     def inputs(self, event: str, payload: Payload, context: Context, at: datetime) -> dict[str, Any]:
         """The named values the rules' conditions read."""
@@ -238,10 +226,15 @@ class Pathway:
             raise UnknownEvent(event, self.event_names())
         inputs = self.inputs(event, payload, context, at)
         decision = decide(self._rules_for(event), event, frozenset(before), inputs, self.policy)
-        idle_state = self.model.events[event].idle_in
-        if decision.rule is None and idle_state is not None and idle_state in before:
+        idle = self.model.events[event].idle_states()
+        if decision.rule is None and any(state in before for state in idle):
             return Step(event, before, before, context, (), decision, changed=False)
-        after, transitions = self.runner.run(before, event, decision)
+        try:
+            after, transitions = self.runner.run(before, event, decision)
+        except EventNotAllowed:
+            if not self._stays(decision):
+                raise
+            after, transitions = before, ()  # a decided stay the chart has no transition for
         new_context = self._update_context(context, event, payload, at, decision, inputs)
         return Step(event, before, after, new_context, transitions, decision)
 
@@ -260,6 +253,8 @@ class Pathway:
         ctx = dict(context)
         for update in self._updates:
             update(ctx, event, payload, at, decision, inputs, self.policy)
+        if self._derived is not None:
+            ctx.update(self._derived(payload, ctx, at, self.policy))
         if rule.target in self._finals:
             ctx["outcome"] = self._outcome(rule, payload, ctx, at, inputs)
         return ctx if ctx != context else context
@@ -286,6 +281,70 @@ class Pathway:
         """The plan of the current state for this patient."""
         return self._plan.items(self.state_name(configuration), configuration, context)
 
+    def flags(self, context: Context) -> list[str]:
+        """The flags shown for this patient: the presentation's flag keys that are true in its context."""
+        return [key for key in self.model.presentation.flags if context.get(key)]
+
+    def migrate(
+        self, version: int, configuration: Sequence[str], context: Context, at: datetime
+    ) -> tuple[tuple[str, ...], Context]:
+        """A live patient of `version` as a patient of this version, by the migration this one declares.
+
+        States are mapped (unlisted ids kept) and completed with the initial states they hold;
+        context keys are kept (or only those listed), renamed, set from the old context, and any
+        key this version declares that is still missing takes its initial value.
+        Raises NoMigration when none from `version` is declared, MigrationFailed when a state has
+        no place in this version.
+        """
+        spec = self.model.migration_from(version)
+        if spec is None:
+            raise NoMigration(self.name, version, self.version)
+        old = dict(context)
+        mapped = [spec.states.get(state, state) for state in configuration]
+        unknown = [state for state in mapped if state not in self.chart.states_map]
+        if unknown:
+            raise MigrationFailed(self.name, self.version, unknown)
+        new: Context = {"factors": old.get("factors", {})}
+        for key, value in old.items():
+            if key != "factors" and (spec.keep_context is None or key in spec.keep_context):
+                new[spec.rename_context.get(key, key)] = value
+        sets: dict[str, Any] = dict(spec.set)
+        facts = {f"context.{k}": v for k, v in old.items()}
+        for fact in spec.set_when:
+            if all(condition(c).holds(facts, self.policy) for c in fact.when):
+                sets.update(fact.set)
+        for state in configuration:
+            sets.update(spec.set_by_state.get(state, {}))
+        for key, value in sets.items():
+            new[key] = expression(value)(None, old, at, {})
+        for key, value in self.model.context.items():
+            new.setdefault(key, at.isoformat() if value == "at" else copy.deepcopy(value))
+        return self.runner.ordered(self._completed(mapped)), new
+
+    def _completed(self, states: Sequence[str]) -> list[str]:
+        """`states` with their ancestors, and the initial states of every compound left without a child."""
+        active = set(states)
+        for state in states:
+            parent = self._parents.get(state)
+            while parent is not None:
+                active.add(parent)
+                parent = self._parents.get(parent)
+        pending = list(active)
+        while pending:
+            spec = self.model.find_state(pending.pop())
+            if spec is None or not spec.states:
+                continue
+            children = [c.id for c in spec.states]
+            if spec.parallel:
+                entered = [c for c in children if c not in active]
+            elif not active.intersection(children):
+                entered = [next((c.id for c in spec.states if c.initial), children[0])]
+            else:
+                entered = []
+            active.update(entered)
+            pending.extend(entered)
+        return list(active)
+
     def outcome(self, configuration: Sequence[str], context: Context) -> dict[str, Any] | None:
         """Why the patient left the pathway, for final states; None otherwise."""
         if configuration[0] not in self._finals:
@@ -299,6 +358,10 @@ class Pathway:
         for schedule in self.model.schedules:
             since = context.get(schedule.since)
             if since is None:
+                continue
+            if schedule.after is not None:
+                if not context.get(schedule.unless or "") and any(s in configuration for s in schedule.states):
+                    due.append(datetime.fromisoformat(since) + getattr(self.policy, schedule.after) * WEEK)
                 continue
             for state_id in configuration:
                 field = schedule.due.get(state_id)

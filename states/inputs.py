@@ -18,20 +18,23 @@ from .functions import named_function
 from .guards import Condition, Decision
 from .model import InputSpec, PathwayModel, UpdateSpec
 
-__all__ = ["InputFn", "UpdateFn", "compile_inputs", "compile_updates", "plain"]
+__all__ = ["InputFn", "UpdateFn", "compile_derived", "compile_inputs", "compile_updates", "plain"]
 
 Context = dict[str, Any]
-InputFn = Callable[[BaseModel, Context, datetime, BaseModel], Any]
+# (payload, context, time, policy, the event's inputs computed before this one)
+InputFn = Callable[[BaseModel, Context, datetime, BaseModel, Mapping[str, Any]], Any]
 UpdateFn = Callable[[Context, str, BaseModel, datetime, Decision, Mapping[str, Any], BaseModel], None]
 WEEK = timedelta(weeks=1)
 
 
 def plain(value: Any) -> Any:
-    """A payload value as JSON-shaped data: terms as their strings, lists element-wise."""
+    """A payload value as JSON-shaped data: terms as their strings, lists element-wise, objects as given."""
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, list):
         return [plain(v) for v in value]
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)  # a stored payload lists every field
     return value
 
 
@@ -46,36 +49,38 @@ def _input(spec: InputSpec, model: PathwayModel) -> InputFn:  # one branch per i
         field, otherwise = spec.payload or "", spec.otherwise
         if otherwise is not None:
 
-            def given_or_remembered(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel) -> Any:
+            def given_or_remembered(
+                payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, known: Mapping[str, Any]
+            ) -> Any:
                 value = getattr(payload, field)
                 return plain(value) if value is not None else ctx.get(otherwise)
 
             return given_or_remembered
-        return lambda payload, ctx, at, policy: plain(getattr(payload, field))
+        return lambda payload, ctx, at, policy, known: plain(getattr(payload, field))
     if kind == "context":
         key = spec.context or ""
-        return lambda payload, ctx, at, policy: ctx.get(key)
+        return lambda payload, ctx, at, policy, known: ctx.get(key)
     if kind == "count":
         field = spec.count or ""
         of = spec.of
         terms = frozenset(model.term_sets[of] if isinstance(of, str) else (of or ()))
-        return lambda payload, ctx, at, policy: len({plain(v) for v in getattr(payload, field)} & terms)
+        return lambda payload, ctx, at, policy, known: len({plain(v) for v in getattr(payload, field)} & terms)
     if kind == "classes":
         field = spec.classes or ""
         groups = tuple(frozenset(group) for group in spec.of_classes or ())
 
-        def classes(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel) -> int:
+        def classes(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, known: Any) -> int:
             found = {plain(v) for v in getattr(payload, field)}
             return sum(1 for group in groups if group & found)
 
         return classes
     if kind == "has":
         field, term = spec.has or "", spec.term
-        return lambda payload, ctx, at, policy: term in {plain(v) for v in getattr(payload, field)}
+        return lambda payload, ctx, at, policy, known: term in {plain(v) for v in getattr(payload, field)}
     if kind == "weeks_since":
         key, plus = spec.weeks_since or "", spec.plus
 
-        def weeks(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel) -> float | None:
+        def weeks(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, known: Any) -> float | None:
             since = _time(ctx, key)
             if since is None:
                 return None
@@ -88,23 +93,51 @@ def _input(spec: InputSpec, model: PathwayModel) -> InputFn:  # one branch per i
         return weeks
     if kind == "improvement":
         return _improvement(spec)
-    if kind == "fall":
-        key, field = spec.fall or "", spec.value or ""
+    if kind in ("fall", "rise"):
+        key, field, sign = spec.fall or spec.rise or "", spec.value or "", 1 if kind == "fall" else -1
 
-        def fall(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel) -> float | None:
+        def fall(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, known: Any) -> float | None:
             baseline: float | None = ctx.get(key)
             value: float | None = getattr(payload, field)
-            return None if baseline is None or value is None else baseline - value
+            return None if baseline is None or value is None else sign * (baseline - value)
 
         return fall
+    if kind == "holds":
+        conditions = tuple(condition(c, model.term_sets) for c in spec.holds or ())
+        return lambda payload, ctx, at, policy, known: all(c.holds(known, policy) for c in conditions)
+    if kind in ("streak", "streak_weeks"):
+        return _streak(spec, kind)
+    if kind == "recent":
+        key, within = spec.recent or "", spec.within or ""
+
+        def recent(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, known: Any) -> int:
+            window = getattr(policy, within) * WEEK
+            return sum(1 for t in ctx.get(key) or () if timedelta(0) <= at - datetime.fromisoformat(t) < window)
+
+        return recent
     function = named_function(spec.function or "")
-    return lambda payload, ctx, at, policy: function(payload, ctx, at)
+    return lambda payload, ctx, at, policy, known: function(payload, ctx, at)
+
+
+def _streak(spec: InputSpec, kind: str) -> InputFn:
+    """Consecutive events whose boolean input `of` held: their count, or the weeks they span."""
+    key, of = spec.streak or spec.streak_weeks or "", str(spec.of)
+
+    def streak(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, known: Any) -> float | None:
+        if not known.get(of):
+            return 0 if kind == "streak" else None
+        run: list[str] = ctx.get(key) or []
+        if kind == "streak":
+            return len(run) + 1
+        return (at - datetime.fromisoformat(run[0])) / WEEK if run else 0.0
+
+    return streak
 
 
 def _improvement(spec: InputSpec) -> InputFn:
     key, field, floor, zero = spec.improvement or "", spec.value or "", spec.min_baseline, spec.zero_baseline
 
-    def improvement(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel) -> float | None:
+    def improvement(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, known: Any) -> float | None:
         baseline: float | None = ctx.get(key)
         value: float | None = getattr(payload, field)
         if baseline is None or value is None:
@@ -127,13 +160,29 @@ def compile_inputs(
     for event, spec in model.events.items():
         parts = tuple((name, _input(input_spec, model)) for name, input_spec in spec.inputs.items())
 
-        def inputs(
-            payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, parts: Any = parts
-        ) -> dict[str, Any]:
-            return {name: fn(payload, ctx, at, policy) for name, fn in parts}
-
-        compiled[event] = inputs
+        compiled[event] = _sequence(parts)
     return compiled
+
+
+def _sequence(
+    parts: tuple[tuple[str, InputFn], ...],
+) -> Callable[[BaseModel, Context, datetime, BaseModel], dict[str, Any]]:
+    """Inputs computed in order: `holds` and `streak` inputs read those listed before them."""
+
+    def inputs(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel) -> dict[str, Any]:
+        known: dict[str, Any] = {}
+        for name, fn in parts:
+            known[name] = fn(payload, ctx, at, policy, known)
+        return known
+
+    return inputs
+
+
+def compile_derived(
+    model: PathwayModel,
+) -> Callable[[BaseModel, Context, datetime, BaseModel], dict[str, Any]]:
+    """The model's derived context values, computed after each applied event."""
+    return _sequence(tuple((name, _input(spec, model)) for name, spec in model.derived.items()))
 
 
 # -- updates -------------------------------------------------------------------------------------------
@@ -163,6 +212,10 @@ def _update(spec: UpdateSpec, stays: Callable[[Decision], bool]) -> UpdateFn:
     counters: tuple[tuple[str, Condition], ...] = tuple((key, condition(c)) for key, c in spec.count.items())
     conditions = tuple(condition(c) for c in spec.when)
     records = tuple((key, tuple((f, expression(v)) for f, v in fields.items())) for key, fields in spec.record.items())
+    streaks = tuple(spec.streak.items())
+    appends = tuple((key, expression(value)) for key, value in spec.append.items())
+    set_factors = expression(spec.set_factors) if spec.set_factors is not None else None
+    clear_factors = expression(spec.clear_factors) if spec.clear_factors is not None else None
     if_given = spec.if_given
 
     def update(
@@ -191,8 +244,33 @@ def _update(spec: UpdateSpec, stays: Callable[[Decision], bool]) -> UpdateFn:
             ctx[key] = ctx.get(key, 0) + 1 if counted.holds(inputs, policy) else 0
         for key, fields in records:
             ctx[key] = {name: value(payload, ctx, at, inputs) for name, value in fields}
+        for key, flag in streaks:
+            ctx[key] = [*(ctx.get(key) or []), at.isoformat()] if inputs.get(flag) else []
+        for key, value in appends:
+            ctx[key] = [*(ctx.get(key) or []), value(payload, ctx, at, inputs)]
+        if set_factors is not None or clear_factors is not None:
+            _change_factors(
+                ctx,
+                at,
+                set_factors and set_factors(payload, ctx, at, inputs),
+                clear_factors and clear_factors(payload, ctx, at, inputs),
+            )
 
     return update
+
+
+def _change_factors(ctx: Context, at: datetime, given: Any, cleared: Any) -> None:
+    """Merge `given` into the patient factors and remove `cleared`, stamping each change in `factors_at`."""
+    factors = dict(ctx.get("factors") or {})
+    changed = dict(given or {})
+    factors.update(changed)
+    for name in cleared or ():
+        factors.pop(name, None)
+    ctx["factors"] = factors
+    if "factors_at" in ctx:
+        stamps = dict(ctx.get("factors_at") or {})
+        stamps.update({name: at.isoformat() for name in [*changed, *(cleared or ())]})
+        ctx["factors_at"] = stamps
 
 
 def compile_updates(model: PathwayModel, stays: Callable[[Decision], bool]) -> tuple[UpdateFn, ...]:

@@ -29,7 +29,11 @@ __all__ = [
     "InputSpec",
     "PlanItemSpec",
     "PolicyFieldSpec",
+    "MigrationFact",
+    "MigrationSpec",
     "PathwayModel",
+    "ReferralSpec",
+    "TermsBy",
     "Presentation",
     "Review",
     "ReviewStatus",
@@ -71,11 +75,21 @@ class StateSpec(_Spec):
         return self
 
 
-class FieldSpec(_Spec):
-    """One field of a payload or of the patient factors."""
+class TermsBy(_Spec):
+    """The vocabulary of a term chosen by another field: `terms[value of field]`."""
 
-    type: Literal["number", "integer", "boolean", "text", "term", "terms", "date"]
+    field: str
+    terms: dict[str, str]
+
+
+class FieldSpec(_Spec):
+    """One field of a payload or of the patient factors (`factors`: an object of patient factors)."""
+
+    type: Literal["number", "integer", "boolean", "text", "term", "terms", "date", "factors"]
     terms: str | None = Field(None, description="vocabulary of a `term` or `terms` field")
+    terms_by: TermsBy | None = Field(
+        None, description="a `term` field whose vocabulary depends on the value of another field of the payload"
+    )
     min: float | None = None
     max: float | None = None
     max_length: int | None = None
@@ -104,6 +118,14 @@ class InputSpec(_Spec):
       rounded; undefined below the policy field `min_baseline`;
     - `fall`: a remembered value minus payload field `value`;
     - `function`: a registered named function.
+    - `rise`: payload field `value` minus a remembered value;
+    - `holds`: whether every condition on the event's earlier inputs holds;
+    - `streak`: how many consecutive events, this one included, had the boolean input `of` true
+      (the context key lists their times);
+    - `streak_weeks`: weeks from the first event of that run to this one (undefined when `of` is
+      false);
+    - `recent`: how many times listed in a context key fall within the policy field `within`
+      weeks before the event.
     """
 
     payload: str | None = None
@@ -114,8 +136,16 @@ class InputSpec(_Spec):
     weeks_since: str | None = None
     improvement: str | None = None
     fall: str | None = None
+    rise: str | None = None
+    holds: tuple[ConditionSpec, ...] | None = None
+    streak: str | None = None
+    streak_weeks: str | None = None
+    recent: str | None = None
     function: str | None = None
-    of: str | tuple[str, ...] | None = Field(None, description="terms (or a named term set) for `count`")
+    of: str | tuple[str, ...] | None = Field(
+        None, description="terms (or a named term set) for `count`; the boolean input of a `streak`"
+    )
+    within: str | None = Field(None, description="policy field: the weeks a `recent` input looks back")
     of_classes: tuple[tuple[str, ...], ...] | None = None
     term: str | None = None
     value: str | None = Field(None, description="payload field compared with the baseline")
@@ -143,12 +173,31 @@ class InputSpec(_Spec):
             raise ValueError("a `classes` input lists its term groups in `of_classes`")
         if kind == "has" and self.term is None:
             raise ValueError("a `has` input names its `term`")
-        if kind in ("improvement", "fall") and self.value is None:
+        if kind in ("streak", "streak_weeks") and not isinstance(self.of, str):
+            raise ValueError(f"a `{kind}` input names the boolean input it follows in `of`")
+        if kind == "recent" and self.within is None:
+            raise ValueError("a `recent` input names the policy field of its window in `within`")
+        if kind in ("improvement", "fall", "rise") and self.value is None:
             raise ValueError(f"an `{kind}` input names the payload field it compares in `value`")
         return self
 
 
-_INPUT_KINDS = ("payload", "context", "count", "classes", "has", "weeks_since", "improvement", "fall", "function")
+_INPUT_KINDS = (
+    "payload",
+    "context",
+    "count",
+    "classes",
+    "has",
+    "weeks_since",
+    "improvement",
+    "fall",
+    "rise",
+    "holds",
+    "streak",
+    "streak_weeks",
+    "recent",
+    "function",
+)
 
 
 class EventSpec(_Spec):
@@ -157,9 +206,14 @@ class EventSpec(_Spec):
     description: str = ""
     payload: dict[str, FieldSpec] = {}
     inputs: dict[str, InputSpec] = {}
-    idle_in: str | None = Field(
-        None, description="in this state, when no rule holds, the event changes nothing (e.g. tick)"
+    idle_in: str | tuple[str, ...] | None = Field(
+        None, description="in these states, when no rule holds, the event changes nothing (e.g. tick)"
     )
+
+    def idle_states(self) -> tuple[str, ...]:
+        if self.idle_in is None:
+            return ()
+        return (self.idle_in,) if isinstance(self.idle_in, str) else self.idle_in
 
 
 class ConditionSpec(_Spec):
@@ -229,19 +283,41 @@ class UpdateSpec(_Spec):
     if_given: bool = False
     count: dict[str, ConditionSpec] = {}
     record: dict[str, dict[str, Any]] = {}
+    streak: dict[str, str] = Field(
+        {},
+        description="context key -> boolean input: the event time joins the run when it holds, else the run ends",
+    )
+    append: dict[str, Any] = Field({}, description="context key (a list) -> an expression added to it")
+    set_factors: str | None = Field(None, description="expression of an object of patient factors merged in")
+    clear_factors: str | None = Field(None, description="expression of a list of patient factor names removed")
 
 
 class ScheduleSpec(_Spec):
-    """A monitoring region: due `due[state]` weeks after the context time `since`.
+    """When a tick is due: a monitoring region's steps, or a plain timer on some states.
 
-    `reset_on`: events that return the region to its initial state while the patient stays in
-    the state that holds it (a reassessment restarts the schedule).
+    With `region` (a region of a parallel state, or a compound state whose children are the
+    steps): due `due[step]` weeks after the context time `since`. `reset_on`: events that return
+    the region to its initial step while the patient stays in the state that holds it (a
+    reassessment restarts the schedule).
+    Without `region`: due `after` weeks (a policy field) after `since` while the patient is in
+    one of `states` (or inside one), unless the context key `unless` is true.
     """
 
-    region: str
+    region: str | None = None
     since: str
-    due: dict[str, str] = Field(description="region state -> policy field with the weeks until the next step")
+    due: dict[str, str] = Field({}, description="region state -> policy field with the weeks until the next step")
     reset_on: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    after: str | None = None
+    unless: str | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ScheduleSpec:
+        if (self.region is None) == (self.after is None):
+            raise ValueError("a schedule has either a `region` with `due` steps, or `after` with its `states`")
+        if self.after is not None and not self.states:
+            raise ValueError("a plain schedule names the `states` it runs in")
+        return self
 
 
 class PolicyFieldSpec(_Spec):
@@ -270,10 +346,19 @@ class StatusRuleSpec(_Spec):
     when: tuple[ConditionSpec, ...] = ()
 
 
+class ReferralSpec(_Spec):
+    """A referral an item asks for: to whom, how soon, and its request priority (FHIR ServiceRequest)."""
+
+    specialty: str
+    within: str = Field(description="time frame as people say it, e.g. 'same day', 'within 2 weeks'")
+    priority: Literal["routine", "urgent", "asap", "stat"] = "routine"
+
+
 class PlanItemSpec(_Spec):
     """A recommendation of a state, as written in its source; shown only when `show_when` holds."""
 
     id: str
+    referral: ReferralSpec | None = None
     text: str
     category: str
     source: str
@@ -317,6 +402,13 @@ class FhirHints(_Spec):
     careplan_status: dict[
         str, Literal["draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"]
     ] = Field({}, description="state -> CarePlan.status (else active)")
+    condition_by: dict[str, dict[str, CodeSpec]] = Field(
+        {}, description="context key -> value -> the condition code used when the context holds that value"
+    )
+    refuted_reasons: tuple[str, ...] = Field(
+        (), description="outcome reasons for which the condition is exported as refuted (else confirmed)"
+    )
+    do_not_perform: tuple[str, ...] = Field((), description="item statuses exported with doNotPerform: true")
 
 
 class Presentation(_Spec):
@@ -330,6 +422,7 @@ class Presentation(_Spec):
     )
     colours: dict[str, str] = {}
     percent_inputs: tuple[str, ...] = ()
+    flags: tuple[str, ...] = Field((), description="context keys shown as flags (status, lists, due) when true")
     timeline: TimelineHints | None = None
     fhir: FhirHints | None = None
 
@@ -351,6 +444,13 @@ class VocabularySpec(_Spec):
     source: str = ""
 
 
+class MigrationFact(_Spec):
+    """Context set by a migration when every condition on the old context (`context.<key>`) holds."""
+
+    when: tuple[ConditionSpec, ...]
+    set: dict[str, Any]
+
+
 class MigrationSpec(_Spec):
     """How live patients of an earlier version move to this one: state ids mapped, context kept."""
 
@@ -358,6 +458,13 @@ class MigrationSpec(_Spec):
     states: dict[str, str] = Field({}, description="old state id -> new state id (unlisted ids are kept)")
     keep_context: tuple[str, ...] | None = Field(None, description="context keys carried over (all when absent)")
     rename_context: dict[str, str] = {}
+    set: dict[str, Any] = Field(
+        {}, description="new context key -> `context.<old key>` or a literal (keys not given take their initial value)"
+    )
+    set_when: tuple[MigrationFact, ...] = Field((), description="context set when conditions on the old context hold")
+    set_by_state: dict[str, dict[str, Any]] = Field(
+        {}, description="old state id -> context set for patients in that state"
+    )
 
 
 class PathwayModel(_Spec):
@@ -384,6 +491,14 @@ class PathwayModel(_Spec):
     updates: tuple[UpdateSpec, ...] = ()
     schedules: tuple[ScheduleSpec, ...] = ()
     plan: dict[str, tuple[PlanItemSpec, ...]] = {}
+    plan_carry: dict[str, tuple[str, ...]] = Field(
+        {}, description="state -> earlier states whose items its plan carries forward with status `continue`"
+    )
+    derived: dict[str, InputSpec] = Field(
+        {},
+        description="context keys recomputed after every applied event from inputs that need no payload "
+        "(the plan reads them as of the patient's last event)",
+    )
     presentation: Presentation = Presentation()
     migrations: tuple[MigrationSpec, ...] = ()
     handover_from: tuple[str, ...] = Field((), description="pathways whose patients may be enrolled here with --from")
@@ -426,3 +541,6 @@ class PathwayModel(_Spec):
 
     def migration_from(self, version: int) -> MigrationSpec | None:
         return next((m for m in self.migrations if m.from_version == version), None)
+
+
+InputSpec.model_rebuild()

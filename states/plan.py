@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from .compile import condition
 from .guards import Condition
@@ -21,6 +21,7 @@ __all__ = [
     "PlanBook",
     "PlanItem",
     "PlanTemplate",
+    "Referral",
     "StatusRule",
 ]
 
@@ -53,6 +54,16 @@ class Code(BaseModel):
     display: str
 
 
+class Referral(BaseModel):
+    """A referral an item asks for: the specialty, the time frame, the request priority."""
+
+    model_config = ConfigDict(frozen=True)
+
+    specialty: str
+    within: str
+    priority: Literal["routine", "urgent", "asap", "stat"] = "routine"
+
+
 class PlanItem(BaseModel):
     """One recommendation as it applies to one patient."""
 
@@ -65,6 +76,15 @@ class PlanItem(BaseModel):
     source: str
     status: ItemStatus = ItemStatus.RECOMMENDED
     reasons: list[str] = []
+    referral: Referral | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_empty_referral(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Items that ask for no referral keep the shape they always had."""
+        data: dict[str, Any] = handler(self)
+        if data.get("referral", 0) is None:
+            del data["referral"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -86,11 +106,13 @@ class PlanTemplate:
     source: str
     codes: tuple[Code, ...] = ()
     rules: tuple[StatusRule, ...] = field(default_factory=tuple)
+    referral: Referral | None = None
 
-    def for_patient(self, facts: dict[str, Any]) -> PlanItem:
-        """The item for a patient: the most severe applicable status wins, every reason listed."""
+    def for_patient(self, facts: dict[str, Any], base: ItemStatus = ItemStatus.RECOMMENDED) -> PlanItem:
+        """The item for a patient: the most severe applicable status wins (at least `base`), every reason listed."""
         hits = [rule for rule in self.rules if rule.applies(facts)]
-        status = max((r.status for r in hits), key=_SEVERITY.__getitem__, default=ItemStatus.RECOMMENDED)
+        status = max((base, *(r.status for r in hits)), key=_SEVERITY.__getitem__)
+        extra: dict[str, Any] = {"referral": self.referral} if self.referral is not None else {}
         return PlanItem(
             id=self.id,
             text=self.text,
@@ -99,6 +121,7 @@ class PlanTemplate:
             source=self.source,
             status=status,
             reasons=[r.reason for r in hits],
+            **extra,
         )
 
 
@@ -121,13 +144,17 @@ class PlanBook:
             for state, items in model.plan.items()
         }
         self._factor_defaults = {name: spec.default for name, spec in model.factors.items()}
+        self._carry = dict(model.plan_carry)
 
     def items(self, state: str, configuration: Sequence[str], context: Mapping[str, Any]) -> list[PlanItem]:
         facts = self.facts(context)
         ordered = [state, *(s for s in configuration if s != state)]
+        sections = [(s, ItemStatus.RECOMMENDED) for s in ordered]
+        for section in ordered:  # items carried forward from earlier states come after the state's own
+            sections += [(carried, ItemStatus.CONTINUE) for carried in self._carry.get(section, ())]
         return [
-            template.for_patient(facts)
-            for section in ordered
+            template.for_patient(facts, base)
+            for section, base in sections
             for template, shown in self._sections.get(section, ())
             if all(c.holds(facts, _NO_POLICY) for c in shown)
         ]
@@ -156,6 +183,7 @@ def _template(spec: PlanItemSpec) -> PlanTemplate:
         spec.source,
         tuple(Code(system=c.system, code=c.code, display=c.display) for c in spec.codes),
         tuple(_status_rule(rule) for rule in spec.rules),
+        Referral(**spec.referral.model_dump()) if spec.referral is not None else None,
     )
 
 

@@ -33,7 +33,7 @@ def writes_nothing(engine: Engine, patient: str = "p") -> Iterator[None]:
 @pytest.fixture
 def treated(engine: Engine) -> Engine:
     """Patient `p` in first line since T0 (pain 8), on every backend."""
-    engine.enroll("p", T0)
+    engine.enroll("p", T0, version=1)
     engine.send("p", "assess", T0, assess_data())
     return engine
 
@@ -41,7 +41,7 @@ def treated(engine: Engine) -> Engine:
 @pytest.fixture
 def treated_sqlite(sqlite_engine: Engine) -> Engine:
     """Patient `p` in first line since T0, on SQLite only."""
-    sqlite_engine.enroll("p", T0)
+    sqlite_engine.enroll("p", T0, version=1)
     sqlite_engine.send("p", "assess", T0, assess_data())
     return sqlite_engine
 
@@ -60,7 +60,7 @@ def test_naive_time_is_rejected_on_send(treated: Engine) -> None:
 def test_naive_time_is_rejected_on_enroll(sqlite_engine: Engine) -> None:
     """Enrolling at a naive time raises NaiveTime and enrols nobody."""
     with pytest.raises(NaiveTime):
-        sqlite_engine.enroll("p", datetime(2026, 1, 5, 9, 0))
+        sqlite_engine.enroll("p", datetime(2026, 1, 5, 9, 0), version=1)
     assert not sqlite_engine.store.exists("p")
 
 
@@ -107,7 +107,7 @@ def test_event_exactly_five_minutes_ahead_is_accepted(treated: Engine) -> None:
 def test_enrolment_in_the_future_is_rejected(sqlite_engine: Engine) -> None:
     """Enrolment obeys the same 5-minute limit and then enrols nobody."""
     with pytest.raises(EventInFuture):
-        sqlite_engine.enroll("p", NOW + timedelta(minutes=6))
+        sqlite_engine.enroll("p", NOW + timedelta(minutes=6), version=1)
     assert not sqlite_engine.store.exists("p")
 
 
@@ -160,7 +160,7 @@ def test_unknown_term_is_rejected(treated: Engine, event: str, data: dict[str, A
 
 def test_unknown_finding_is_rejected(sqlite_engine: Engine) -> None:
     """An unknown finding at assessment is rejected before any rule runs."""
-    sqlite_engine.enroll("p", T0)
+    sqlite_engine.enroll("p", T0, version=1)
     with writes_nothing(sqlite_engine), pytest.raises(InvalidPayload) as raised:
         sqlite_engine.send("p", "assess", T0, assess_data(findings=["buttock_pain", "piriformis_sign"]))
     assert "findings" in str(raised.value)
@@ -196,7 +196,7 @@ def test_missing_field_is_rejected(treated: Engine, event: str, field: str) -> N
 
 def test_duplicate_finding_is_rejected(sqlite_engine: Engine) -> None:
     """A finding listed twice (which could inflate the criteria count) is rejected."""
-    sqlite_engine.enroll("p", T0)
+    sqlite_engine.enroll("p", T0, version=1)
     findings = ["buttock_pain", "fair_test", "fair_test", "pace_sign"]
     with writes_nothing(sqlite_engine), pytest.raises(InvalidPayload) as raised:
         sqlite_engine.send("p", "assess", T0, assess_data(findings=findings))
@@ -229,20 +229,20 @@ def test_unknown_event_is_rejected(treated: Engine) -> None:
 def test_bad_patient_factors_are_rejected(sqlite_engine: Engine, factors: dict[str, Any]) -> None:
     """Unknown, out-of-range or mistyped patient factors refuse the enrolment."""
     with pytest.raises(InvalidPayload):
-        sqlite_engine.enroll("p", T0, factors=factors)
+        sqlite_engine.enroll("p", T0, factors=factors, version=1)
     assert not sqlite_engine.store.exists("p")
 
 
 def test_invalid_payload_wins_over_event_not_allowed(sqlite_engine: Engine) -> None:
     """Validation comes first: a bad payload in the wrong state is an input error (exit 2), not exit 3."""
-    sqlite_engine.enroll("p", T0)
+    sqlite_engine.enroll("p", T0, version=1)
     with writes_nothing(sqlite_engine), pytest.raises(InvalidPayload):
         sqlite_engine.send("p", "reassess", T0, reassess_data(pain=11))
 
 
 def test_future_time_wins_over_event_not_allowed(sqlite_engine: Engine) -> None:
     """Validation comes first: a future event in the wrong state is an input error."""
-    sqlite_engine.enroll("p", T0)
+    sqlite_engine.enroll("p", T0, version=1)
     with writes_nothing(sqlite_engine), pytest.raises(EventInFuture):
         sqlite_engine.send("p", "reassess", NOW + WEEK, reassess_data())
 
@@ -266,9 +266,9 @@ def test_unknown_patient_is_rejected(engine: Engine) -> None:
 
 def test_duplicate_enrolment_is_rejected(engine: Engine) -> None:
     """Enrolling an enrolled patient again raises DuplicatePatient (exit 2) and keeps the first enrolment."""
-    engine.enroll("p", T0, factors={"age": 40})
+    engine.enroll("p", T0, factors={"age": 40}, version=1)
     with writes_nothing(engine), pytest.raises(DuplicatePatient) as raised:
-        engine.enroll("p", T0 + WEEK, factors={"age": 80})
+        engine.enroll("p", T0 + WEEK, factors={"age": 80}, version=1)
     assert exit_code(raised.value) == 2
     assert engine.status("p").context["factors"]["age"] == 40
 
@@ -300,7 +300,7 @@ def test_event_in_the_wrong_state_is_rejected(treated: Engine, event: str, data:
 )
 def test_treatment_events_are_rejected_in_assessment(sqlite_engine: Engine, event: str, data: dict[str, Any]) -> None:
     """Before assessment only assess and withdraw are accepted."""
-    sqlite_engine.enroll("p", T0)
+    sqlite_engine.enroll("p", T0, version=1)
     with writes_nothing(sqlite_engine), pytest.raises(EventNotAllowed):
         sqlite_engine.send("p", event, T0 + WEEK, data)
 
@@ -349,7 +349,7 @@ def test_idempotency_key_with_different_payload_is_rejected(
 def test_idempotency_keys_are_per_patient(sqlite_engine: Engine) -> None:
     """The same key used for two patients records two events."""
     for patient in ("a", "b"):
-        sqlite_engine.enroll(patient, T0)
+        sqlite_engine.enroll(patient, T0, version=1)
         result = sqlite_engine.send(patient, "assess", T0, assess_data(), idempotency_key="k")
         assert result.changed and not result.duplicate
 

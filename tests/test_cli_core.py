@@ -71,7 +71,7 @@ def cli(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> Iterator[Cli]:
 @pytest.fixture
 def treated(cli: Cli) -> Cli:
     """Patient p1 enrolled and assessed into first line at T0."""
-    assert cli("enroll", "p1", "--at", iso(T0))[0] == 0
+    assert cli("enroll", "p1", "--version", "1", "--at", iso(T0))[0] == 0
     assert cli.send("p1", "assess", T0, assess_data())[0] == 0
     return cli
 
@@ -90,14 +90,14 @@ def assert_one_line_error(err: str, *words: str) -> None:
 
 def test_enroll_prints_the_new_state(cli: Cli) -> None:
     """enroll exits 0 and says where the patient starts."""
-    code, out, err = cli("enroll", "p1", "--at", iso(T0), "--factors", '{"age": 70}')
+    code, out, err = cli("enroll", "p1", "--version", "1", "--at", iso(T0), "--factors", '{"age": 70}')
     assert (code, err) == (0, "")
     assert "p1" in out and "assessment" in out
 
 
 def test_enroll_json_is_the_status_document(cli: Cli) -> None:
     """enroll --json prints the status of the enrolled patient, factors included."""
-    document = cli.json("enroll", "p1", "--at", iso(T0), "--factors", '{"anticoagulant": true}')
+    document = cli.json("enroll", "p1", "--version", "1", "--at", iso(T0), "--factors", '{"anticoagulant": true}')
     assert set(document) >= STATUS_KEYS
     assert (document["state"], document["revision"], document["next_due_at"]) == ("assessment", 1, None)
     assert document["context"]["factors"]["anticoagulant"] is True
@@ -105,7 +105,7 @@ def test_enroll_json_is_the_status_document(cli: Cli) -> None:
 
 def test_send_moves_the_patient_and_reports_it(cli: Cli) -> None:
     """send exits 0 and names the new state; the change is durable."""
-    cli("enroll", "p1", "--at", iso(T0))
+    cli("enroll", "p1", "--version", "1", "--at", iso(T0))
     code, out, err = cli.send("p1", "assess", T0, assess_data())
     assert (code, err) == (0, "")
     assert "first_line" in out
@@ -149,7 +149,7 @@ def test_status_json_shape(treated: Cli) -> None:
 
 def test_status_json_outcome_of_urgent_referral(cli: Cli) -> None:
     """An urgent referral's outcome carries reason, urgency and the red flags."""
-    cli("enroll", "p1", "--at", iso(T0))
+    cli("enroll", "p1", "--version", "1", "--at", iso(T0))
     cli.send("p1", "assess", T0, assess_data(red_flags=["cauda_equina"]))
     document = cli.json("status", "p1")
     assert document["state"] == "urgent_referral"
@@ -210,8 +210,8 @@ def test_tick_sweeps_due_patients(treated: Cli) -> None:
         (["send", "p1", "tick", "--at", "next tuesday"], ["--at", "ISO 8601"]),
         (["send", "p1", "tick", "--at", iso(T0 - WEEK)], ["before"]),
         (["send", "p1", "tick", "--at", iso(NOW + timedelta(minutes=6))], ["future"]),
-        (["enroll", "p1", "--at", iso(T0)], ["already enrolled"]),
-        (["enroll", "p2", "--at", iso(T0), "--factors", '{"smoker": true}'], ["smoker"]),
+        (["enroll", "p1", "--version", "1", "--at", iso(T0)], ["already enrolled"]),
+        (["enroll", "p2", "--version", "1", "--at", iso(T0), "--factors", '{"smoker": true}'], ["smoker"]),
         (["tick", "--at", "2026-02-01"], ["time zone"]),
     ],
     ids=[
@@ -289,7 +289,7 @@ def _carepath(db: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_console_script_end_to_end(sqlite_url: str) -> None:
     """The installed `carepath` enrols, sends, reports status and history, and maps errors to exit codes."""
     start = (datetime.now(UTC) - timedelta(days=60)).replace(microsecond=0)
-    assert _carepath(sqlite_url, "enroll", "p1", "--at", iso(start)).returncode == 0
+    assert _carepath(sqlite_url, "enroll", "p1", "--version", "1", "--at", iso(start)).returncode == 0
     sent = _carepath(sqlite_url, "send", "p1", "assess", "--at", iso(start), "--data", json.dumps(assess_data()))
     assert sent.returncode == 0, sent.stderr
     status = _carepath(sqlite_url, "status", "p1", "--json")

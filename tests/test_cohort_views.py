@@ -25,7 +25,7 @@ def _cohort(engine: Engine) -> None:
     """a: first line, reassessed at 1 week, ticked due at 4 weeks; b: first line, never reassessed,
     ticked overdue at 4 weeks; c: second line since 4 weeks; d: still in assessment."""
     for patient in "abcd":
-        engine.enroll(patient, T0)
+        engine.enroll(patient, T0, version=1)
     for patient in "abc":
         engine.send(patient, "assess", T0, assess_data(pain=8))
     engine.send("a", "reassess", T0 + WEEK, reassess_data(pain=7))

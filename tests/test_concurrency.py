@@ -146,7 +146,7 @@ def _enroll(barrier: Any, index: int, url: str, patient: str) -> str:
     engine = _engine(url)
     barrier.wait()
     try:
-        engine.enroll(patient, T0, actor=f"w{index}")
+        engine.enroll(patient, T0, actor=f"w{index}", version=1)
         return "enrolled"
     except DuplicatePatient:
         return "duplicate"
@@ -168,7 +168,7 @@ def _send_keyed(barrier: Any, index: int, url: str, patient: str, key: str) -> t
 
 def _patient_in_first_line(url: str, patient: str) -> None:
     engine = Engine(url, FakeClock(NOW))
-    engine.enroll(patient, T0)
+    engine.enroll(patient, T0, version=1)
     engine.send(patient, "assess", T0, assess_data(pain=8))
     engine.store.dispose()
 

@@ -163,7 +163,7 @@ def test_cli_without_graphviz_suggests_mermaid(
 @needs_dot
 def test_cli_writes_a_patient_diagram_to_a_file(sqlite_engine: Engine, sqlite_url: str, tmp_path: Path) -> None:
     """With --patient and -o FILE.png the format follows the suffix and the patient's states are drawn."""
-    sqlite_engine.enroll("p1", T0)
+    sqlite_engine.enroll("p1", T0, version=1)
     sqlite_engine.send("p1", "assess", T0, assess_data())
     out = tmp_path / "p1.png"
     assert main(["--db", sqlite_url, "diagram", "--patient", "p1", "-o", str(out)]) == 0
@@ -174,11 +174,11 @@ def test_cli_text_formats_go_to_stdout(
     sqlite_engine: Engine, sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Mermaid is the default; dot on request; the patient's states are highlighted."""
-    sqlite_engine.enroll("p1", T0)
+    sqlite_engine.enroll("p1", T0, version=1)
     assert main(["--db", sqlite_url, "diagram", "--patient", "p1"]) == 0
     assert "class assessment active" in capsys.readouterr().out
-    assert main(["--db", sqlite_url, "diagram", "--format", "dot"]) == 0
-    assert capsys.readouterr().out.startswith('digraph "piriformis v1"')
+    assert main(["--db", sqlite_url, "diagram", "--format", "dot"]) == 0  # without a patient: the latest approved
+    assert capsys.readouterr().out.startswith('digraph "piriformis v2"')
 
 
 def test_cli_bad_requests(sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,7 +28,7 @@ WEEK = timedelta(weeks=1)
 
 def _two_enrolments(engine: Engine, patient: str = "p") -> None:
     """The patient on both pathways: assessed on the first at T0, on the second a week later."""
-    engine.enroll(patient, T0)
+    engine.enroll(patient, T0, version=1)
     engine.enroll(patient, T0 + WEEK, pathway=SECOND)
     engine.send(patient, "assess", T0, assess_data(pain=8), pathway=FIRST)
     engine.send(patient, "assess", T0 + WEEK, assess_data(pain=6), pathway=SECOND)
@@ -106,7 +106,7 @@ def test_a_named_pathway_selects_the_enrolment_everywhere(engine: Engine) -> Non
 
 def test_an_unknown_pathway_of_an_enrolled_patient_is_an_unknown_enrolment(engine: Engine) -> None:
     """A pathway the patient is not on: UnknownPatient naming patient and pathway (exit 4)."""
-    engine.enroll("p", T0)
+    engine.enroll("p", T0, version=1)
     for call in (
         lambda: engine.send("p", "assess", T0, assess_data(), pathway=SECOND),
         lambda: engine.status("p", SECOND),
@@ -132,7 +132,7 @@ def test_an_unknown_pathway_of_an_enrolled_patient_is_an_unknown_enrolment(engin
 
 def test_idempotency_keys_belong_to_one_enrolment(engine: Engine) -> None:
     """The same key on the two enrolments records two events; repeated on one, it is a duplicate."""
-    engine.enroll("p", T0)
+    engine.enroll("p", T0, version=1)
     engine.enroll("p", T0, pathway=SECOND)
     first = engine.send("p", "assess", T0, assess_data(pain=8), pathway=FIRST, idempotency_key="visit-1")
     second = engine.send("p", "assess", T0, assess_data(pain=5), pathway=SECOND, idempotency_key="visit-1")
@@ -251,7 +251,7 @@ def test_cli_with_pathway_uses_that_enrolment(
 
 def test_cli_unknown_pathway_of_a_patient_exits_4(engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
     """A pathway the patient is not on: exit 4 naming patient and pathway."""
-    engine.enroll("p", T0)
+    engine.enroll("p", T0, version=1)
     for command in (["status", "p", "--pathway", SECOND], ["history", "p", "--pathway", "nope"]):
         assert _cli(engine, *command) == 4
         assert "patient 'p' is not enrolled on pathway" in capsys.readouterr().err
@@ -285,7 +285,7 @@ def test_import_lines_name_the_enrolment(engine: Engine, workers: int) -> None:
     """Import enrols on a named pathway, sends by "pathway", and rejects an ambiguous line (exit 2)."""
     at = T0.isoformat()
     lines = [
-        _line("p", "enroll", at),
+        _line("p", "enroll", at, version=1),
         _line("p", "assess", at, data=assess_data()),  # one enrolment yet: resolved
         _line("p", "enroll", at, pathway=SECOND),
         _line("p", "assess", at, data=assess_data(pain=5), pathway=SECOND),

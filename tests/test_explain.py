@@ -23,7 +23,7 @@ WEEK = timedelta(weeks=1)
 
 def _in_first_line(engine: Engine, patient: str = "p1") -> None:
     """Baseline pain 7 at T0; at two weeks pain 4 (43 % better) with improving fasciculations."""
-    engine.enroll(patient, T0)
+    engine.enroll(patient, T0, version=1)
     engine.send(patient, "assess", T0, assess_data(pain=7))
     engine.send(patient, "reassess", T0 + 2 * WEEK, reassess_data(pain=4, fasciculations="improving"))
 
@@ -85,7 +85,7 @@ def test_the_rule_that_decides_now_is_what_the_engine_then_does(engine: Engine) 
 
 def test_a_new_patient_has_nothing_recorded_yet(engine: Engine) -> None:
     """Before assessment the inputs are unknown: the next event decides."""
-    engine.enroll("p1", T0)
+    engine.enroll("p1", T0, version=1)
     x = explain(engine, "p1", T0)
     criteria = _rule(x, "assess.criteria_met")
     assert all(c.basis == UNKNOWN and not c.holds for c in criteria.clauses[0])
@@ -95,7 +95,7 @@ def test_a_new_patient_has_nothing_recorded_yet(engine: Engine) -> None:
 
 def test_a_final_state_has_no_way_out(engine: Engine) -> None:
     """A patient referred urgently has no outgoing rules and is reported final."""
-    engine.enroll("p1", T0)
+    engine.enroll("p1", T0, version=1)
     engine.send("p1", "assess", T0, assess_data(red_flags=["cauda_equina"]))
     x = explain(engine, "p1", T0 + WEEK)
     assert (x.state, x.final, x.transitions) == ("urgent_referral", True, [])

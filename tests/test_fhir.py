@@ -22,7 +22,7 @@ def _resources(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 
 def _patient_in_first_line(engine: Engine) -> None:
-    engine.enroll("p1", T0, factors={"pregnancy_weeks": 24})
+    engine.enroll("p1", T0, factors={"pregnancy_weeks": 24}, version=1)
     engine.send("p1", "assess", T0, assess_data(pain=8), actor="dr-a")
     engine.send("p1", "reassess", T0 + timedelta(weeks=2), reassess_data(pain=6), actor="dr-b")
 

@@ -21,7 +21,7 @@ def _line(patient: str, event: str, at: object, **fields: object) -> str:
 
 def _course(patient: str) -> list[str]:
     return [
-        _line(patient, "enroll", T0.isoformat(), factors={"age": 40}),
+        _line(patient, "enroll", T0.isoformat(), version=1, factors={"age": 40}),
         _line(patient, "assess", T0.isoformat(), data=assess_data(pain=8)),
         _line(patient, "reassess", (T0 + timedelta(weeks=4)).isoformat(), data=reassess_data(pain=7)),
     ]
@@ -45,7 +45,7 @@ def test_rejected_lines_are_reported_and_write_nothing(sqlite_engine: Engine) ->
         _line("a", "reassess", "2026-02-01T09:00:00", data=reassess_data()),
         "{not json",
         json.dumps({"patient": "a", "event": "tick", "at": T0.isoformat(), "colour": "red"}),
-        _line("a", "enroll", T0.isoformat()),
+        _line("a", "enroll", T0.isoformat(), version=1),
     ]
     report = ingest(sqlite_engine, lines, batch=100)
     assert report.accepted == 3
@@ -98,7 +98,7 @@ def test_parallel_import_gives_the_same_states_chains_and_rejections(engine: Eng
 
 def test_optimistic_batch_retries_when_a_patient_changed_underneath(sqlite_engine: Engine) -> None:
     """A bulk batch whose patient another writer changed between read and write is retried, losing nothing."""
-    sqlite_engine.enroll("a", T0)
+    sqlite_engine.enroll("a", T0, version=1)
     sqlite_engine.send("a", "assess", T0, assess_data(pain=8))
     attempts = []
 
@@ -129,15 +129,15 @@ def test_bad_patient_ids_are_refused_at_enrolment(engine: Engine, patient_id: st
     from pathway import InvalidPatientId
 
     with pytest.raises(InvalidPatientId, match=why):
-        engine.enroll(patient_id, T0)
+        engine.enroll(patient_id, T0, version=1)
     assert engine.store.count_patients() == 0
 
 
 def test_lines_with_badly_typed_fields_are_rejected_alone(sqlite_engine: Engine) -> None:
     """Factors not an object, data as pairs, an over-long or non-text actor: those lines alone are rejected."""
     lines = [
-        _line("ok", "enroll", T0.isoformat()),
-        _line("bad-factors", "enroll", T0.isoformat(), factors="abc"),
+        _line("ok", "enroll", T0.isoformat(), version=1),
+        _line("bad-factors", "enroll", T0.isoformat(), version=1, factors="abc"),
         _line("ok", "withdraw", T0.isoformat(), data=[["reason", "moved"]]),
         _line("ok", "assess", T0.isoformat(), data=assess_data(), actor="x" * 201),
         _line("ok", "assess", T0.isoformat(), data=assess_data(), actor={"name": "dr"}),

@@ -127,7 +127,7 @@ def test_plan_kegel_exercises_carry_a_caution() -> None:
 
 def test_plan_through_status_json(sqlite_engine: Engine) -> None:
     """The engine's status reports the same plan, and its JSON lists every item field."""
-    sqlite_engine.enroll("p", T0, factors={"heart_failure": True})
+    sqlite_engine.enroll("p", T0, factors={"heart_failure": True}, version=1)
     status = sqlite_engine.send("p", "assess", T0, assess_data()).status
     assert [i.id for i in status.plan] == PLAN_IDS["first_line"]
     nsaids = next(i for i in status.to_json()["plan"] if i["id"] == "first_line.nsaids")
@@ -215,7 +215,7 @@ def test_plan_one_factor_adjusts_every_item_it_concerns() -> None:
 
 
 def _third_line(engine: Engine) -> None:
-    engine.enroll("p", T0)
+    engine.enroll("p", T0, version=1)
     engine.send("p", "assess", T0, assess_data())
     engine.send("p", "override", T0, {"to": "third_line", "reason": "refractory elsewhere", "clinician": "dr"})
 
@@ -247,7 +247,7 @@ def test_plan_fasciculation_review_after_two_consecutive_reassessments(
     sqlite_engine: Engine, first: str, second: str
 ) -> None:
     """Fasciculations present or stable at two reassessments in a row raise the review alert."""
-    sqlite_engine.enroll("p", T0)
+    sqlite_engine.enroll("p", T0, version=1)
     sqlite_engine.send("p", "assess", T0, assess_data(fasciculations="present"))
     sqlite_engine.send("p", "reassess", T0 + WEEK, reassess_data(fasciculations=first))
     assert not _alerted(sqlite_engine)  # the assessment is not a reassessment
@@ -260,7 +260,7 @@ def test_plan_fasciculation_review_after_two_consecutive_reassessments(
 @pytest.mark.parametrize("settled", ["absent", "improving"])
 def test_plan_fasciculation_review_reset_by_settled_fasciculations(sqlite_engine: Engine, settled: str) -> None:
     """An absent or improving reassessment clears the alert; it needs two in a row again."""
-    sqlite_engine.enroll("p", T0)
+    sqlite_engine.enroll("p", T0, version=1)
     sqlite_engine.send("p", "assess", T0, assess_data())
     for week, fasciculations in enumerate(["present", "stable"], start=1):
         sqlite_engine.send("p", "reassess", T0 + week * WEEK, reassess_data(fasciculations=fasciculations, pain=7))

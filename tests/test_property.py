@@ -122,7 +122,7 @@ def test_random_event_sequences_keep_the_chart_whole_and_replayable(
 ) -> None:
     """Any valid event sequence keeps a well-formed configuration and a snapshot equal to its replay."""
     patient = f"p{next(_patients)}"  # one engine serves every example: a new patient each time
-    sqlite_engine.enroll(patient, T0)
+    sqlite_engine.enroll(patient, T0, version=1)
     at: datetime = T0
     for event, gap_hours, data in [("assess", 0, first), *course]:
         at += timedelta(hours=gap_hours)

@@ -62,7 +62,7 @@ def _next_event(state: str, rng: random.Random) -> tuple[str, dict[str, Any]]:
 def random_history(engine: Engine, patient_id: str, rng: random.Random, steps: int = 12) -> None:
     """Enrol a patient and send it a random but valid course of events from T0 on."""
     factors = rng.choice([{}, {"age": 70}, {"anticoagulant": True, "pregnancy_weeks": 22}])
-    engine.enroll(patient_id, T0, factors=factors)
+    engine.enroll(patient_id, T0, factors=factors, version=1)
     at = T0
     for _ in range(steps):
         state = engine.status(patient_id).state
@@ -87,7 +87,7 @@ def _replay_document(engine: Engine, patient_id: str, until: datetime | None = N
 
 def _escalated_patient(engine: Engine, patient_id: str = "p1") -> None:
     """Enrolled at T0, first line at T0 (pain 8), second line at 4 weeks (pain 7), reassessed at 8 weeks."""
-    engine.enroll(patient_id, T0)
+    engine.enroll(patient_id, T0, version=1)
     engine.send(patient_id, "assess", T0, assess_data(pain=8))
     engine.send(patient_id, "tick", T0 + timedelta(weeks=2, hours=1))
     engine.send(patient_id, "reassess", T0 + timedelta(weeks=4), reassess_data(pain=7))
@@ -235,7 +235,7 @@ def test_recorded_inputs_and_thresholds_reproduce_every_recorded_verdict(sqlite_
 
 def test_whatif_names_the_patients_a_stricter_policy_would_move(engine: Engine) -> None:
     """Under a 40 % moderate-improvement threshold a 37.5 % responder escalates at its 4-week visit."""
-    engine.enroll("partial", T0)
+    engine.enroll("partial", T0, version=1)
     engine.send("partial", "assess", T0, assess_data(pain=8))
     engine.send("partial", "reassess", T0 + timedelta(weeks=4), reassess_data(pain=5))
     _escalated_patient(engine, "escalated")
@@ -256,7 +256,7 @@ def test_whatif_names_the_patients_a_stricter_policy_would_move(engine: Engine) 
 
 def test_whatif_stops_a_patient_at_an_event_its_new_state_does_not_allow(sqlite_engine: Engine) -> None:
     """When the what-if state refuses a recorded event, the run stops there and says so."""
-    sqlite_engine.enroll("p1", T0)
+    sqlite_engine.enroll("p1", T0, version=1)
     sqlite_engine.send("p1", "assess", T0, assess_data(pain=8))
     sqlite_engine.send("p1", "reassess", T0 + timedelta(weeks=2), reassess_data(pain=3, fasciculations="improving"))
     sqlite_engine.send("p1", "reassess", T0 + timedelta(weeks=4), reassess_data(pain=2, fasciculations="improving"))

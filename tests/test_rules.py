@@ -28,7 +28,7 @@ LINE_STATES = ["first_line", "second_line", "third_line"]
 
 def assess(engine: Engine, patient: str = "p", at: datetime = T0, **data: Any) -> SendResult:
     """Enrol `patient` at `at` and assess it with typical findings overridden by `data`."""
-    engine.enroll(patient, at)
+    engine.enroll(patient, at, version=1)
     return engine.send(patient, "assess", at, assess_data(**data))
 
 
@@ -422,7 +422,7 @@ def test_tick_never_changes_the_line(sqlite_engine: Engine, line: str) -> None:
 def test_tick_sweep_advances_due_patients_only(engine: Engine) -> None:
     """Engine.tick advances patients whose monitoring a tick changes and leaves the others."""
     in_line(engine, "first_line", "a")
-    engine.enroll("b", T0)
+    engine.enroll("b", T0, version=1)
     in_line(engine, "first_line", "c")
     reassess(engine, 2 * WEEK, "c", pain=9)
     report = engine.tick(T0 + 2 * WEEK)
@@ -440,7 +440,7 @@ def test_tick_reassess_override_not_allowed_outside_treatment(sqlite_engine: Eng
         "reassess": reassess_data(),
         "override": {"to": "second_line", "reason": "r", "clinician": "dr"},
     }[event]
-    sqlite_engine.enroll("a", T0)
+    sqlite_engine.enroll("a", T0, version=1)
     resolve(sqlite_engine, "r")
     for patient in ("a", "r"):
         with pytest.raises(EventNotAllowed):
@@ -519,7 +519,7 @@ def test_override_baseline_is_last_recorded_pain_and_start_is_at(sqlite_engine: 
 def _to_state(engine: Engine, state: str) -> None:
     """Put patient `p` in `state` (a top-level state, a line, or a monitoring state in first line)."""
     if state == "assessment":
-        engine.enroll("p", T0)
+        engine.enroll("p", T0, version=1)
     elif state in LINE_STATES:
         in_line(engine, state)
     elif state in ("due", "overdue"):
@@ -532,7 +532,7 @@ def _to_state(engine: Engine, state: str) -> None:
     elif state == "urgent_referral":
         assess(engine, red_flags=["trauma"])
     elif state == "withdrawn":
-        engine.enroll("p", T0)
+        engine.enroll("p", T0, version=1)
         engine.send("p", "withdraw", T0, {"reason": "moved away"})
     assert state in engine.status("p").configuration
 
@@ -562,7 +562,7 @@ def test_withdraw_not_allowed_from_final_states(sqlite_engine: Engine, state: st
 
 def test_next_due_at_follows_monitoring(engine: Engine) -> None:
     """next_due_at is +2 weeks while scheduled, +4 weeks while due, none when overdue."""
-    engine.enroll("p", T0)
+    engine.enroll("p", T0, version=1)
     assert engine.status("p").next_due_at is None
     assert engine.send("p", "assess", T0, assess_data()).status.next_due_at == T0 + 2 * WEEK
     assert engine.send("p", "tick", T0 + 2 * WEEK).status.next_due_at == T0 + 4 * WEEK

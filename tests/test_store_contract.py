@@ -472,7 +472,7 @@ def test_every_command_runs_on_the_backend(db_url: str, tmp_path: Path, capsys: 
     policy.write_text("{}")
     at = "2026-01-05T09:00:00+00:00"
     commands = [
-        ["enroll", "p1", "--at", at],
+        ["enroll", "p1", "--version", "1", "--at", at],
         ["send", "p1", "assess", "--at", at, "--data", ASSESS, "--idempotency-key", "k1"],
         ["send", "p1", "assess", "--at", at, "--data", ASSESS, "--idempotency-key", "k1"],
         ["tick", "--at", "2026-01-26T09:00:00+00:00"],

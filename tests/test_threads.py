@@ -15,7 +15,7 @@ def test_threads_sharing_an_engine_keep_every_event_and_the_chain(engine: Engine
     """Eight threads reassessing four patients at once: every acknowledged event is stored once, chains intact."""
     patients = [f"p{i}" for i in range(4)]
     for pid in patients:
-        engine.enroll(pid, T0)
+        engine.enroll(pid, T0, version=1)
         engine.send(pid, "assess", T0, assess_data(pain=8))
     at = T0 + timedelta(days=1)
 

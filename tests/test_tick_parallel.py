@@ -12,7 +12,7 @@ from tests.helpers import assess_data
 def _cohort(engine: Engine, size: int) -> None:
     for i in range(size):
         pid = f"p{i:03d}"
-        engine.enroll(pid, T0)
+        engine.enroll(pid, T0, version=1)
         # Every third patient was assessed a week later, so is not yet due at T0 + 15 days.
         at = T0 + timedelta(weeks=1) if i % 3 == 0 else T0
         engine.send(pid, "assess", at, assess_data(pain=8))

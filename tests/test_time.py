@@ -41,7 +41,7 @@ def test_system_clock_is_looked_up_at_call_time() -> None:
 def test_default_clock_stamps_recorded_at_with_frozen_time(default_engine: Engine) -> None:
     """Engine(url) without a clock stamps records with the (frozen) time of the command."""
     with freeze_time(FROZEN) as frozen:
-        default_engine.enroll("p", T0)
+        default_engine.enroll("p", T0, version=1)
         frozen.tick(timedelta(hours=1))
         default_engine.send("p", "assess", T0, assess_data())
     enrolled, assessed = default_engine.history("p")
@@ -53,15 +53,15 @@ def test_default_clock_stamps_recorded_at_with_frozen_time(default_engine: Engin
 def test_default_clock_limits_future_events(default_engine: Engine) -> None:
     """The 5-minute future limit is measured against the frozen default clock."""
     with freeze_time(FROZEN):
-        default_engine.enroll("p", FROZEN + timedelta(minutes=5))
+        default_engine.enroll("p", FROZEN + timedelta(minutes=5), version=1)
         with pytest.raises(EventInFuture):
-            default_engine.enroll("q", FROZEN + timedelta(minutes=5, seconds=1))
+            default_engine.enroll("q", FROZEN + timedelta(minutes=5, seconds=1), version=1)
 
 
 def test_clinical_time_is_independent_of_recorded_time(default_engine: Engine) -> None:
     """Rules measure `at`, not the clock: a reassessment recorded later is judged at its own time."""
     with freeze_time(FROZEN):
-        default_engine.enroll("p", T0)
+        default_engine.enroll("p", T0, version=1)
         default_engine.send("p", "assess", T0, assess_data(pain=10))
         result = default_engine.send("p", "reassess", T0 + 27 * timedelta(days=1), reassess_data(pain=10))
     assert result.status.state == "first_line"  # 27 days after T0, although the clock reads 8 weeks later
@@ -86,7 +86,7 @@ def test_fake_clock_only_moves_forward() -> None:
 
 def test_fake_clock_stamps_records(sqlite_engine: Engine, clock: FakeClock) -> None:
     """Records carry the fake clock's time when each command ran."""
-    sqlite_engine.enroll("p", T0)
+    sqlite_engine.enroll("p", T0, version=1)
     clock.advance(timedelta(days=1))
     sqlite_engine.send("p", "assess", T0, assess_data())
     assert [e.recorded_at for e in sqlite_engine.history("p")] == [NOW, NOW + timedelta(days=1)]
@@ -115,13 +115,13 @@ class reads_during:  # lower-case: used like a function: `with reads_during(cloc
 def test_enroll_reads_the_clock_once(sqlite_engine: Engine, clock: FakeClock) -> None:
     """One enrolment, one clock read."""
     with reads_during(clock) as reads:
-        sqlite_engine.enroll("p", T0)
+        sqlite_engine.enroll("p", T0, version=1)
     assert reads.count == 1
 
 
 def test_send_reads_the_clock_once(sqlite_engine: Engine, clock: FakeClock) -> None:
     """One event, whatever its outcome (changed, unchanged, duplicate), one clock read."""
-    sqlite_engine.enroll("p", T0)
+    sqlite_engine.enroll("p", T0, version=1)
     for event, at, data, key in [
         ("assess", T0, assess_data(), None),
         ("reassess", T0 + WEEK, reassess_data(), "visit-1"),
@@ -135,7 +135,7 @@ def test_send_reads_the_clock_once(sqlite_engine: Engine, clock: FakeClock) -> N
 
 def test_rejected_send_reads_the_clock_at_most_once(sqlite_engine: Engine, clock: FakeClock) -> None:
     """A refused event does not read the clock repeatedly either."""
-    sqlite_engine.enroll("p", T0)
+    sqlite_engine.enroll("p", T0, version=1)
     with reads_during(clock) as reads, pytest.raises(InvalidPayload):
         sqlite_engine.send("p", "assess", T0, assess_data(pain=11))
     assert reads.count <= 1
@@ -144,7 +144,7 @@ def test_rejected_send_reads_the_clock_at_most_once(sqlite_engine: Engine, clock
 def test_tick_sweep_reads_the_clock_once_and_stamps_every_record(sqlite_engine: Engine, clock: FakeClock) -> None:
     """A sweep over several batches reads the clock once; every entry it writes carries that time."""
     for patient in ("a", "b", "c"):
-        sqlite_engine.enroll(patient, T0)
+        sqlite_engine.enroll(patient, T0, version=1)
         sqlite_engine.send(patient, "assess", T0, assess_data())
     clock.advance(timedelta(hours=2))
     with reads_during(clock) as reads:
@@ -157,7 +157,7 @@ def test_tick_sweep_reads_the_clock_once_and_stamps_every_record(sqlite_engine: 
 
 def test_queries_do_not_read_the_clock(sqlite_engine: Engine, clock: FakeClock) -> None:
     """Status, plan, history and due record nothing, so they need no clock."""
-    sqlite_engine.enroll("p", T0)
+    sqlite_engine.enroll("p", T0, version=1)
     with reads_during(clock) as reads:
         sqlite_engine.status("p")
         sqlite_engine.plan("p")

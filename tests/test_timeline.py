@@ -25,7 +25,7 @@ STATE_COLOURS = PIRIFORMIS.presentation.colours
 
 def _course(engine: Engine, patient: str = "p1") -> None:
     """First line, escalation at 6 weeks, then resolution in second line, with ticks in between."""
-    engine.enroll(patient, T0)
+    engine.enroll(patient, T0, version=1)
     engine.send(patient, "assess", T0, assess_data(pain=8))
     engine.send(patient, "reassess", T0 + 3 * WEEK, reassess_data(pain=7))
     engine.tick(T0 + 5.5 * WEEK)
@@ -86,7 +86,7 @@ def test_svg_follows_the_suffix(sqlite_engine: Engine, tmp_path: Path) -> None:
 
 def test_a_patient_without_observations_still_draws(sqlite_engine: Engine, tmp_path: Path) -> None:
     """An enrolled patient with no pain yet gets the assessment band and the enrolment event."""
-    sqlite_engine.enroll("p1", T0)
+    sqlite_engine.enroll("p1", T0, version=1)
     path = plot_timeline(sqlite_engine.history("p1"), PIRIFORMIS, tmp_path / "p1.png")
     assert _has_colour(_pixels(path), STATE_COLOURS["assessment"])
 

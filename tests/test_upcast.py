@@ -76,7 +76,7 @@ def _write_old(engine: Engine, patient_id: str, event: str, at: datetime, stored
 
 def _old_patient(engine: Engine, patient_id: str = "old") -> None:
     """Assessed into first line by current code, then two reassessments stored in schema 0."""
-    engine.enroll(patient_id, T0)
+    engine.enroll(patient_id, T0, version=1)
     engine.send(patient_id, "assess", T0, assess_data(pain=8))
     _write_old(engine, patient_id, "reassess", T0 + timedelta(weeks=2), _old_reassess(7, "stable"))
     _write_old(engine, patient_id, "reassess", T0 + timedelta(weeks=4), _old_reassess(7, "present"))

@@ -25,7 +25,7 @@ from tests.test_replay import random_history
 
 def _course(engine: Engine, patient_id: str) -> None:
     """Six entries: enrol, assess (first line), tick (due), reassess (second line), two reassessments."""
-    engine.enroll(patient_id, T0)
+    engine.enroll(patient_id, T0, version=1)
     engine.send(patient_id, "assess", T0, assess_data(pain=8))
     engine.send(patient_id, "tick", T0 + timedelta(weeks=2, hours=1))
     engine.send(patient_id, "reassess", T0 + timedelta(weeks=4), reassess_data(pain=7))

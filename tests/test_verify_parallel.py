@@ -13,7 +13,7 @@ from tests.helpers import assess_data, reassess_data
 def _cohort(engine: Engine, size: int) -> None:
     for i in range(size):
         pid = f"p{i:03d}"
-        engine.enroll(pid, T0)
+        engine.enroll(pid, T0, version=1)
         engine.send(pid, "assess", T0, assess_data(pain=8))
         engine.send(pid, "reassess", T0 + timedelta(weeks=2), reassess_data(pain=6 + i % 3))
 

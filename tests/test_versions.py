@@ -145,3 +145,14 @@ def test_cli_migrate_patients_and_whatif_version(db_url: str, capsys: pytest.Cap
     assert "exactly one of --policy" in capsys.readouterr().err
     assert main([*base, "migrate-patients", "--pathway", "piriformis", "--from", str(DRAFT), "--to", "1"]) == 2
     assert "declares no migration" in capsys.readouterr().err
+
+
+def test_version_1_patients_move_to_version_2_and_verify(engine: Engine) -> None:
+    """The declared 1 -> 2 migration moves live patients; both versions' history verifies, new events follow v2."""
+    cohort(engine)
+    moved = engine.migrate_patients("piriformis", 1, 2)
+    assert sorted(c.patient_id for c in moved) == ["p1", "p2", "p3"]
+    assert {engine.status(p).version for p in ("p1", "p2", "p3")} == {2}
+    assert engine.status("p2").state == "second_line"
+    report = verify(engine.store)
+    assert report.ok, report.to_json()

@@ -33,11 +33,11 @@ def _cohort(url: str, due: int) -> list[str]:
     engine = Engine(url, FakeClock(NOW))
     patients = [f"p{n:03d}" for n in range(due)]
     for patient in patients:
-        engine.enroll(patient, T0)
+        engine.enroll(patient, T0, version=1)
         engine.send(patient, "assess", T0, assess_data())
-    engine.enroll("later", T0)
+    engine.enroll("later", T0, version=1)
     engine.send("later", "assess", T0 + timedelta(weeks=2), assess_data())
-    engine.enroll("unassessed", T0)
+    engine.enroll("unassessed", T0, version=1)
     engine.store.dispose()
     return patients
 
