@@ -638,7 +638,7 @@ def pick_enrolment(patient_id: str, pathway: str | None, snapshots: Sequence[Sna
 
 
 def enrolment_label(patient_id: str, pathway: str) -> str:
-    """An enrolment in reports keyed by text: "p-001 (piriformis)"."""
+    """An enrolment in reports keyed by text: "p-001 (sciatica)"."""
     return f"{patient_id} ({pathway})"
 
 

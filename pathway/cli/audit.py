@@ -36,7 +36,7 @@ def replay_command(
 
     Exits 1 when the log does not reproduce what was recorded.
 
-    Example: carepath replay p-001 --pathway piriformis --until 2026-02-01T00:00:00+00:00 --json
+    Example: carepath replay p-001 --pathway sciatica --until 2026-02-01T00:00:00+00:00 --json
     """
     from ..replay import ReplayDiverged
     from ..replay import replay as replay_log
@@ -76,7 +76,7 @@ def verify_command(
     Each enrolment (patient and pathway) is one chain. Exits 0 when everything checks out, 1 on
     the first problem found (named by patient, pathway and seq).
 
-    Example: carepath verify --json; carepath verify p-001 --pathway piriformis
+    Example: carepath verify --json; carepath verify p-001 --pathway sciatica
     """
     if patient is None and pathway is not None:
         raise InvalidCommand("--pathway names one enrolment of a PATIENT: give the patient id too")
@@ -111,7 +111,7 @@ def whatif_command(
 
     Example: carepath whatif --policy stricter.json --json
     (stricter.json: {"moderate_improvement": 0.4, "first_line_early_weeks": 3})
-    Example: carepath whatif --pathway piriformis --version 2
+    Example: carepath whatif --version 2  (the default pathway's patients re-run on its version 2)
     """
     if (policy is None) == (version is None):
         raise InvalidCommand("give exactly one of --policy FILE or --version N")

@@ -38,7 +38,7 @@ def enroll(
     A patient may be enrolled on several pathways, each once.
 
     Example: carepath enroll p-001 --at 2026-01-05T09:00:00+00:00 --factors '{"age": 70}'
-    Hand-over: carepath enroll p-001 --pathway sciatica --from piriformis --allow-unapproved --at ...
+    Hand-over: carepath enroll p-001 --pathway sciatica --from OTHER --allow-unapproved --at ...
     """
     status = engine().enroll(
         patient,
@@ -69,7 +69,7 @@ def send(
 ) -> None:
     """Apply one event to a patient's enrolment.
 
-    Example: carepath send p-001 reassess --pathway piriformis --at 2026-02-02T09:00:00+00:00
+    Example: carepath send p-001 reassess --pathway sciatica --at 2026-02-02T09:00:00+00:00
     --data '{"pain": 5, "fasciculations": "improving", "red_flags": []}'
     """
     result = engine().send(
@@ -139,7 +139,7 @@ def status(
 ) -> None:
     """Show a patient's state, configuration, revision, next due time, outcome and plan (one enrolment).
 
-    Example: carepath status p-001 --pathway piriformis --json
+    Example: carepath status p-001 --pathway sciatica --json
     """
     current = engine().status(patient, pathway)
     if json_:
@@ -156,7 +156,7 @@ def history(
 ) -> None:
     """List the audit entries of a patient's enrolment in order.
 
-    Example: carepath history p-001 --pathway piriformis --json
+    Example: carepath history p-001 --pathway sciatica --json
     """
     entries = engine().history(patient, pathway)
     if json_:

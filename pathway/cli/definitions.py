@@ -108,7 +108,7 @@ def migrate_patients(
     """Move live patients of a pathway to a newer version, by the state mapping that version declares.
 
     Each patient moved gets one audit entry (migrate, with both versions); patients in a final
-    state stay. Example: carepath migrate-patients --pathway piriformis --from 1 --to 2 --dry-run
+    state stay. Example: carepath migrate-patients --pathway NAME --from 1 --to 2 --dry-run
     """
     changes = engine().migrate_patients(pathway, from_version, to_version, dry_run=dry_run, actor=actor)
     if json_out:

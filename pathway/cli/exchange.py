@@ -62,7 +62,7 @@ def export_fhir(
 ) -> None:
     """Print the patient's pathway as a FHIR R4 Bundle (CarePlan, Condition, Observation, Provenance).
 
-    Example: carepath export-fhir p-001 --pathway piriformis > p-001.fhir.json
+    Example: carepath export-fhir p-001 --pathway sciatica > p-001.fhir.json
     """
     from ..fhir import export_bundle
 

@@ -43,7 +43,7 @@ def explain(
 ) -> None:
     """Show what would move a patient next: every outgoing rule, its conditions and current values.
 
-    Example: carepath explain p-001 --pathway piriformis --at 2026-02-02T09:00:00+00:00
+    Example: carepath explain p-001 --pathway sciatica --at 2026-02-02T09:00:00+00:00
     """
     from ..explain import explain as explain_patient
 
@@ -228,7 +228,7 @@ def diagram(
 ) -> None:
     """Draw the whole statechart (compound and parallel regions), a patient's active states highlighted.
 
-    Example: carepath diagram --patient p-001 --pathway piriformis --format svg -o p-001.svg
+    Example: carepath diagram --patient p-001 --pathway sciatica --format svg -o p-001.svg
     """
     from states import get_pathway
 
@@ -262,7 +262,7 @@ def timeline(
 ) -> None:
     """Plot pain over time with the states as coloured bands, events marked and thresholds drawn.
 
-    Example: carepath timeline p-001 --pathway piriformis -o p-001.png
+    Example: carepath timeline p-001 --pathway sciatica -o p-001.png
     """
     from states import get_pathway
 
