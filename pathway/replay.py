@@ -46,6 +46,7 @@ from states import (
     Pathway,
     StatesError,
     Step,
+    UnknownDefinition,
     get_pathway,
     require_aware,
 )
@@ -219,8 +220,9 @@ def _checked_start(entry: AuditEntry) -> _Rebuild:
     """Start a patient's replay from its enrolment entry, checked against the record."""
     if entry.event != "enroll":
         raise _diverged(entry.seq, f"first entry is {entry.event!r}, not an enrolment")
+    definition = get_pathway(entry.pathway, entry.version)  # unknown here: a clear error, not tampering
     try:
-        rebuild = _Rebuild(get_pathway(entry.pathway, entry.version), entry)
+        rebuild = _Rebuild(definition, entry)
     except StatesError as err:
         raise _diverged(entry.seq, str(err)) from None
     _expect(entry.seq, "configuration before", entry.config_before, [])
@@ -243,6 +245,8 @@ def _checked_step(rebuild: _Rebuild, entry: AuditEntry) -> None:
     _expect(entry.seq, "configuration before", entry.config_before, list(rebuild.configuration))
     try:
         step = rebuild.step(entry)
+    except UnknownDefinition:
+        raise  # the log names a definition this process does not know: not a sign of tampering
     except StatesError as err:  # not allowed in the replayed state, or the payload no longer valid
         raise _diverged(entry.seq, str(err)) from None
     if not step.changed:
@@ -671,8 +675,16 @@ def _whatif_patient(
 ) -> tuple[int, WhatIfChange | None]:
     iterator = iter(entries)
     first = next(iterator)
+    definition = resolve(first.pathway, first.version)
+    recorded_definition = get_pathway(first.pathway, first.version)
     try:
-        rebuild = _Rebuild(resolve(first.pathway, first.version), first)
+        rebuild = _Rebuild(definition, first)
+    except UnknownDefinition:
+        raise
+    except InvalidInput as err:  # the other version refuses the enrolment itself
+        count = 1 + sum(1 for _ in iterator)
+        state = recorded_definition.state_name(first.config_after)
+        return count, WhatIfChange(patient_id, state, state, first.seq, first.seq, first.pathway, str(err))
     except StatesError as err:
         raise ReplayDiverged(patient_id, first.seq, f"{REPLAY_DIVERGED}: {err}", first.pathway) from None
     count, recorded, diverged, stopped, because = 1, first.config_after, None, None, None
@@ -685,6 +697,8 @@ def _whatif_patient(
             continue
         try:
             step = rebuild.step(entry)
+        except UnknownDefinition:
+            raise
         except (EventNotAllowed, InvalidInput) as err:
             stopped, because = entry.seq, str(err)
             diverged = diverged or entry.seq
@@ -698,7 +712,7 @@ def _whatif_patient(
     if diverged is None:
         return count, None
     definition = rebuild.definition
-    recorded_state = get_pathway(first.pathway, first.version).state_name(recorded)
+    recorded_state = recorded_definition.state_name(recorded)
     change = WhatIfChange(patient_id, recorded_state, rebuild.state, diverged, stopped, definition.name, because)
     return count, change
 

@@ -26,7 +26,7 @@ def _read(path: Path) -> Any:
         return json.loads(text)
     import yaml  # loaded only when a YAML definition is read
 
-    return yaml.safe_load(text)
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when built with it
 
 
 def load_file(path: str | Path) -> PathwayModel:

@@ -13,6 +13,7 @@ Every definition passes its checks when registered. Sources load on first use, s
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterable
 from importlib import metadata
@@ -44,9 +45,13 @@ ENV_VAR = "CAREPATH_PATHWAYS"
 
 _MODELS: dict[tuple[str, int], PathwayModel] = {}
 _INSTANCES: dict[tuple[str, int], Pathway] = {}
+_UNCHECKED: set[tuple[str, int]] = set()  # built-in definitions, checked when first compiled
+_PENDING: list[Path] = []  # built-in files not read yet
 _KNOWN_EVENTS: frozenset[str] = frozenset()
 _LOADED = False
 _LOCK = threading.RLock()
+# The package's own files are named NAME-vVERSION.yaml, so one pathway's files are read alone.
+_FILE_NAME = re.compile(r"^(?P<name>[a-z][a-z0-9_-]*)-v(?P<version>[0-9]+)$")
 
 
 def register(model: PathwayModel) -> Pathway:
@@ -55,20 +60,28 @@ def register(model: PathwayModel) -> Pathway:
     Raises DefinitionError listing every problem, or when another definition already holds the
     same name and version.
     """
-    global _KNOWN_EVENTS
     with _LOCK:
-        key = (model.name, model.version)
-        existing = _MODELS.get(key)
-        if existing is not None:
-            if existing.model_dump(exclude={"schema_"}) != model.model_dump(exclude={"schema_"}):
-                raise DefinitionError(model.name, model.version, ["another definition is registered as this version"])
-            return _instance(key)
+        _add(model, checked=True)
+        return _instance((model.name, model.version))
+
+
+def _add(model: PathwayModel, *, checked: bool) -> bool:
+    """Record a model (checked now, or when first compiled); False when it was registered already."""
+    global _KNOWN_EVENTS
+    key = (model.name, model.version)
+    existing = _MODELS.get(key)
+    if existing is not None:
+        if existing.model_dump(exclude={"schema_"}) != model.model_dump(exclude={"schema_"}):
+            raise DefinitionError(model.name, model.version, ["another definition is registered as this version"])
+        return False
+    if checked:
         check_model(model)
-        instance = Pathway(model)
-        _MODELS[key] = model
-        _INSTANCES[key] = instance
-        _KNOWN_EVENTS = _KNOWN_EVENTS | frozenset(model.events)
-        return instance
+        _INSTANCES[key] = Pathway(model)
+    else:
+        _UNCHECKED.add(key)
+    _MODELS[key] = model
+    _KNOWN_EVENTS = _KNOWN_EVENTS | frozenset(model.events)
+    return True
 
 
 def load_pathways(paths: Iterable[str | Path]) -> list[Pathway]:
@@ -78,6 +91,7 @@ def load_pathways(paths: Iterable[str | Path]) -> list[Pathway]:
 
 
 def _ensure_loaded() -> None:
+    """Find every source once: built-in files are listed (read on demand), the others registered."""
     global _LOADED
     if _LOADED:
         return
@@ -85,13 +99,22 @@ def _ensure_loaded() -> None:
         if _LOADED:
             return
         _LOADED = True  # set first: registering below calls back here
-        for file in definition_files(BUILTIN_DIR):
-            register(load_file(file))
+        _PENDING.extend(definition_files(BUILTIN_DIR))
         for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
             _register_any(entry_point.load(), f"entry point {entry_point.name}")
         for path in filter(None, os.environ.get(ENV_VAR, "").split(os.pathsep)):
             for file in definition_files(path):
                 register(load_file(file))
+
+
+def _read_pending(name: str | None = None) -> None:
+    """Read the built-in files of pathway `name` (all of them when None) not read yet."""
+    with _LOCK:
+        for file in list(_PENDING):
+            match = _FILE_NAME.match(file.stem)
+            if name is None or match is None or match["name"] == name:
+                _PENDING.remove(file)
+                _add(load_file(file), checked=False)
 
 
 def _register_any(value: Any, where: str) -> None:
@@ -110,7 +133,18 @@ def _register_any(value: Any, where: str) -> None:
 
 
 def _instance(key: tuple[str, int]) -> Pathway:
-    return _INSTANCES[key]
+    """The compiled definition, compiled (and, for a built-in one, checked) on first use."""
+    instance = _INSTANCES.get(key)
+    if instance is None:
+        with _LOCK:
+            instance = _INSTANCES.get(key)
+            if instance is None:
+                model = _MODELS[key]
+                if key in _UNCHECKED:
+                    check_model(model)
+                    _UNCHECKED.discard(key)
+                instance = _INSTANCES[key] = Pathway(model)
+    return instance
 
 
 def get_pathway(name: str, version: int | None = None) -> Pathway:
@@ -120,7 +154,9 @@ def get_pathway(name: str, version: int | None = None) -> Pathway:
         return latest_pathway(name)
     key = (name, version)
     if key not in _MODELS:
-        raise UnknownDefinition(name, version, _versions(name))
+        versions = _versions(name)  # reads the pathway's built-in files
+        if key not in _MODELS:
+            raise UnknownDefinition(name, version, versions)
     return _instance(key)
 
 
@@ -129,7 +165,7 @@ def latest_pathway(name: str, *, approved_only: bool = True) -> Pathway:
     _ensure_loaded()
     versions = _versions(name)
     if not versions:
-        raise UnknownDefinition(name, None, [], sorted({n for n, _ in _MODELS}))
+        raise UnknownDefinition(name, None, [], _names())
     chosen = [v for v in versions if _MODELS[(name, v)].review.status == "approved"] if approved_only else versions
     if not chosen:
         raise UnapprovedDefinition(name, max(versions), _MODELS[(name, max(versions))].review.status)
@@ -146,7 +182,7 @@ def definition_for_enrolment(name: str, version: int | None = None, *, allow_una
     if version is None:
         versions = _versions(name)
         if not versions:
-            raise UnknownDefinition(name, None, [], sorted({n for n, _ in _MODELS}))
+            raise UnknownDefinition(name, None, [], _names())
         live = [v for v in versions if _MODELS[(name, v)].review.status != "retired"]
         approved = [v for v in live if _MODELS[(name, v)].review.status == "approved"]
         if approved:
@@ -167,17 +203,26 @@ def definition_for_enrolment(name: str, version: int | None = None, *, allow_una
     return definition
 
 
+def _names() -> list[str]:
+    _read_pending()
+    return sorted({n for n, _ in _MODELS})
+
+
 def _versions(name: str) -> list[int]:
+    _read_pending(name)
     return sorted(v for n, v in _MODELS if n == name)
 
 
 def known_events() -> frozenset[str]:
     """Every event name some registered definition accepts."""
     _ensure_loaded()
+    if _PENDING:
+        _read_pending()
     return _KNOWN_EVENTS
 
 
 def pathways() -> list[tuple[str, int]]:
     """Every registered (name, version)."""
     _ensure_loaded()
+    _read_pending()
     return sorted(_MODELS)

@@ -125,3 +125,30 @@ def test_the_published_schema_matches_the_code() -> None:
     """docs/pathway.schema.json is what `carepath schema` prints (regenerate it when the model changes)."""
     published = json.loads((Path(__file__).parent.parent / "docs" / "pathway.schema.json").read_text())
     assert published == states.json_schema(), "run: carepath schema > docs/pathway.schema.json"
+
+
+@pytest.mark.parametrize(
+    "command", [["status", "t1", "--json"], ["verify", "--json"], ["replay", "t1"], ["list"], ["export-fhir", "t1"]]
+)
+def test_a_database_with_an_unknown_definition_gives_one_clear_error(
+    tmp_path: Path,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    """Without the definition a patient is on: exit 2 naming it, nothing half-printed, no false tamper report."""
+    folder = tmp_path / "defs"
+    folder.mkdir()
+    (folder / "toy.yaml").write_text(yaml.safe_dump(toy("toy-gone")))
+    monkeypatch.setattr(states.registry, "_LOADED", False)
+    at = T0.isoformat()
+    assert main(["--db", db_url, "--pathways", str(folder), "enroll", "t1", "--pathway", "toy-gone", "--at", at]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(
+        states.registry, "_MODELS", {k: v for k, v in states.registry._MODELS.items() if k[0] != "toy-gone"}
+    )
+    assert main(["--db", db_url, *command]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and "unknown pathway definition toy-gone version 1" in captured.err

@@ -233,6 +233,7 @@ def diagram(
     from states import get_pathway
 
     from ..diagram import TEXT_FORMATS, render
+
     chosen = fmt or _format_from(output)
     if output is None and chosen not in TEXT_FORMATS:
         raise InvalidCommand(f"--format {chosen} is binary: give -o FILE")
