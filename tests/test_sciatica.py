@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -241,8 +242,9 @@ def run(db: str, *args: str) -> tuple[int, Any]:
         return code, text
 
 
-def test_every_command_runs_on_sciatica(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """Enrol, send, tick, status, history, explain, replay, verify, due, list and diagram on the YAML pathway."""
+def test_every_command_runs_on_sciatica(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command on the YAML pathway: enrol, send, tick, status, history, explain, replay, verify, due,
+    list, diagram, FHIR export, timeline and worker."""
     at = T0.isoformat()
     assert run(db_url, "enroll", "s1", "--pathway", "sciatica", "--at", at)[0] == 2
     assert "--allow-unapproved" in capsys.readouterr().err
@@ -268,6 +270,16 @@ def test_every_command_runs_on_sciatica(db_url: str, capsys: pytest.CaptureFixtu
     assert code == 0 and [row["patient_id"] for row in listed["patients"]] == ["s1"]
     code, mermaid = run(db_url, "diagram", "--patient", "s1", "--format", "mermaid")
     assert code == 0 and "class conservative,care,package,monitoring,due active" in mermaid
+    code, bundle = run(db_url, "export-fhir", "s1")
+    assert code == 0 and bundle["resourceType"] == "Bundle"
+    codes = {c["code"] for e in bundle["entry"] for c in e["resource"].get("code", {}).get("coding", [])}
+    assert {"M54.10", "72514-3"} <= codes  # radiculopathy and the leg pain observation
+    assert run(db_url, "timeline", "s1", "-o", str(tmp_path / "s1.png"))[0] == 0
+    assert (tmp_path / "s1.png").stat().st_size > 10_000
+    code, _ = run(db_url, "worker", "--once", "--at", (T0 + 5 * WEEK).isoformat())
+    assert code == 0
+    code, status = run(db_url, "status", "s1", "--json")
+    assert "overdue" in status["configuration"]
 
 
 def test_a_piriformis_patient_is_handed_over(engine: Engine) -> None:
