@@ -96,17 +96,22 @@ def test_pathways_lists_versions_with_their_review(capsys: pytest.CaptureFixture
     assert rows[("sciatica", 1)]["review"] == "under_review"
 
 
+@pytest.mark.parametrize("source", ["option", "environment"])
 def test_a_definition_from_pathways_works_in_every_command(
-    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], source: str
 ) -> None:
-    """A file named with --pathways is enrolled on, swept by tick and worker, listed and verified."""
+    """A file named with --pathways or CAREPATH_PATHWAYS is enrolled on, swept by the worker, listed and verified."""
     folder = tmp_path / "defs"
     folder.mkdir()
-    (folder / "toy.yaml").write_text(yaml.safe_dump(toy("toy-cli")))
+    (folder / "toy.yaml").write_text(yaml.safe_dump(toy(f"toy-{source}")))
     monkeypatch.setattr(states.registry, "_LOADED", False)
-    base = ["--db", db_url, "--pathways", str(folder)]
+    base = ["--db", db_url]
+    if source == "option":
+        base += ["--pathways", str(folder)]
+    else:
+        monkeypatch.setenv("CAREPATH_PATHWAYS", str(folder))
     at = T0.isoformat()
-    assert main([*base, "enroll", "t1", "--pathway", "toy-cli", "--at", at]) == 0
+    assert main([*base, "enroll", "t1", "--pathway", f"toy-{source}", "--at", at]) == 0
     assert main([*base, "send", "t1", "visit", "--at", at, "--data", '{"score": 4}']) == 0
     later = (T0.replace(day=20)).isoformat()
     assert main([*base, "due", "--at", later, "--json"]) == 0
@@ -116,7 +121,7 @@ def test_a_definition_from_pathways_works_in_every_command(
     assert main([*base, "status", "t1", "--json"]) == 0
     assert "due" in json.loads(capsys.readouterr().out)["configuration"]
     assert main([*base, "list", "--json"]) == 0
-    assert "toy-cli" in capsys.readouterr().out
+    assert f"toy-{source}" in capsys.readouterr().out
     assert main([*base, "verify", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
 
