@@ -130,10 +130,16 @@ class _Reader:
         self.definitions: dict[tuple[str, int], Pathway] = {}
         self._hints: dict[tuple[str, int], _Hints] = {}
         self._staged_since: dict[str, datetime] = {}
+        self._first_pathway: dict[str, str] = {}
+
+    def _key(self, entry: AuditEntry) -> str:
+        """A course per enrolment: the patient id, with the pathway beside it on any later pathway."""
+        first = self._first_pathway.setdefault(entry.patient_id, entry.pathway)
+        return entry.patient_id if entry.pathway == first else f"{entry.patient_id} ({entry.pathway})"
 
     def read(self, entry: AuditEntry) -> None:
         self.events += 1
-        patient = entry.patient_id
+        patient = self._key(entry)
         key = (entry.pathway, entry.version)
         hints = self._hints.get(key)
         if hints is None:

@@ -22,6 +22,7 @@ from .clock import Clock, system_clock
 from .engine import Engine, iso_or_none, pick_enrolment
 from .errors import TimeWentBackwards
 from .hints import monitoring
+from .words import term_text
 
 if TYPE_CHECKING:
     from persistence import Store
@@ -54,6 +55,8 @@ class ConditionView:
     basis: str
     holds_from: datetime | None = None
     need: str | None = None
+    words: str = ""
+    next_words: str = ""
 
     input = property(lambda self: self.result.condition.input)
     value = property(lambda self: self.result.value)
@@ -63,7 +66,18 @@ class ConditionView:
     def to_json(self) -> dict[str, Any]:
         record = self.result.as_record()
         record.update(text=self.text, basis=self.basis, holds_from=iso_or_none(self.holds_from), need=self.need)
+        record["sentence"] = self.words
         return record
+
+    @property
+    def need_words(self) -> str | None:
+        """What would have to change, in words: "the next pain at most 2", "6 weeks in line: from ..."."""
+        if self.holds:
+            return None
+        if self.basis == CLOCK:
+            when = f"from {self.holds_from:%Y-%m-%d %H:%M %Z}" if self.holds_from else "never by waiting"
+            return f"{self.words.removeprefix('at ')}: {when}"
+        return self.next_words
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,7 @@ class TransitionView:
     clauses: list[list[ConditionView]]
     holds_now: bool
     decides_now: bool
+    action: str = ""
 
     @property
     def text(self) -> str:
@@ -86,6 +101,22 @@ class TransitionView:
         clauses = [" and ".join(c.text for c in clause) for clause in self.clauses]
         joined = " or ".join(f"({c})" for c in clauses) if len(clauses) > 1 else clauses[0]
         return f"{self.target} when {joined}"
+
+    @property
+    def sentence(self) -> str:
+        """The rule in words, e.g. "escalates to second line when improvement stays below 30 % at 4 weeks in line"."""
+        action = self.action or f"moves to {term_text(self.target)}"
+        if not self.clauses:
+            return f"{action} on {term_text(self.event)}" + (f": {self.description}" if self.description else "")
+        return f"{action} " + ", or ".join(_clause_words(clause) for clause in self.clauses)
+
+    @property
+    def needs_words(self) -> list[str]:
+        """`needs` in words."""
+        if self.holds_now or not self.clauses:
+            return []
+        closest = min(self.clauses, key=lambda clause: sum(not c.holds for c in clause))
+        return [w for c in closest if (w := c.need_words)]
 
     @property
     def needs(self) -> list[str]:
@@ -102,6 +133,7 @@ class TransitionView:
             "target": self.target,
             "description": self.description,
             "text": self.text,
+            "sentence": self.sentence,
             "clauses": [[c.to_json() for c in clause] for clause in self.clauses],
             "holds_now": self.holds_now,
             "decides_now": self.decides_now,
@@ -199,7 +231,19 @@ class _Evaluator:
             clauses=clauses,
             holds_now=result.holds,
             decides_now=result.holds and decides,
+            action=self._action(rule),
         )
+
+    def _action(self, rule: Rule) -> str:
+        """What the rule does to the patient, in words: stays, escalates to a later stage, moves to a state."""
+        configuration = self.snapshot.configuration
+        stages = self.definition.presentation.stages
+        current = next((s for s in configuration if s in stages), None)
+        if rule.target in configuration:
+            return f"stays in {term_text(rule.target)}"
+        if current is not None and rule.target in stages and stages.index(rule.target) > stages.index(current):
+            return f"escalates to {term_text(rule.target)}"
+        return f"moves to {term_text(rule.target)}"
 
     def _event_inputs(self, event: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """The rule inputs of `event` at `at` and one probe step later (to spot clock inputs)."""
@@ -223,12 +267,15 @@ class _Evaluator:
         shown = f"{value:.1f}" if basis == CLOCK else format_value(value, percent=percent)
         described = condition.describe(self.definition.policy, percent=percent)
         holds_from = None if result.holds else _crossing(result, later.get(condition.input), self.at)
+        words, next_words = _phrase(result, basis, percent)
         return ConditionView(
             result=result,
             text=f"{described} (now {shown})",
             basis=basis,
             holds_from=holds_from,
             need=None if result.holds else _need(described, basis, holds_from),
+            words=words,
+            next_words=next_words,
         )
 
 
@@ -271,6 +318,52 @@ def _crossing(result: ConditionResult, later: Any, at: datetime) -> datetime | N
     return at + _PROBE * float((threshold - value) / slope)
 
 
+_RELATION = {"<": "below", "<=": "at or below", ">=": "at or above", ">": "above"}
+
+
+def _phrase(result: ConditionResult, basis: str, percent: bool) -> tuple[str, str]:
+    """A condition in words, and what the next event would need, in words.
+
+    Clock inputs read as a time ("at 4 weeks in line"), recorded ones as values that stay or
+    are ("improvement stays below 30 %": the next "improvement to be below 30 %").
+    """
+    condition = result.condition
+    name = term_text(condition.input)
+    op, threshold = condition.op, result.threshold
+    shown = format_value(threshold, percent=percent)
+    if op in _RELATION:
+        if basis == CLOCK and op in (">=", ">"):
+            words = f"at {shown} {name}" if "weeks" in condition.input else f"once {name} reaches {shown}"
+            return words, words
+        relation = f"{_RELATION[op]} {shown}"
+    elif op in ("nonempty", "empty"):
+        words = f"any {name}" if op == "nonempty" else f"no {name}"
+        return words, f"{words} with the next event"
+    elif op == "contains":
+        return f"{name} include {term_text(threshold)}", f"the next {name} to include {term_text(threshold)}"
+    elif op == "in":
+        terms = [term_text(t) for t in sorted(map(str, threshold))]
+        relation = f"{', '.join(terms[:-1])} or {terms[-1]}" if len(terms) > 1 else shown
+    elif op == "==" and isinstance(threshold, bool):
+        words = name if threshold else f"not {name}"
+        return words, f"{words} with the next event"
+    elif op == "==":
+        relation = term_text(threshold)
+    else:
+        relation = f"other than {term_text(threshold)}"
+    verb = "stays" if basis == RECORDED and result.holds and op in _RELATION else "is"
+    return f"{name} {verb} {relation}", f"the next {name} to be {relation}"
+
+
+def _clause_words(clause: list[ConditionView]) -> str:
+    """The conditions of a clause in words, the times last: "pain stays at or above 4 and ... at 4 weeks in line"."""
+    values = " and ".join(c.words for c in clause if c.basis != CLOCK)
+    times = " and ".join(c.words for c in clause if c.basis == CLOCK)
+    if not values:
+        return times
+    return f"when {values} {times}".rstrip()
+
+
 def _need(described: str, basis: str, holds_from: datetime | None) -> str:
     if basis == CLOCK:
         return f"{described}: from {holds_from:%Y-%m-%d %H:%M %Z}" if holds_from else f"{described}: never by waiting"
@@ -301,6 +394,7 @@ class CohortRow:
     tick: str | None
     overdue: bool
     due: bool = False
+    flags: tuple[str, ...] = ()
 
     @property
     def dwell_days(self) -> float:
@@ -319,6 +413,7 @@ class CohortRow:
             "next_due_at": iso_or_none(self.next_due_at),
             "tick": self.tick,
             "overdue": self.overdue,
+            "flags": list(self.flags),
         }
 
 
@@ -338,7 +433,8 @@ def due_cohort(store: Store, at: datetime) -> Iterator[CohortRow]:
 
 def _row(snapshot: Snapshot, at: datetime) -> CohortRow:
     tick = _tick_target(snapshot, at)
-    schedule = monitoring(get_pathway(snapshot.pathway, snapshot.version))
+    definition = get_pathway(snapshot.pathway, snapshot.version)
+    schedule = monitoring(definition)
     configuration = set(snapshot.configuration)
     return CohortRow(
         patient_id=snapshot.patient_id,
@@ -352,6 +448,7 @@ def _row(snapshot: Snapshot, at: datetime) -> CohortRow:
         tick=tick,
         overdue=bool(schedule.overdue & configuration) or tick in schedule.overdue,
         due=bool(schedule.due & configuration),
+        flags=tuple(definition.flags(snapshot.context)),
     )
 
 

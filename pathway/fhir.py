@@ -1,10 +1,16 @@
-"""FHIR R4 export: a patient's pathway as a Bundle of Patient, Condition, Observation, CarePlan
-and Provenance resources, built as plain JSON (validated against the R4B models in the tests).
+"""FHIR R4 export: a patient's pathway as a Bundle of Patient, Condition, Observation, CarePlan,
+ServiceRequest and Provenance resources, built as plain JSON (validated against the R4B models in
+the tests).
 
 Code systems are the canonical FHIR URIs of the terminologies DESIGN.md section 2 lists. The
-codes come from the definition's `presentation.fhir` hints: the condition of the pathway,
-findings that add a condition once observed other than 'absent', the payload fields recorded
-as observations (on the events it names), and the Condition and CarePlan status per state.
+codes come from the definition's `presentation.fhir` hints: the condition of the pathway (or
+the code chosen by a context value, `condition_by`), findings that add a condition once
+observed other than 'absent', the payload fields recorded as observations (on the events it
+names), the Condition and CarePlan status per state, the outcome reasons that refute the
+condition, the context key that confirms it, and the item statuses exported as
+`doNotPerform`. A plan item that asks for a referral (and is not one not to perform) is its own
+active ServiceRequest, referenced by the CarePlan activity, so a referral stays visible when
+the CarePlan itself is revoked.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from persistence import AuditEntry
 from states.model import CodeSpec, FhirHints
 
 from .engine import Engine, Status
+from .words import outcome_text, term_text
 
 __all__ = ["SYSTEMS", "export_bundle"]
 
@@ -47,17 +54,24 @@ def export_bundle(engine: Engine, patient_id: str, pathway: str | None = None) -
     ]
     conditions = []
     if hints is not None:
-        conditions.append(_condition(status.pathway, hints.condition, hints, status, entries, subject))
+        verification = _verification(hints, status)
+        conditions.append(
+            _condition(status.pathway, _condition_code(hints, status), hints, status, entries, subject, verification)
+        )
         for field, code in hints.extra_conditions.items():
             if any(e.payload.get(field) not in (None, "absent") for e in observed):
-                conditions.append(_condition(code.display.lower(), code, hints, status, entries, subject))
-    careplan = _careplan(status, hints or _NO_HINTS, subject, conditions, observations)
+                # With evidence-based verification, an observed finding is a confirmed condition.
+                extra = "confirmed" if hints.confirmed_when is not None else verification
+                conditions.append(_condition(code.display.lower(), code, hints, status, entries, subject, extra))
+    requests = _service_requests(status, hints or _NO_HINTS, subject, conditions)
+    careplan = _careplan(status, hints or _NO_HINTS, subject, conditions, observations, requests)
     resources = [
         _patient(patient_id),
         *conditions,
         *observations,
+        *requests.values(),
         careplan,
-        _provenance(status, entries, [careplan, *observations]),
+        _provenance(status, entries, [careplan, *requests.values(), *observations]),
     ]
     return {
         "resourceType": "Bundle",
@@ -83,6 +97,28 @@ def _patient(patient_id: str) -> dict[str, Any]:
     }
 
 
+def _condition_code(hints: FhirHints, status: Status) -> CodeSpec:
+    """The pathway's condition code, or the one `condition_by` names for a context value (e.g. the side)."""
+    for key, codes in hints.condition_by.items():
+        value = status.context.get(key)
+        if isinstance(value, str) and value in codes:
+            return codes[value]
+    return hints.condition
+
+
+def _verification(hints: FhirHints, status: Status) -> str:
+    """Refuted for the outcome reasons the hints name; with `confirmed_when`, confirmed only once its
+    context key is set; else the status the hints give the state."""
+    reason = (status.outcome or {}).get("reason")
+    if isinstance(reason, str) and reason in hints.refuted_reasons:
+        return "refuted"
+    if hints.confirmed_when is not None:
+        if status.context.get(hints.confirmed_when) not in (None, False):
+            return "confirmed"
+        return hints.verification_status.get(status.state, "unconfirmed")
+    return hints.verification_status.get(status.state, "confirmed")
+
+
 def _condition(
     key: str,
     code: CodeSpec,
@@ -90,20 +126,16 @@ def _condition(
     status: Status,
     entries: list[AuditEntry],
     subject: dict[str, str],
+    verification: str,
 ) -> dict[str, Any]:
     """A condition, with its onset at the first observed event."""
     assessed = next((e for e in entries if e.event in hints.observed_events), None)
+    clinical = "inactive" if verification == "refuted" else hints.clinical_status.get(status.state, "active")
     condition: dict[str, Any] = {
         "resourceType": "Condition",
         "id": _fhir_id(f"{status.patient_id}-{key}"),
-        "clinicalStatus": _coded(
-            "http://terminology.hl7.org/CodeSystem/condition-clinical",
-            hints.clinical_status.get(status.state, "active"),
-        ),
-        "verificationStatus": _coded(
-            "http://terminology.hl7.org/CodeSystem/condition-ver-status",
-            hints.verification_status.get(status.state, "confirmed"),
-        ),
+        "clinicalStatus": _coded("http://terminology.hl7.org/CodeSystem/condition-clinical", clinical),
+        "verificationStatus": _coded("http://terminology.hl7.org/CodeSystem/condition-ver-status", verification),
         "code": {"coding": [_coding(code)], "text": code.display},
         "subject": subject,
     }
@@ -130,19 +162,62 @@ def _observation(entry: AuditEntry, field: str, code: CodeSpec, subject: dict[st
     }
 
 
+def _do_not_perform(hints: FhirHints, item_status: str) -> bool:
+    return item_status in (hints.do_not_perform or ("contraindicated",))
+
+
+def _service_requests(
+    status: Status, hints: FhirHints, subject: dict[str, str], conditions: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Plan item id -> an active ServiceRequest, for each item that asks for a referral to perform."""
+    outcome = status.outcome or {}
+    named = [term for value in outcome.values() if isinstance(value, list) for term in value if isinstance(term, str)]
+    reasons = [{"text": term_text(term)} for term in named] or ([{"text": outcome_text(outcome)}] if outcome else [])
+    requests: dict[str, dict[str, Any]] = {}
+    for item in status.plan:
+        referral = item.referral
+        if referral is None or _do_not_perform(hints, item.status):
+            continue
+        request: dict[str, Any] = {
+            "resourceType": "ServiceRequest",
+            "id": _fhir_id(f"{status.patient_id}-{item.id}"),
+            "status": "active",
+            "intent": "plan",
+            "category": [{"text": "referral"}],
+            "priority": referral.priority,
+            "code": {"text": item.text},
+            "subject": subject,
+            "authoredOn": _instant(status.state_since),
+            "occurrenceTiming": {"code": {"text": referral.within}},
+            "performerType": {"text": referral.specialty},
+            "note": [{"text": f"refer to {referral.specialty}, {referral.within} ({referral.priority})"}],
+        }
+        if reasons:
+            request["reasonCode"] = reasons
+        if conditions:
+            request["reasonReference"] = [{"reference": f"Condition/{c['id']}"} for c in conditions]
+        requests[item.id] = request
+    return requests
+
+
 def _careplan(
     status: Status,
     hints: FhirHints,
     subject: dict[str, str],
     conditions: list[dict[str, Any]],
     observations: list[dict[str, Any]],
+    requests: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
-    activities = []
+    activities: list[dict[str, Any]] = []
     for item in status.plan:
+        request = requests.get(item.id)
+        if request is not None:
+            activities.append({"reference": {"reference": f"ServiceRequest/{request['id']}", "display": item.text}})
+            continue
         detail: dict[str, Any] = {
             "status": "not-started",
             "description": item.text,
-            "doNotPerform": item.status == "contraindicated",
+            "doNotPerform": _do_not_perform(hints, item.status),
         }
         if item.codes:
             detail["code"] = {

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from states import Pathway, get_pathway
+from states import Pathway, get_pathway, pathways
 from states.registry import BUILTIN_DIR
 
 from .clock import FakeClock
@@ -43,6 +43,7 @@ __all__ = [
     "cohort_start",
     "load_scenario",
     "make_profiles",
+    "pathway_scenarios",
     "simulate",
 ]
 
@@ -127,6 +128,15 @@ class RelapseSpec(SendSpec):
     return_days: tuple[int, int]
 
 
+class HandoverSpec(_Spec):
+    """Patients whose course ends with one of `reasons` are enrolled on the scenario `to`'s pathway
+    (the hand-over recorded) after `after_days`, and carry on as a patient of that scenario."""
+
+    to: str = Field(description="a scenario (by pathway name or file) whose pathway takes the hand-over")
+    reasons: tuple[str, ...]
+    after_days: tuple[int, int] = (3, 10)
+
+
 class ArchetypeSpec(_Spec):
     share: float = Field(ge=0, le=1)
     profile: dict[str, Any] = {}
@@ -143,6 +153,10 @@ class Scenario(_Spec):
 
     pathway: str
     version: int | None = Field(None, description="the definition version the payloads fit (default: the latest)")
+    allow_unapproved: bool = Field(False, description="enrol on a version not approved (under review, draft)")
+    id_prefix: str = Field("p", pattern=r"^[a-z]+$", description="patient ids are <prefix>-<number>")
+    cohort_weight: float = Field(1.0, gt=0, description="share of a demo run over several scenarios")
+    handover: HandoverSpec | None = None
     measure: MeasureSpec
     enrolment_days: int = Field(21, ge=1)
     intake: SendSpec
@@ -201,6 +215,13 @@ class Scenario(_Spec):
     def measure_field(self, definition: Pathway) -> str | None:
         timeline = definition.presentation.timeline
         return self.measure.field or (timeline.input if timeline is not None else None)
+
+
+def pathway_scenarios() -> list[str]:
+    """The pathways with a scenario beside their definitions, the default pathway first."""
+    names = {name for name, _ in pathways()}
+    found = sorted(path.stem for path in SCENARIO_DIR.glob("*.yaml") if path.stem in names)
+    return sorted(found, key=lambda name: name != DEFAULT_PATHWAY)
 
 
 def load_scenario(source: str | Path = DEFAULT_PATHWAY) -> Scenario:
@@ -305,6 +326,10 @@ class SimulationResult:
     sent: int = 0
     sweeps: int = 0
     advanced_by_sweeps: int = 0
+    # Every definition the cohorts ran on (the first is `definition`).
+    definitions: list[Pathway] = field(default_factory=list)
+    # (patient, from pathway, to pathway) for each hand-over made.
+    handovers: list[tuple[str, str, str]] = field(default_factory=list)
 
     def archetype(self, patient_id: str) -> str:
         return self.profiles[patient_id].archetype
@@ -322,36 +347,38 @@ def simulate(
     start: datetime = DEFAULT_START,
     weeks: int = DEFAULT_WEEKS,
     progress: Progress | None = None,
+    more: Sequence[tuple[Scenario, int]] = (),
 ) -> SimulationResult:
     """Run a seeded cohort for `weeks` on `engine`, whose clock must be a FakeClock at or before `start`.
 
-    The scenario defaults to the default pathway's. The clock follows the simulated time, so
-    each record is stamped when its event happens. `progress(week, weeks)` is called after each
-    weekly sweep.
+    The scenario defaults to the default pathway's; `more` adds cohorts of other scenarios
+    (scenario, patients) over the same weeks (their ids must not clash). A scenario's hand-over
+    enrols the patients it names on the pathway of another scenario. The clock follows the
+    simulated time, so each record is stamped when its event happens. `progress(week, weeks)`
+    is called after each weekly sweep.
     """
     clock = engine.clock
     if not isinstance(clock, FakeClock):
         raise SimulationError("the simulation moves time forward: give the engine a FakeClock")
     if clock.now > start:
         raise SimulationError(f"the engine's clock ({clock.now.isoformat()}) is after the start {start.isoformat()}")
-    scenario = scenario or load_scenario()
-    definition = get_pathway(scenario.pathway, scenario.version)
-    problems = scenario.problems(definition)
-    if problems:
-        raise SimulationError(
-            f"the scenario does not fit {definition.name} v{definition.version}: " + "; ".join(problems)
-        )
-    profiles = make_profiles(patients, seed, start, scenario)
+    cohorts = [(scenario or load_scenario(), patients), *more]
+    prefixes = [s.id_prefix for s, _ in cohorts]
+    if len(set(prefixes)) != len(prefixes):
+        raise SimulationError(f"cohorts need distinct id prefixes, got {', '.join(prefixes)}")
+    definitions = [_checked(s) for s, _ in cohorts]
     end = start + weeks * WEEK
-    result = SimulationResult(start, end, {p.patient_id: p for p in profiles}, definition)
-    courses = {
-        p.patient_id: _Course(p, scenario, definition, random.Random(f"{seed}:{p.patient_id}:course")) for p in profiles
-    }
+    result = SimulationResult(start, end, {}, definitions[0], definitions=definitions)
+    courses: dict[str, _Course] = {}
     agenda = _Agenda()
     for week in range(1, weeks + 1):
         agenda.push(start + week * WEEK, None)
-    for profile in profiles:
-        agenda.push(profile.enrolled_at, profile.patient_id)
+    for (cohort, size), definition in zip(cohorts, definitions, strict=True):
+        for p in make_profiles(size, seed, start, cohort):
+            result.profiles[p.patient_id] = p
+            courses[p.patient_id] = _Course(p, cohort, definition, random.Random(f"{seed}:{p.patient_id}:course"))
+            agenda.push(p.enrolled_at, p.patient_id)
+    handovers: dict[str, tuple[Scenario, Pathway]] = {}
     while agenda:
         at, patient_id = agenda.pop()
         if at > end:
@@ -367,9 +394,32 @@ def simulate(
         course = courses[patient_id]
         following = course.act(engine, at)
         result.sent += course.take_sent()
+        handover = course.scenario.handover
+        if following is None and handover is not None and course.outcome_reason in handover.reasons:
+            if handover.to not in handovers:
+                target = load_scenario(handover.to)
+                handovers[handover.to] = target, _checked(target)
+            target, definition = handovers[handover.to]
+            rng = random.Random(f"{seed}:{patient_id}:handover")
+            when = at + timedelta(days=rng.randint(*handover.after_days))
+            profile = _profile(patient_id, _allocate(target.mix, 1)[0], target, start, rng)
+            profile = replace(profile, enrolled_at=when.replace(microsecond=0), factors={})
+            courses[patient_id] = _Course(profile, target, definition, rng, handover_from=course.scenario.pathway)
+            result.handovers.append((patient_id, course.scenario.pathway, target.pathway))
+            following = profile.enrolled_at
         if following is not None:
             agenda.push(following, patient_id)
     return result
+
+
+def _checked(scenario: Scenario) -> Pathway:
+    definition = get_pathway(scenario.pathway, scenario.version)
+    problems = scenario.problems(definition)
+    if problems:
+        raise SimulationError(
+            f"the scenario does not fit {definition.name} v{definition.version}: " + "; ".join(problems)
+        )
+    return definition
 
 
 def cohort_start(now: datetime, weeks: int = DEFAULT_WEEKS) -> datetime:
@@ -390,8 +440,15 @@ def make_profiles(
     archetypes = _allocate(scenario.mix, patients)
     rng.shuffle(archetypes)
     width = len(str(patients))
+    prefix = scenario.id_prefix
+    # The default prefix keeps the seeds of cohorts made before prefixes existed.
+    tag = "" if prefix == "p" else f"{prefix}:"
+    if tag:
+        rng = random.Random(f"{seed}:{tag}cohort")
+        archetypes = _allocate(scenario.mix, patients)
+        rng.shuffle(archetypes)
     return [
-        _profile(f"p-{i + 1:0{width}d}", archetype, scenario, start, random.Random(f"{seed}:{i}:profile"))
+        _profile(f"{prefix}-{i + 1:0{width}d}", archetype, scenario, start, random.Random(f"{seed}:{tag}{i}:profile"))
         for i, archetype in enumerate(archetypes)
     ]
 
@@ -453,8 +510,17 @@ class _Agenda:
 class _Course:
     """One simulated patient: attends visits and reports the measure; the engine decides the state."""
 
-    def __init__(self, profile: Profile, scenario: Scenario, definition: Pathway, rng: random.Random) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        scenario: Scenario,
+        definition: Pathway,
+        rng: random.Random,
+        handover_from: str | None = None,
+    ) -> None:
         self.profile = profile
+        self.handover_from = handover_from
+        self.outcome_reason: str | None = None
         self.scenario = scenario
         self.archetype = scenario.archetypes[profile.archetype]
         self.rng = rng
@@ -484,7 +550,11 @@ class _Course:
                 at,
                 pathway=self.scenario.pathway,
                 version=self.scenario.version,
-                factors=self.profile.factors,
+                allow_unapproved=self.scenario.allow_unapproved,
+                handover_from=self.handover_from,
+                # A patient handed over keeps the factors of the enrolment they come from.
+                factors=None if self.handover_from else self.profile.factors,
+                actor="clinic" if self.handover_from else None,
             )
             self._record(status, at)
             return self._intake(engine, at)
@@ -558,12 +628,16 @@ class _Course:
         value = data.get(self.field)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             self.measure = float(value)
-        result = engine.send(self.profile.patient_id, send.event, at, data, actor=send.actor)
+        result = engine.send(
+            self.profile.patient_id, send.event, at, data, pathway=self.scenario.pathway, actor=send.actor
+        )
         self._record(result.status, at)
 
     def _record(self, status: Status, at: datetime) -> None:
         """Note the state the engine reports; a newly entered stage starts its clock at the last measure."""
         self._sent += 1
+        reason = (status.outcome or {}).get("reason")
+        self.outcome_reason = reason if isinstance(reason, str) else None
         if status.state in self.stages and status.state != self.state:
             self.stage_started = at
             self.stage_measure = self.measure

@@ -307,7 +307,7 @@ def _presentation_problems(model: PathwayModel, states: set[str]) -> list[str]:
     if hints.timeline is not None:
         if hints.timeline.input not in fields:
             problems.append(f"presentation.timeline.input: no event has a payload field {hints.timeline.input!r}")
-        for key in (hints.timeline.baseline, hints.timeline.started):
+        for key in (hints.timeline.baseline, hints.timeline.started, hints.timeline.episode_started):
             if key is not None and key not in model.context:
                 problems.append(f"presentation.timeline: unknown context key {key!r}")
         for where, levels in (("levels", hints.timeline.levels), ("improvements", hints.timeline.improvements)):
@@ -323,6 +323,8 @@ def _presentation_problems(model: PathwayModel, states: set[str]) -> list[str]:
             for k in hints.fhir.condition_by
             if k not in model.context
         ]
+        if hints.fhir.confirmed_when is not None and hints.fhir.confirmed_when not in model.context:
+            problems.append(f"presentation.fhir.confirmed_when: unknown context key {hints.fhir.confirmed_when!r}")
         problems += [
             f"presentation.fhir.observed_events: unknown event {e!r}"
             for e in hints.fhir.observed_events

@@ -375,6 +375,9 @@ class TimelineHints(_Spec):
     scale: tuple[float, float] = (0, 10)
     baseline: str | None = Field(None, description="context key of the stage baseline")
     started: str | None = Field(None, description="context key of the stage start")
+    episode_started: str | None = Field(
+        None, description="context key of the start of the episode (the diagnosis), for the weeks since it"
+    )
     levels: dict[str, str] = Field(
         {}, description="policy field -> label ('{value:g}' is its value) of a level drawn at that value"
     )
@@ -408,7 +411,14 @@ class FhirHints(_Spec):
     refuted_reasons: tuple[str, ...] = Field(
         (), description="outcome reasons for which the condition is exported as refuted (else confirmed)"
     )
-    do_not_perform: tuple[str, ...] = Field((), description="item statuses exported with doNotPerform: true")
+    do_not_perform: tuple[str, ...] = Field(
+        (), description="item statuses exported with doNotPerform: true (default: contraindicated)"
+    )
+    confirmed_when: str | None = Field(
+        None,
+        description="context key set once the diagnostic criteria are met: the condition is confirmed only then "
+        "(else its verification_status by state, or unconfirmed), and an extra condition is confirmed by its finding",
+    )
 
 
 class Presentation(_Spec):

@@ -7,6 +7,7 @@ import io
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -29,16 +30,19 @@ from pathway.simulate import (
 from persistence import AuditEntry, Store
 
 ARCHETYPE_MIX = load_scenario("piriformis").mix
+SCIATICA_MIX = load_scenario("sciatica").mix
 STATES = (
     "assessment",
     "first_line",
     "second_line",
     "third_line",
+    "neuro_review",
     "resolved",
     "rediagnose",
     "urgent_referral",
     "withdrawn",
 )
+SCIATICA_STATES = ("package", "injection_considered", "surgical_opinion", "improved")
 
 
 def _run(url: str, patients: int, seed: int) -> tuple[Engine, SimulationResult]:
@@ -127,20 +131,37 @@ class Cohort:
     result: SimulationResult
     statuses: dict[str, Status]
     histories: dict[str, list[AuditEntry]]
+    # Patients handed over to another pathway: their enrolment there.
+    handed_over: dict[str, Status]
 
     def of(self, kind: str) -> list[tuple[Status, list[AuditEntry]]]:
         ids = [pid for pid, profile in self.result.profiles.items() if profile.archetype == kind]
         return [(self.statuses[pid], self.histories[pid]) for pid in ids]
 
 
+def _cohort(engine: Engine, result: SimulationResult, pathway: str) -> Cohort:
+    statuses = {s.patient_id: s for s in engine.patients() if s.pathway == pathway}
+    histories = {pid: engine.history(pid, pathway) for pid in statuses}
+    handed = {s.patient_id: s for s in engine.patients() if s.pathway != pathway}
+    return Cohort(engine, result, statuses, histories, handed)
+
+
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cohort]:
-    """The default cohort (300 patients, seed 7), simulated once for the archetype checks."""
+    """The default cohort (300 patients on piriformis version 2, seed 7), simulated once for the archetype checks."""
     url = f"sqlite:///{tmp_path_factory.mktemp('cohort') / 'carepath.db'}"
     engine, result = _run(url, 300, 7)
-    statuses = {s.patient_id: s for s in engine.patients()}
-    histories = {pid: engine.history(pid) for pid in statuses}
-    yield Cohort(engine, result, statuses, histories)
+    yield _cohort(engine, result, "piriformis")
+    engine.store.dispose()
+
+
+@pytest.fixture(scope="module")
+def sciatica_cohort(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cohort]:
+    """The sciatica scenario's cohort (120 patients, seed 7; version 1 is under review)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('sciatica') / 'carepath.db'}"
+    engine = Engine(url, FakeClock(DEFAULT_START))
+    result = simulate(engine, scenario=load_scenario("sciatica"), patients=120, seed=7)
+    yield _cohort(engine, result, "sciatica")
     engine.store.dispose()
 
 
@@ -174,9 +195,7 @@ OUTCOMES: dict[str, list[tuple[str, Callable[[Status, list[AuditEntry]], bool]]]
     "red_flag_at_reassessment": [
         ("referred from treatment", lambda s, h: s.state == "urgent_referral" and _visited(h, "treatment"))
     ],
-    "worsening_fasciculations": [
-        ("rediagnosed", lambda s, h: _outcome(s, "rediagnose", reason="worsening_fasciculations"))
-    ],
+    "worsening_fasciculations": [("in neurological review", lambda s, h: s.state == "neuro_review")],
     "radicular_signs": [
         ("rediagnosed", lambda s, h: _outcome(s, "rediagnose", reason="suspected_lumbar_radiculopathy"))
     ],
@@ -197,9 +216,47 @@ OUTCOMES: dict[str, list[tuple[str, Callable[[Status, list[AuditEntry]], bool]]]
 }
 
 
+SCIATICA_OUTCOMES: dict[str, list[tuple[str, Callable[[Status, list[AuditEntry]], bool]]]] = {
+    "responder": [
+        ("improved in the package", lambda s, h: s.state == "improved" and not _visited(h, "injection_considered"))
+    ],
+    "severe_non_responder": [("injection considered", lambda s, h: _visited(h, "injection_considered"))],
+    "red_flag": [
+        ("cauda equina: emergency", lambda s, h: _outcome(s, "urgent_referral", urgency="emergency")),
+        ("other red flag: urgent", lambda s, h: _outcome(s, "urgent_referral", urgency="urgent")),
+    ],
+    "not_radicular": [("rediagnosed", lambda s, h: _outcome(s, "rediagnose", reason="not_radicular"))],
+    "withdrawal": [
+        ("withdrawn with a reason", lambda s, h: _outcome(s, "withdrawn") and bool((s.outcome or {})["reason"]))
+    ],
+}
+
+
 def test_every_archetype_has_expected_outcomes() -> None:
-    """The checks below cover exactly the scenario's archetypes."""
+    """The checks below cover exactly the scenarios' archetypes."""
     assert set(OUTCOMES) == set(ARCHETYPE_MIX)
+    assert set(SCIATICA_OUTCOMES) == set(SCIATICA_MIX)
+
+
+@pytest.mark.parametrize("kind", list(SCIATICA_MIX), ids=str)
+def test_sciatica_cohort_shows_each_archetype_outcome(sciatica_cohort: Cohort, kind: str) -> None:
+    """Each archetype of the sciatica cohort reaches its expected outcome at least once, by the engine's rules."""
+    members = sciatica_cohort.of(kind)
+    assert members, f"no {kind} patient in the sciatica cohort"
+    for description, holds in SCIATICA_OUTCOMES[kind]:
+        assert any(holds(status, entries) for status, entries in members), f"{kind}: never {description}"
+
+
+def test_radicular_patients_are_handed_over_to_sciatica(cohort: Cohort) -> None:
+    """Each patient re-diagnosed with suspected lumbar radiculopathy is enrolled on sciatica, hand-over recorded."""
+    radicular = {s.patient_id for s, _ in cohort.of("radicular_signs")}
+    assert radicular and set(cohort.handed_over) == radicular
+    assert sorted(p for p, _, _ in cohort.result.handovers) == sorted(radicular)
+    for patient, status in cohort.handed_over.items():
+        assert status.pathway == "sciatica" and status.state in {*SCIATICA_STATES, "assessment", "rediagnose"}
+        enrolled = cohort.engine.history(patient, "sciatica")[0]
+        assert enrolled.payload["handover"]["reason"] == "suspected_lumbar_radiculopathy"
+        assert enrolled.payload["handover"]["pathway"] == "piriformis"
 
 
 @pytest.mark.parametrize("kind", list(ARCHETYPE_MIX), ids=str)
@@ -215,6 +272,7 @@ def test_default_cohort_sends_only_engine_events(cohort: Cohort) -> None:
     """Every audit entry is an event of the pathway, and sweeps are the only scheduler entries."""
     events = {e.event for entries in cohort.histories.values() for e in entries}
     assert events <= {"enroll", "assess", "reassess", "tick", "override", "relapse", "withdraw"}
+    assert all(s.version == 2 for s in cohort.statuses.values())
     ticks = [e for entries in cohort.histories.values() for e in entries if e.event == "tick"]
     assert ticks and all(e.actor == "scheduler" for e in ticks)
     assert cohort.result.sweeps == 26
@@ -222,10 +280,10 @@ def test_default_cohort_sends_only_engine_events(cohort: Cohort) -> None:
 
 def test_every_state_reached_is_a_pathway_state(cohort: Cohort) -> None:
     """The cohort ends spread over the pathway's states, and the dashboard counts sum to the cohort."""
-    counts = cohort.engine.store.count_by_state()
+    counts = Counter(s.state for s in cohort.statuses.values())
     assert set(counts) <= set(STATES)
     assert sum(counts.values()) == 300
-    assert {"resolved", "rediagnose", "urgent_referral", "withdrawn", "third_line"} <= set(counts)
+    assert {"resolved", "rediagnose", "urgent_referral", "withdrawn", "third_line", "neuro_review"} <= set(counts)
 
 
 # -- the demo command --------------------------------------------------------------------------
@@ -262,24 +320,47 @@ def test_demo_succeeds_and_verifies(demo_run: DemoRun) -> None:
 
 
 def test_demo_dashboard_agrees_with_the_database(demo_run: DemoRun) -> None:
-    """Each state's count on the dashboard equals count_by_state of the recreated database."""
+    """Each state's count on the dashboard, per pathway and in all, equals the recreated database's."""
     store = Store(f"sqlite:///{demo_run.directory / 'carepath.db'}")
     try:
         counts = store.count_by_state()
-        assert store.count_patients() == 40  # recreated, not added to the first run's 25
+        snapshots = list(store.iter_snapshots())
     finally:
         store.dispose()
-    for state in STATES:
-        shown = re.search(rf"│ {state}\s+│\s+(\d+) │", demo_run.stdout)
+    patients = {s.patient_id for s in snapshots}
+    assert len(patients) == 40  # recreated, not added to the first run's 25
+    per_pathway = Counter((s.pathway, s.state) for s in snapshots)
+    assert {s.pathway for s in snapshots} == {"piriformis", "sciatica"}
+    assert re.search(r"┃ state\s+┃ piriformis ┃ sciatica ┃ all ┃", demo_run.stdout)
+    for state in (*STATES, *SCIATICA_STATES):
+        shown = re.search(rf"│ {state}\s+│\s*(\d*) │\s*(\d*) │\s+(\d+) │", demo_run.stdout)
         assert shown is not None, f"{state} missing from the dashboard"
-        assert int(shown.group(1)) == counts.get(state, 0), state
-    total = re.search(r"│ total\s+│\s+(\d+) │", demo_run.stdout)
-    assert total is not None and int(total.group(1)) == 40
+        piriformis, sciatica, total = (int(n or 0) for n in shown.groups())
+        assert total == counts.get(state, 0), state
+        assert (piriformis, sciatica) == (per_pathway[("piriformis", state)], per_pathway[("sciatica", state)])
+    total = re.search(r"│ total\s+│\s+(\d+) │\s+(\d+) │\s+(\d+) │", demo_run.stdout)
+    assert total is not None and int(total.group(3)) == len(snapshots)
+
+
+def test_demo_names_its_hand_overs(demo_run: DemoRun) -> None:
+    """The dashboard names the hand-overs from piriformis to sciatica recorded in the database."""
+    store = Store(f"sqlite:///{demo_run.directory / 'carepath.db'}")
+    try:
+        enrolments = Counter(s.patient_id for s in store.iter_snapshots())
+    finally:
+        store.dispose()
+    handed = [p for p, n in enrolments.items() if n == 2]
+    shown = re.search(
+        r"hand-over: (\d+) patient\(s\) from piriformis to sciatica \(suspected lumbar radiculopathy\), e\.g\. (\S+)",
+        " ".join(demo_run.stdout.split()),
+    )
+    assert handed and shown is not None, demo_run.stdout
+    assert int(shown.group(1)) == len(handed) and shown.group(2) in handed
 
 
 def test_demo_cohort_ends_in_the_current_week(demo_run: DemoRun) -> None:
     """The simulated six months end at most a week before now, and every event lies inside them."""
-    span = re.search(r"from (\d{4}-\d\d-\d\d) to (\d{4}-\d\d-\d\d)", demo_run.stdout)
+    span = re.search(r"from (\d{4}-\d\d-\d\d) to (\d{4}-\d\d-\d\d)", " ".join(demo_run.stdout.split()))
     assert span is not None
     start, end = (datetime.fromisoformat(day).replace(tzinfo=UTC) for day in span.groups())
     assert end - start == timedelta(weeks=26)

@@ -135,11 +135,18 @@ def test_cli_json_document(sqlite_engine: Engine, sqlite_url: str, capsys: pytes
 
 
 def test_cli_human_output(sqlite_engine: Engine, sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """The human form groups rules by event and shows values and what would have to change."""
+    """The human form groups rules by event; each rule, its values now and what would change it, in words."""
     _in_first_line(sqlite_engine)
     assert main(["--db", sqlite_url, "explain", "p1", "--at", (T0 + 2 * WEEK).isoformat()]) == 0
     out = " ".join(capsys.readouterr().out.split())  # undo the console's line wrapping
-    for text in ("on reassess", "on tick", "improvement < 30 % (now 43 %)", "next pain <= 2", "2026-01-19"):
+    for text in (
+        "on reassess",
+        "on tick",
+        "escalates to second line when improvement is below 30 % at 4 weeks in line",
+        "improvement 43 %",
+        "needs the next pain to be at or below 2",
+        "2026-01-19",
+    ):
         assert text in out
 
 

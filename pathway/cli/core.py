@@ -145,7 +145,7 @@ def status(
     if json_:
         emit_json(current.to_json())
     else:
-        print_status(current)
+        print_status(current, engine().history(patient, current.pathway), engine().clock())
 
 
 @app.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -55,18 +55,25 @@ def demo(
     patients: Annotated[int, typer.Option("--patients", min=1, help="Cohort size.")] = 300,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same cohort.")] = 7,
     scenario: Annotated[
-        str,
-        typer.Option("--scenario", help="A pathway with a scenario beside its definition, or a scenario file."),
-    ] = DEFAULT_PATHWAY,
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            help="A pathway with a scenario beside its definition, or a scenario file; repeat for several cohorts "
+            "(default: every pathway with a scenario, the default pathway first).",
+        ),
+    ] = None,
 ) -> None:
-    """Simulate a seeded cohort for six months on SQLite, then show its dashboard, verify it, and draw it.
+    """Simulate seeded cohorts for six months on SQLite, then show their dashboard, verify them, and draw them.
+
+    The patients are shared among the scenarios by their cohort weights; hand-overs a scenario
+    declares enrol patients on another pathway.
 
     Example: carepath demo --dir /tmp/carepath-demo --patients 300 --seed 7
     """
     from ..clock import FakeClock, system_clock
     from ..cohort_plot import plot_cohort, read_history
     from ..engine import Engine
-    from ..simulate import cohort_start, load_scenario
+    from ..simulate import cohort_start, load_scenario, pathway_scenarios
 
     directory.mkdir(parents=True, exist_ok=True)
     for name in _OUTPUTS:
@@ -78,7 +85,8 @@ def demo(
     engine = Engine(url, FakeClock(start))
     out = console()
     try:
-        result = _simulate(engine, load_scenario(scenario), patients, seed, start)
+        scenarios = [load_scenario(name) for name in scenario or pathway_scenarios()]
+        result = _simulate(engine, _cohorts(scenarios, patients), seed, start)
         history = read_history(engine.store, result.start, result.end)
         dashboard = Dashboard.read(engine, history)
         dashboard.print(out, result)
@@ -110,10 +118,21 @@ def _progress() -> tuple[Console, list[ProgressColumn]]:
     return Console(stderr=True), columns
 
 
-def _simulate(engine: Engine, scenario: Scenario, patients: int, seed: int, start: datetime) -> SimulationResult:
+def _cohorts(scenarios: list[Scenario], patients: int) -> list[tuple[Scenario, int]]:
+    """The patients shared among the scenarios by their cohort weights (at least one each, the first takes the rest)."""
+    total = sum(s.cohort_weight for s in scenarios)
+    sizes = [max(1, round(patients * s.cohort_weight / total)) for s in scenarios[1:]]
+    first = max(1, patients - sum(sizes))
+    return list(zip(scenarios, [first, *sizes], strict=True))
+
+
+def _simulate(engine: Engine, cohorts: list[tuple[Scenario, int]], seed: int, start: datetime) -> SimulationResult:
     from rich.progress import Progress
 
     from ..simulate import DEFAULT_WEEKS, simulate
+
+    (scenario, first), *more = cohorts
+    patients = sum(size for _, size in cohorts)
 
     stderr, columns = _progress()
     started = time.perf_counter()
@@ -122,15 +141,18 @@ def _simulate(engine: Engine, scenario: Scenario, patients: int, seed: int, star
         result = simulate(
             engine,
             scenario=scenario,
-            patients=patients,
+            patients=first,
             seed=seed,
             start=start,
             progress=lambda week, _weeks: bar.update(task, completed=week),
+            more=more,
         )
     seconds = time.perf_counter() - started
     rate = (result.sent + result.advanced_by_sweeps) / seconds if seconds else 0.0
+    pathways = ", ".join(f"{s.pathway} v{d.version} {n}" for (s, n), d in zip(cohorts, result.definitions, strict=True))
     console().print(
-        f"simulated [bold]{patients}[/] patients from {result.start:%Y-%m-%d} to {result.end:%Y-%m-%d} (seed {seed}): "
+        f"simulated [bold]{patients}[/] patients ({pathways}) "
+        f"from {result.start:%Y-%m-%d} to {result.end:%Y-%m-%d} (seed {seed}): "
         f"{result.sent} commands and {result.sweeps} weekly sweeps ({result.advanced_by_sweeps} patients advanced) "
         f"in {seconds:.1f} s, {rate:.0f} audited events/s"
     )
@@ -181,6 +203,16 @@ class Dashboard:
     history: CohortHistory
     example_patient: str | None
     example_state: str | None
+    # (pathway, state) -> enrolments, and the pathways in the order they come (the default first).
+    by_pathway: Counter[tuple[str, str]] = field(default_factory=Counter)
+    example_pathway: str | None = None
+    # Hand-overs recorded with enrolments: (patient, from pathway, to pathway, reason).
+    handovers: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    @property
+    def pathways(self) -> list[str]:
+        names = dict.fromkeys(pathway for pathway, _ in self.by_pathway)
+        return sorted(names, key=lambda name: (name != DEFAULT_PATHWAY, name))
 
     @classmethod
     def read(cls, engine: Engine, history: CohortHistory) -> Dashboard:
@@ -188,21 +220,34 @@ class Dashboard:
 
         due = overdue = 0
         outcomes: dict[str, Counter[str]] = {}
+        by_pathway: Counter[tuple[str, str]] = Counter()
+        enrolments: dict[str, list[str]] = {}
         # The example: a patient as far along the stages as any (the last stage first).
         stages = history.stages
-        example: tuple[int, str, str] | None = None
+        example: tuple[int, str, str, str] | None = None
         for status in engine.patients():
             schedule = monitoring(status.definition)
             configuration = set(status.configuration)
             due += bool(schedule.due & configuration)
             overdue += bool(schedule.overdue & configuration)
+            by_pathway[(status.pathway, status.state)] += 1
+            enrolments.setdefault(status.patient_id, []).append(status.pathway)
             if status.outcome:
                 counts = outcomes.setdefault(status.state, Counter())
                 counts.update(_outcome_values(status.outcome))
-            if status.state in stages:
+            if status.state in stages and status.pathway == DEFAULT_PATHWAY:
                 rank = stages.index(status.state)
                 if example is None or rank > example[0]:
-                    example = (rank, status.patient_id, status.state)
+                    example = (rank, status.patient_id, status.state, status.pathway)
+        handovers: list[tuple[str, str, str, str]] = []
+        for patient, names in enrolments.items():
+            if len(names) < 2:
+                continue
+            for name in names:
+                enrolled = engine.history(patient, name)[0]
+                came = enrolled.payload.get("handover") if enrolled.event == "enroll" else None
+                if isinstance(came, dict):
+                    handovers.append((patient, str(came.get("pathway")), name, str(came.get("reason") or "")))
         by_state = engine.store.count_by_state()
         return cls(
             by_state,
@@ -212,6 +257,9 @@ class Dashboard:
             history,
             example[1] if example else None,
             example[2] if example else None,
+            by_pathway,
+            example[3] if example else None,
+            sorted(handovers),
         )
 
     def print(self, out: Console, result: SimulationResult) -> None:
@@ -227,6 +275,8 @@ class Dashboard:
         ]
         if tables:
             out.print(Columns(tables, padding=(0, 4)))
+        for line in self.handover_lines():
+            out.print(line)
         archetypes = Counter(profile.archetype for profile in result.profiles.values())
         out.print(
             "[dim]simulated archetypes (the engine's rules decided every state above): "
@@ -234,18 +284,33 @@ class Dashboard:
             + "[/]"
         )
 
+    def handover_lines(self) -> list[str]:
+        """Hand-overs per route and reason, naming a patient handed over."""
+        routes: Counter[tuple[str, str, str]] = Counter((f, t, r) for _, f, t, r in self.handovers)
+        lines = []
+        for (source, target, reason), count in sorted(routes.items()):
+            patient = next(p for p, f, t, r in self.handovers if (f, t, r) == (source, target, reason))
+            because = f" ({reason.replace('_', ' ')})" if reason else ""
+            lines.append(f"hand-over: [bold]{count}[/] patient(s) from {source} to {target}{because}, e.g. {patient}")
+        return lines
+
     def _states_table(self) -> Table:
         from rich.table import Table
 
         total = sum(self.by_state.values())
+        pathways = self.pathways if len(self.pathways) > 1 else []
         table = Table(title="patients per state", title_justify="left", show_footer=True)
         table.add_column("state", footer="total")
-        table.add_column("patients", justify="right", footer=str(total))
+        for pathway in pathways:
+            count = sum(n for (name, _), n in self.by_pathway.items() if name == pathway)
+            table.add_column(pathway, justify="right", footer=str(count))
+        table.add_column("patients" if not pathways else "all", justify="right", footer=str(total))
         table.add_column("share", justify="right")
         for state in self.history.state_order(self.by_state):
             count = self.by_state.get(state, 0)
             share = f"{count / total:.0%}" if total else "-"
-            table.add_row(styled_state(state), str(count), share)
+            per = [str(self.by_pathway.get((pathway, state), "")) for pathway in pathways]
+            table.add_row(styled_state(state), *per, str(count), share)
         return table
 
     def _treatment_table(self) -> Table:
@@ -322,14 +387,17 @@ def _print_files(out: Console, database: Path, diagram: Path, plot: Path) -> Non
 
 def _print_next_steps(out: Console, url: str, dashboard: Dashboard, directory: Path) -> None:
     patient = dashboard.example_patient or next(iter(dashboard.history.times), "p-001")
+    on = f" --pathway {dashboard.example_pathway}" if dashboard.example_pathway else ""
     db = f"--db {url}"
     out.print()
     out.print("try next:")
+    handed = dashboard.handovers[0] if dashboard.handovers else None
     commands = (
-        f"status {patient}",
-        f"explain {patient}",
-        f"timeline {patient} -o {directory / (patient + '.png')}",
+        f"status {patient}{on}",
+        f"explain {patient}{on}",
+        f"timeline {patient}{on} -o {directory / (patient + '.png')}",
         *([f"list --state {dashboard.example_state}"] if dashboard.example_state else []),
+        *([f"history {handed[0]} --pathway {handed[2]}"] if handed else []),
     )
     for command in commands:
         out.print(f"  carepath {db} {command}", soft_wrap=True)  # unbroken, so it can be copied

@@ -78,9 +78,21 @@ def _print_explanation(x: Explanation) -> None:
 def _print_transition(t: TransitionView, escape: object) -> None:
     assert callable(escape)
     mark = "[bold green]->[/]" if t.decides_now else ("[green]ok[/]" if t.holds_now else "[dim] x[/]")
-    console().print(f"  {mark} {escape(t.text)}  [dim]{escape(t.rule)}[/]")
-    for need in t.needs:
+    console().print(f"  {mark} {escape(t.sentence)}  [dim]{escape(t.rule)}[/]")
+    now = _now_values(t)
+    if now:
+        console().print(f"       [dim]now: {escape(now)}[/]")
+    for need in t.needs_words:
         console().print(f"       [yellow]needs[/] {escape(need)}")
+
+
+def _now_values(t: TransitionView) -> str:
+    """The current value of each input the rule reads, once each: "weeks in line 2.0, improvement 43 %"."""
+    values: dict[str, str] = {}
+    for clause in t.clauses:
+        for c in clause:
+            values.setdefault(c.input, c.text.rsplit("(now ", 1)[-1].rstrip(")"))
+    return ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in values.items())
 
 
 # -- cohort views --------------------------------------------------------------------------------
@@ -156,8 +168,11 @@ def _print_rows(title: str, rows: list[CohortRow], at: datetime) -> None:
     from states import get_pathway
 
     table = Table(title=title)
+    flagged = any(row.flags for row in rows)
     for column in ("patient", "pathway", "state", "since", "dwell", "next due", "reassessment"):
         table.add_column(column)
+    if flagged:
+        table.add_column("flags")
     for row in rows:
         table.add_row(
             row.patient_id,
@@ -167,6 +182,7 @@ def _print_rows(title: str, rows: list[CohortRow], at: datetime) -> None:
             _dwell(row.dwell),
             _when(row.next_due_at) if row.next_due_at else "-",
             _reassessment(row, at),
+            *(["[bold yellow]" + ", ".join(f.replace("_", " ") for f in row.flags) + "[/]"] if flagged else []),
         )
     console().print(table)
 

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
     from rich.console import Console
 
     from persistence import AuditEntry
@@ -13,7 +15,16 @@ if TYPE_CHECKING:
 
     from ..engine import Status
 
-__all__ = ["STATUS_STYLE", "console", "entry_json", "print_history", "print_status", "state_style", "styled_state"]
+__all__ = [
+    "STATUS_STYLE",
+    "console",
+    "entry_json",
+    "print_history",
+    "print_status",
+    "state_style",
+    "styled_state",
+    "why_here",
+]
 
 STATUS_STYLE = {
     "recommended": "green",
@@ -77,8 +88,15 @@ def styled_state(state: str, definition: Pathway | None = None) -> str:
     return f"[{state_style(state, definition)}]{state}[/]"
 
 
-def print_status(status: Status) -> None:
+def print_status(status: Status, entries: Sequence[AuditEntry] = (), now: datetime | None = None) -> None:
+    """The patient's state, why they are there (from the timeline hints), flags, outcome in words and plan.
+
+    `entries` (the enrolment's history) give the last value of the plotted input; `now` the weeks so far.
+    """
+    from rich.markup import escape
     from rich.table import Table
+
+    from ..words import outcome_text, term_text
 
     out = console()
     state = styled_state(status.state, status.definition)
@@ -88,15 +106,70 @@ def print_status(status: Status) -> None:
     out.print(f"configuration: {', '.join(status.configuration)}")
     due = status.next_due_at.isoformat() if status.next_due_at else "-"
     out.print(f"next due: {due}")
+    for line in why_here(status, entries, now or status.last_event_at):
+        out.print(f"why here: {escape(line)}")
+    if status.flags:
+        out.print("[bold yellow]flags:[/] " + ", ".join(term_text(flag) for flag in status.flags))
     if status.outcome:
-        out.print("outcome: " + ", ".join(f"{k}={v}" for k, v in status.outcome.items()))
+        out.print("outcome: " + escape(outcome_text(status.outcome)))
     table = Table(title="plan", show_lines=False)
-    for column in ("status", "item", "reasons"):
+    for column in ("status", "item", "reasons", "source"):
         table.add_column(column)
     for item in status.plan:
         style = STATUS_STYLE.get(item.status, "white")
-        table.add_row(f"[{style}]{item.status}[/]", item.text, "; ".join(item.reasons))
+        table.add_row(f"[{style}]{item.status}[/]", item.text, "; ".join(item.reasons), f"[dim]{item.source}[/]")
     out.print(table)
+
+
+def why_here(status: Status, entries: Sequence[AuditEntry], now: datetime) -> list[str]:
+    """Why the patient is where they are, from the definition's timeline hints (nothing without them):
+    the stage start and baseline, the last value of the plotted input, the weeks since the episode start."""
+    from ..words import number_text, term_text
+
+    hints = status.definition.presentation.timeline
+    if hints is None:
+        return []
+    context = status.context
+    lines: list[str] = []
+    started = _time(context.get(hints.started)) if hints.started else None
+    baseline = context.get(hints.baseline) if hints.baseline else None
+    name = term_text(hints.input)
+    if started is not None and status.outcome is None:
+        stage = f"in {term_text(status.state)} since {started:%Y-%m-%d} ({_weeks(now - started)})"
+        if _is_number(baseline):
+            stage += f", baseline {name} {term_text(baseline)}"
+        lines.append(stage)
+    last = next((e for e in reversed(entries) if _is_number(e.payload.get(hints.input))), None)
+    if last is not None:
+        lines.append(f"last {name} {number_text(last.payload[hints.input])} on {last.at:%Y-%m-%d}")
+    episode = _time(context.get(hints.episode_started)) if hints.episode_started else None
+    if episode is not None:
+        lines.append(f"{_weeks(now - episode)} since diagnosis ({episode:%Y-%m-%d})")
+    return lines
+
+
+def _time(value: Any) -> datetime | None:
+    from datetime import datetime
+
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _weeks(span: timedelta) -> str:
+    from datetime import timedelta
+
+    weeks = max(span, timedelta(0)) / timedelta(weeks=1)
+    return f"{weeks:.1f} weeks"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def print_history(patient: str, entries: Sequence[AuditEntry]) -> None:
