@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import groupby
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -47,13 +47,12 @@ from states import (
     StatesError,
     Step,
     get_pathway,
-    require_aware,
 )
 from states.guards import ConditionResult, evaluate_rule
 from states.payloads import Payload
 from states.upcast import upcast
 
-from .engine import PAYLOAD_SCHEMA, Status, resolve_pathway
+from .engine import PAYLOAD_SCHEMA, Status, clinical_time, resolve_pathway
 from .errors import CarepathError
 from .tuning import bulk_allocation, worker_context
 
@@ -251,7 +250,7 @@ def _checked_step(rebuild: _Rebuild, entry: AuditEntry) -> None:
     replayed_rule = step.decision.rule.name if step.decision and step.decision.rule else None
     _expect(entry.seq, "decided rule", (entry.decision or {}).get("rule"), replayed_rule)
     _expect(entry.seq, "transitions", entry.transitions, [dict(t) for t in step.transitions])
-    if entry.decision != step.decision_record():
+    if not _same(entry.decision, step.decision_record()):
         raise _diverged(entry.seq, "recorded guard values differ from the replayed ones")
     rebuild.advance(entry, step)
 
@@ -286,7 +285,7 @@ def replay(store: Store, patient_id: str, until: datetime | None = None, *, path
     AmbiguousEnrolment, NotEnrolledAt (enrolled after `until`) or ReplayDiverged.
     """
     if until is not None:
-        until = require_aware(until, "until")
+        until = clinical_time(until, "until")
     pathway = resolve_pathway(patient_id, pathway, store.pathways(patient_id))
     rebuild: _Rebuild | None = None
     with _streaming(store.iter_entries(patient_id, pathway=pathway)) as entries:
@@ -542,8 +541,33 @@ def _compare_snapshot(stored: Snapshot | None, replayed: Snapshot | None) -> Non
         raise _Mismatch(seq, f"{SNAPSHOT_DIFFERS}: last_seq stored {stored.last_seq}, replayed {replayed.last_seq}")
     for name in (f.name for f in fields(Snapshot)):
         mine, theirs = getattr(stored, name), getattr(replayed, name)
-        if mine != theirs:
+        if not _same(mine, theirs):
             raise _Mismatch(replayed.last_seq, f"{SNAPSHOT_DIFFERS}: {name} {_difference(name, mine, theirs)}")
+
+
+def _same(recorded: Any, replayed: Any) -> bool:
+    """Equal, reading times recorded as text as instants.
+
+    Earlier engines kept an event's own offset in the context and guard values they stored
+    ("2026-01-05T09:00:00-05:00"), while replay reads each event's time back from the log in UTC;
+    both name the same instant, so neither is a difference.
+    """
+    return bool(recorded == replayed or _instants(recorded) == _instants(replayed))
+
+
+def _instants(value: Any) -> Any:
+    if isinstance(value, str):
+        if len(value) >= 25 and value[10:11] == "T" and value[-6] in "+-" and value[-3] == ":":
+            try:
+                return datetime.fromisoformat(value).astimezone(UTC)
+            except (ValueError, OverflowError):
+                return value
+        return value
+    if isinstance(value, dict):
+        return {key: _instants(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_instants(item) for item in value]
+    return value
 
 
 def _difference(name: str, stored: Any, replayed: Any) -> str:
