@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property, partial
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from persistence import (
     DEFAULT_URL,
     AuditEntry,
+    ConcurrentUpdate,
     EnrolmentKey,
     IdempotencyConflict,
     IdRange,
@@ -44,7 +44,7 @@ from states.payloads import Payload
 
 from .clock import Clock, system_clock
 from .errors import AmbiguousEnrolment, EventInFuture, InvalidCommand, InvalidPatientId, TimeWentBackwards
-from .tuning import bulk_allocation, worker_context
+from .tuning import bulk_allocation, parallel_map
 
 if TYPE_CHECKING:
     from persistence import Store, Transaction
@@ -494,10 +494,9 @@ class Engine:
         bounds = self.store.id_boundaries(workers)
         ranges = list(zip([None, *bounds], [*bounds, None], strict=True))
         report = SweepReport(at)
-        with ProcessPoolExecutor(max_workers=len(ranges), mp_context=worker_context()) as pool:
-            parts = [pool.submit(_tick_in_process, self.url, at, now, batch, id_range) for id_range in ranges]
-            for part in parts:
-                report.merge(part.result())
+        calls = [(self.url, at, now, batch, id_range) for id_range in ranges]
+        for part in parallel_map(_tick_in_process, calls, len(ranges)):
+            report.merge(part)
         return report
 
     def _tick_range(
@@ -508,15 +507,27 @@ class Engine:
         # again) come back from the index first, so the next claim asks for that many more.
         seen: set[EnrolmentKey] = set()
         still_due: set[EnrolmentKey] = set()
+        # After a batch lost to concurrent writers, the next patients go one per locked transaction
+        # (the way `worker` claims them): other writers then only slow the sweep down.
+        one_by_one = 0
         while limit is None or report.advanced < limit:
             size = batch if limit is None else min(batch, limit - report.advanced)
+            # A range sweep runs beside the others: compute unlocked, write revision-checked.
+            optimistic = id_range is not None and not one_by_one
+            if one_by_one:
+                size, one_by_one = 1, one_by_one - 1
             work = partial(
                 self._sweep_batch, at=at, now=now, size=size, seen=seen, extra=len(still_due), id_range=id_range
             )
-            with bulk_allocation():
-                # A range sweep runs beside the others: compute unlocked, write revision-checked.
-                optimistic = id_range is not None
-                claimed, due_again, done = self.store.run(work, retries=self.retries, optimistic=optimistic)
+            try:
+                with bulk_allocation():
+                    retries = min(self.retries, 1) if size > 1 else self.retries
+                    claimed, due_again, done = self.store.run(work, retries=retries, optimistic=optimistic)
+            except ConcurrentUpdate:
+                if size == 1:
+                    raise
+                one_by_one = size
+                continue
             # Merged only once committed: a batch retried after a conflict must not count or skip twice.
             seen.update(claimed)
             still_due.update(due_again)

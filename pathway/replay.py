@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from functools import partial
 from itertools import groupby
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -54,7 +54,7 @@ from states.upcast import upcast
 
 from .engine import PAYLOAD_SCHEMA, Status, clinical_time, resolve_pathway
 from .errors import CarepathError
-from .tuning import bulk_allocation, worker_context
+from .tuning import bulk_allocation, parallel_map
 
 if TYPE_CHECKING:
     from persistence import Store
@@ -415,18 +415,17 @@ def _verify_parallel(store: Store, workers: int, progress: Progress | None) -> V
     bounds = store.id_boundaries(workers * 4)
     ranges = list(zip([None, *bounds], [*bounds, None], strict=True))
     report = VerifyReport()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
-        parts = [pool.submit(_verify_range_in_process, store.url, id_range) for id_range in ranges]
-        for part in parts:  # in patient order, so the first problem listed is the first by id
-            done = part.result()
-            report.patients += done.patients  # ranges split by patient id: no patient counted twice
-            report.enrolments += done.enrolments
-            report.events += done.events
-            for problem in done.problems:
-                report.add(problem)
-            report.problem_count += done.problem_count - len(done.problems)
-            if progress is not None:
-                progress(done.events)
+    calls = [(store.url, id_range) for id_range in ranges]
+    # In patient order, so the first problem listed is the first by id.
+    for done in parallel_map(_verify_range_in_process, calls, workers):
+        report.patients += done.patients  # ranges split by patient id: no patient counted twice
+        report.enrolments += done.enrolments
+        report.events += done.events
+        for problem in done.problems:
+            report.add(problem)
+        report.problem_count += done.problem_count - len(done.problems)
+        if progress is not None:
+            progress(done.events)
     return report
 
 
@@ -446,8 +445,11 @@ def _verify_stream(
 ) -> VerifyReport:
     report = VerifyReport()
     if key is not None:
-        snapshots: Iterator[Snapshot] = iter([store.snapshot(*key)])
-        entries = store.iter_entries(key[0], pathway=key[1])
+        stored, log = store.enrolment_log(*key)
+        if stored is None:
+            raise UnknownPatient(*key)
+        snapshots: Iterator[Snapshot] = iter([stored])
+        entries: Iterator[AuditEntry] = iter(log)
     else:
         snapshots = store.iter_snapshots(id_range=id_range)
         if is_private_memory(store.url):
@@ -455,6 +457,9 @@ def _verify_stream(
             snapshots = iter(list(snapshots))
         entries = store.iter_entries(id_range=id_range)
     # Both streams come in (patient_id, pathway) order; each enrolment is checked once.
+    # The two streams are two reads: an enrolment written between them would look inconsistent, so
+    # a problem found in a stream is confirmed on one consistent read of that enrolment first.
+    check = _check_enrolment if key is not None else partial(_confirmed, store)
     with _streaming(entries) as stream, _streaming(snapshots):
         groups = groupby(stream, key=attrgetter("key"))
         snapshot = next(snapshots, None)
@@ -463,17 +468,41 @@ def _verify_stream(
             orphan = group is not None and (snapshot is None or group[0] != snapshot.key)
             if orphan and group is not None and (snapshot is None or not store.exists(*group[0])):
                 # Entries whose enrolment has no snapshot (enrolments are never deleted).
-                _check_enrolment(report, group[0], None, group[1], progress)
+                check(report, group[0], None, group[1], progress)
                 group = next(groups, None)
                 continue
             if group is not None and snapshot is not None and group[0] == snapshot.key:
-                _check_enrolment(report, snapshot.key, snapshot, group[1], progress)
+                check(report, snapshot.key, snapshot, group[1], progress)
                 group = next(groups, None)
             else:
                 assert snapshot is not None
-                _check_enrolment(report, snapshot.key, snapshot, iter(()), progress)
+                check(report, snapshot.key, snapshot, iter(()), progress)
             snapshot = next(snapshots, None)
     return report
+
+
+def _confirmed(
+    store: Store,
+    report: VerifyReport,
+    key: EnrolmentKey,
+    snapshot: Snapshot | None,
+    entries: Iterable[AuditEntry],
+    progress: Progress | None,
+) -> None:
+    """Check an enrolment from the streams; a problem counts only if one consistent read shows it too."""
+    listed = list(entries)
+    trial = VerifyReport(_last_patient=report._last_patient)
+    _check_enrolment(trial, key, snapshot, listed, None)
+    if trial.ok:
+        report.patients += trial.patients
+        report.enrolments += trial.enrolments
+        report.events += trial.events
+        report._last_patient = trial._last_patient
+        if progress is not None:
+            progress(trial.events)
+        return
+    snapshot, listed = store.enrolment_log(*key)
+    _check_enrolment(report, key, snapshot, listed, progress)
 
 
 def _check_enrolment(

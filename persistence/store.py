@@ -194,6 +194,18 @@ class Store:
             raise UnknownPatient(patient_id, pathway)
         return [codec.entry(row) for row in rows]
 
+    def enrolment_log(self, patient_id: str, pathway: str) -> tuple[Snapshot | None, list[AuditEntry]]:
+        """An enrolment's snapshot and audit entries read in one consistent read (one transaction;
+        PostgreSQL: REPEATABLE READ), so a writer committing meanwhile is seen in both or neither."""
+        codec = self.codec
+        sql = f"{codec.select_entries} WHERE patient_id = {codec.mark} AND pathway = {codec.mark} ORDER BY seq"
+        with self._read() as conn, conn.begin():
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            row = conn.exec_driver_sql(codec.select_enrolment, (patient_id, pathway)).first()
+            rows = conn.exec_driver_sql(sql, (patient_id, pathway)).all()
+        return (codec.snapshot(row) if row is not None else None), [codec.entry(r) for r in rows]
+
     def iter_entries(
         self,
         patient_id: str | None = None,
