@@ -437,6 +437,22 @@ class Transaction:
         rows = self._execute(sql, params).fetchall()
         return [self._codec.snapshot(row) for row in rows]
 
+    def entries_at(self, patient_id: str, pathway: str, at: datetime) -> list[AuditEntry]:
+        """The enrolment's entries recorded at exactly clinical time `at` (written or staged)."""
+        codec = self._codec
+        sql = (
+            f"{codec.select_entries} WHERE patient_id = {codec.mark} AND pathway = {codec.mark} "
+            f"AND at = {codec.mark} ORDER BY seq"
+        )
+        rows = self._execute(sql, (patient_id, pathway, codec.time(at))).fetchall()
+        found = [codec.entry(row) for row in rows]
+        staged = [
+            AuditEntry(**row)
+            for row in self._entries
+            if (row["patient_id"], row["pathway"]) == (patient_id, pathway) and row["at"] == at
+        ]
+        return found + staged
+
     def find_entry(self, patient_id: str, pathway: str, idempotency_key: str) -> AuditEntry | None:
         """The enrolment's entry recorded earlier under this idempotency key, if any."""
         buffered = self._keys.get((patient_id, pathway, idempotency_key))
