@@ -637,8 +637,12 @@ def _is_conflict(err: DBAPIError) -> bool:
     if code is not None:
         # 23505 unique violation, 40001 serialization failure, 40P01 deadlock: another writer won.
         return code in ("23505", "40001", "40P01")
-    # sqlite3 reports a taken key as "UNIQUE constraint failed: ..." (and no SQLSTATE).
-    return isinstance(err, IntegrityError) and "UNIQUE constraint failed" in str(err.orig)
+    # sqlite3 reports a taken key as "UNIQUE constraint failed: ..." (and no SQLSTATE); "database is
+    # locked" where a WAL reader's snapshot went stale before it could write (SQLITE_BUSY_SNAPSHOT,
+    # which skips the busy handler): both mean another writer got there first.
+    if isinstance(err, IntegrityError):
+        return "UNIQUE constraint failed" in str(err.orig)
+    return "database is locked" in str(err.orig)
 
 
 def _one_line(err: object) -> str:
