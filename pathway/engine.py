@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from persistence import (
     DEFAULT_URL,
     AuditEntry,
+    ConcurrentUpdate,
     EnrolmentKey,
     IdempotencyConflict,
     IdRange,
@@ -44,12 +44,13 @@ from states.payloads import Payload
 
 from .clock import Clock, system_clock
 from .errors import AmbiguousEnrolment, EventInFuture, InvalidCommand, InvalidPatientId, TimeWentBackwards
-from .tuning import bulk_allocation, worker_context
+from .tuning import bulk_allocation, parallel_map
 
 if TYPE_CHECKING:
     from persistence import Store, Transaction
 
 __all__ = [
+    "EARLIEST_YEAR",
     "MAX_FUTURE_SKEW",
     "PAYLOAD_SCHEMA",
     "Engine",
@@ -57,6 +58,7 @@ __all__ = [
     "SendResult",
     "Status",
     "SweepReport",
+    "clinical_time",
     "enrolment_label",
     "iso_or_none",
     "pick_enrolment",
@@ -227,7 +229,7 @@ class Engine:
         (which the new pathway must accept hand-overs from): the enrolment records where it came
         from, and takes its patient factors when none are given.
         """
-        at = require_aware(at)
+        at = clinical_time(at)
         now = self.clock()
         work = partial(
             self.enroll_in,
@@ -258,7 +260,7 @@ class Engine:
 
         `pathway` names the enrolment; it may be left out when the patient has only one.
         """
-        at = require_aware(at)
+        at = clinical_time(at)
         now = self.clock()
         work = partial(
             self.send_in,
@@ -383,7 +385,7 @@ class Engine:
     ) -> Status:
         """Stage an enrolment in `tx`; raises and stages nothing when the input is bad."""
         _check_patient_id(patient_id)
-        at = require_aware(at)
+        at = clinical_time(at)
         definition = definition_for_enrolment(pathway, version, allow_unapproved=allow_unapproved)
         _check_text(actor, "actor")
         data: dict[str, Any] = {"factors": factors if factors is not None else {}}
@@ -445,18 +447,19 @@ class Engine:
         now: datetime,
     ) -> SendResult:
         """Stage one event in `tx`; raises and stages nothing when it is rejected."""
-        at = require_aware(at)
+        at = clinical_time(at)
         known = known_events()
         if event not in known:  # input errors come before "unknown patient"
             raise UnknownEvent(event, sorted(known))
+        _check_patient_id(patient_id)
+        _check_text(actor, "actor")
+        _check_text(idempotency_key, "idempotency_key")
         if pathway is not None:
             _check_text(pathway, "pathway")
             snapshot = tx.load(patient_id, pathway)
         else:
             snapshot = pick_enrolment(patient_id, None, tx.enrolments(patient_id))
         definition = get_pathway(snapshot.pathway, snapshot.version)
-        _check_text(actor, "actor")
-        _check_text(idempotency_key, "idempotency_key")
         payload = definition.validate(event, data if data is not None else {})
         _check_not_future(at, now)
         if idempotency_key is not None:
@@ -480,7 +483,7 @@ class Engine:
         With `workers` > 1 (and no `limit`), ranges of patient ids are swept by that many
         processes, which compute in parallel and write revision-checked batches.
         """
-        at = require_aware(at)
+        at = clinical_time(at)
         now = self.clock()
         _check_not_future(at, now)
         if workers > 1 and limit is None and not is_private_memory(self.url):
@@ -491,10 +494,9 @@ class Engine:
         bounds = self.store.id_boundaries(workers)
         ranges = list(zip([None, *bounds], [*bounds, None], strict=True))
         report = SweepReport(at)
-        with ProcessPoolExecutor(max_workers=len(ranges), mp_context=worker_context()) as pool:
-            parts = [pool.submit(_tick_in_process, self.url, at, now, batch, id_range) for id_range in ranges]
-            for part in parts:
-                report.merge(part.result())
+        calls = [(self.url, at, now, batch, id_range) for id_range in ranges]
+        for part in parallel_map(_tick_in_process, calls, len(ranges)):
+            report.merge(part)
         return report
 
     def _tick_range(
@@ -505,15 +507,27 @@ class Engine:
         # again) come back from the index first, so the next claim asks for that many more.
         seen: set[EnrolmentKey] = set()
         still_due: set[EnrolmentKey] = set()
+        # After a batch lost to concurrent writers, the next patients go one per locked transaction
+        # (the way `worker` claims them): other writers then only slow the sweep down.
+        one_by_one = 0
         while limit is None or report.advanced < limit:
             size = batch if limit is None else min(batch, limit - report.advanced)
+            # A range sweep runs beside the others: compute unlocked, write revision-checked.
+            optimistic = id_range is not None and not one_by_one
+            if one_by_one:
+                size, one_by_one = 1, one_by_one - 1
             work = partial(
                 self._sweep_batch, at=at, now=now, size=size, seen=seen, extra=len(still_due), id_range=id_range
             )
-            with bulk_allocation():
-                # A range sweep runs beside the others: compute unlocked, write revision-checked.
-                optimistic = id_range is not None
-                claimed, due_again, done = self.store.run(work, retries=self.retries, optimistic=optimistic)
+            try:
+                with bulk_allocation():
+                    retries = min(self.retries, 1) if size > 1 else self.retries
+                    claimed, due_again, done = self.store.run(work, retries=retries, optimistic=optimistic)
+            except ConcurrentUpdate:
+                if size == 1:
+                    raise
+                one_by_one = size
+                continue
             # Merged only once committed: a batch retried after a conflict must not count or skip twice.
             seen.update(claimed)
             still_due.update(due_again)
@@ -560,6 +574,7 @@ class Engine:
 
     def resolve(self, patient_id: str, pathway: str | None = None) -> str:
         """The pathway of the patient's enrolment that `pathway` names (see `resolve_pathway`)."""
+        _check_lookup(patient_id, pathway)
         if pathway is not None and self.store.exists(patient_id, pathway):
             return pathway
         return resolve_pathway(patient_id, pathway, self.store.pathways(patient_id))
@@ -569,6 +584,7 @@ class Engine:
         return [self._status(snap) for snap in self.store.snapshots(patient_id)]
 
     def status(self, patient_id: str, pathway: str | None = None) -> Status:
+        _check_lookup(patient_id, pathway)
         if self._store is None:
             # A command that only reads one snapshot need not load the whole store.
             reader = light_reader(self.url)
@@ -586,7 +602,7 @@ class Engine:
 
     def due(self, at: datetime) -> list[Status]:
         """Enrolments a tick at `at` could change."""
-        at = require_aware(at)
+        at = clinical_time(at)
         return [self._status(snap) for snap in self.store.due_snapshots(at)]
 
     def patients(self, state: str | None = None) -> Iterator[Status]:
@@ -646,9 +662,11 @@ def enrolment_label(patient_id: str, pathway: str) -> str:
 MAX_PATIENT_ID = 200
 
 
-def _check_patient_id(patient_id: str) -> None:
-    if not isinstance(patient_id, str) or not patient_id.strip():
-        raise InvalidPatientId(str(patient_id), "it is empty")
+def _check_patient_id(patient_id: object) -> None:
+    if not isinstance(patient_id, str):
+        raise InvalidPatientId(repr(patient_id), f"it is a {type(patient_id).__name__}, not text")
+    if not patient_id.strip():
+        raise InvalidPatientId(patient_id, "it is empty")
     if len(patient_id) > MAX_PATIENT_ID:
         raise InvalidPatientId(patient_id, f"it is longer than {MAX_PATIENT_ID} characters")
     if any(not ch.isprintable() for ch in patient_id):
@@ -656,11 +674,39 @@ def _check_patient_id(patient_id: str) -> None:
 
 
 def _check_text(value: object, field: str) -> None:
-    """Actor names and idempotency keys: optional strings of at most 200 characters."""
+    """Actor names, idempotency keys and pathway names: optional strings following the patient id's
+    rule (non-empty, at most 200 characters, no control characters), the same on every backend."""
     if value is None:
         return
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_PATIENT_ID:
         raise InvalidCommand(f"{field} must be a non-empty string of at most {MAX_PATIENT_ID} characters")
+    if not value.isprintable():
+        raise InvalidCommand(f"{field} {value[:40]!r} contains control characters")
+
+
+def _check_lookup(patient_id: object, pathway: object) -> None:
+    """Ids a query names: refused as at enrolment (PostgreSQL cannot even compare a NUL)."""
+    _check_patient_id(patient_id)
+    _check_text(pathway, "pathway")
+
+
+# Clinical times before this year are typing errors (0001-01-01, 1026 for 2026), not history.
+EARLIEST_YEAR = 1900
+
+
+def clinical_time(at: datetime, field: str = "at") -> datetime:
+    """An aware, plausible time as a UTC instant: events are stored, replayed and compared in UTC,
+    so an offset (-05:00) or a daylight-saving fold of a ZoneInfo time never changes the order or
+    the recorded context. Raises NaiveTime, or InvalidCommand for a time before 1900 (or one no
+    UTC time represents, e.g. 0001-01-01T00:00:00+14:00)."""
+    at = require_aware(at, field)
+    try:
+        utc = at.astimezone(UTC)
+    except (OverflowError, ValueError):
+        utc = None
+    if utc is None or utc.year < EARLIEST_YEAR:
+        raise InvalidCommand(f"{field}: {at.isoformat()} is not a plausible clinical time (before {EARLIEST_YEAR})")
+    return utc
 
 
 def _tick_in_process(url: str, at: datetime, now: datetime, batch: int, id_range: IdRange) -> SweepReport:

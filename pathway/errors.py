@@ -26,6 +26,11 @@ __all__ = [
 class CarepathError(Exception):
     """Root of every error raised by `pathway`."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross process boundaries (parallel import, tick, verify); their __init__ takes
+        # structured arguments, not the message pickle would pass back, so rebuild them directly.
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
 
 class InvalidCommand(CarepathError):
     """Raised when a command's arguments are malformed (bad JSON, bad time text, ...)."""
@@ -93,3 +98,11 @@ def exit_code(error: Exception) -> int:
         if isinstance(error, kind):
             return code
     return 2
+
+
+def _restore(cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]) -> BaseException:
+    """Rebuild an error from its message and attributes, without calling its __init__ (see __reduce__)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error

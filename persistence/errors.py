@@ -16,6 +16,11 @@ __all__ = [
 class PersistenceError(Exception):
     """Root of every error raised by `persistence`."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross process boundaries (parallel import, tick, verify); their __init__ takes
+        # structured arguments, not the message pickle would pass back, so rebuild them directly.
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
 
 def _on(pathway: str | None) -> str:
     return f" on pathway {pathway!r}" if pathway is not None else ""
@@ -80,3 +85,11 @@ class StorageUnavailable(PersistenceError):
     def __init__(self, detail: str) -> None:
         self.detail = detail
         super().__init__(f"database error: {detail}")
+
+
+def _restore(cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]) -> BaseException:
+    """Rebuild an error from its message and attributes, without calling its __init__ (see __reduce__)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error

@@ -194,6 +194,18 @@ class Store:
             raise UnknownPatient(patient_id, pathway)
         return [codec.entry(row) for row in rows]
 
+    def enrolment_log(self, patient_id: str, pathway: str) -> tuple[Snapshot | None, list[AuditEntry]]:
+        """An enrolment's snapshot and audit entries read in one consistent read (one transaction;
+        PostgreSQL: REPEATABLE READ), so a writer committing meanwhile is seen in both or neither."""
+        codec = self.codec
+        sql = f"{codec.select_entries} WHERE patient_id = {codec.mark} AND pathway = {codec.mark} ORDER BY seq"
+        with self._read() as conn, conn.begin():
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            row = conn.exec_driver_sql(codec.select_enrolment, (patient_id, pathway)).first()
+            rows = conn.exec_driver_sql(sql, (patient_id, pathway)).all()
+        return (codec.snapshot(row) if row is not None else None), [codec.entry(r) for r in rows]
+
     def iter_entries(
         self,
         patient_id: str | None = None,
@@ -425,6 +437,22 @@ class Transaction:
         rows = self._execute(sql, params).fetchall()
         return [self._codec.snapshot(row) for row in rows]
 
+    def entries_at(self, patient_id: str, pathway: str, at: datetime) -> list[AuditEntry]:
+        """The enrolment's entries recorded at exactly clinical time `at` (written or staged)."""
+        codec = self._codec
+        sql = (
+            f"{codec.select_entries} WHERE patient_id = {codec.mark} AND pathway = {codec.mark} "
+            f"AND at = {codec.mark} ORDER BY seq"
+        )
+        rows = self._execute(sql, (patient_id, pathway, codec.time(at))).fetchall()
+        found = [codec.entry(row) for row in rows]
+        staged = [
+            AuditEntry(**row)
+            for row in self._entries
+            if (row["patient_id"], row["pathway"]) == (patient_id, pathway) and row["at"] == at
+        ]
+        return found + staged
+
     def find_entry(self, patient_id: str, pathway: str, idempotency_key: str) -> AuditEntry | None:
         """The enrolment's entry recorded earlier under this idempotency key, if any."""
         buffered = self._keys.get((patient_id, pathway, idempotency_key))
@@ -609,8 +637,12 @@ def _is_conflict(err: DBAPIError) -> bool:
     if code is not None:
         # 23505 unique violation, 40001 serialization failure, 40P01 deadlock: another writer won.
         return code in ("23505", "40001", "40P01")
-    # sqlite3 reports a taken key as "UNIQUE constraint failed: ..." (and no SQLSTATE).
-    return isinstance(err, IntegrityError) and "UNIQUE constraint failed" in str(err.orig)
+    # sqlite3 reports a taken key as "UNIQUE constraint failed: ..." (and no SQLSTATE); "database is
+    # locked" where a WAL reader's snapshot went stale before it could write (SQLITE_BUSY_SNAPSHOT,
+    # which skips the busy handler): both mean another writer got there first.
+    if isinstance(err, IntegrityError):
+        return "UNIQUE constraint failed" in str(err.orig)
+    return "database is locked" in str(err.orig)
 
 
 def _one_line(err: object) -> str:

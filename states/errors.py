@@ -23,6 +23,11 @@ __all__ = [
 class StatesError(Exception):
     """Root of every error raised by `states`."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross process boundaries (parallel import, tick, verify); their __init__ takes
+        # structured arguments, not the message pickle would pass back, so rebuild them directly.
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
 
 class InvalidInput(StatesError):
     """Raised when a command's input is malformed; nothing is applied."""
@@ -142,3 +147,11 @@ class MigrationFailed(InvalidInput):
             f"{name} version {to_version} has no state {', '.join(map(repr, self.states))}; "
             "map it under migrations[].states"
         )
+
+
+def _restore(cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]) -> BaseException:
+    """Rebuild an error from its message and attributes, without calling its __init__ (see __reduce__)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error

@@ -7,9 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from states import require_aware
-
-from ..engine import DEFAULT_PATHWAY
+from ..engine import DEFAULT_PATHWAY, clinical_time
 from .app import AtOption, JsonOption, PathwayOption, app, emit_json, engine, parse_data, parse_time
 from .render import console, entry_json, print_history, print_status
 
@@ -117,7 +115,7 @@ def tick(
     """
     when = parse_time(at)
     if workers is None:
-        many = len(engine().store.due_ids(require_aware(when), limit=2 * batch)) >= 2 * batch
+        many = len(engine().store.due_ids(clinical_time(when), limit=2 * batch)) >= 2 * batch
         workers = (os.cpu_count() or 1) if many else 1
     report = engine().tick(when, batch=batch, workers=workers)
     if json_:

@@ -20,7 +20,10 @@ from ..engine import SweepReport
 from .app import JsonOption, app, emit_json, engine, parse_time
 from .render import console
 
-__all__ = ["WorkerTotals", "worker"]
+__all__ = ["EXIT_ALL_SWEEPS_FAILED", "WorkerTotals", "worker"]
+
+# Exit status of a worker none of whose sweeps succeeded (the database error's status).
+EXIT_ALL_SWEEPS_FAILED = 2
 
 
 @dataclass
@@ -86,6 +89,8 @@ def worker(
             f"worker: {totals.sweeps} sweeps, {totals.advanced} advanced, {totals.unchanged} unchanged, "
             f"{len(totals.skipped)} skipped"
         )
+    if totals.errors and not totals.sweeps:  # not one sweep got through: the operator must know
+        raise typer.Exit(EXIT_ALL_SWEEPS_FAILED)
 
 
 def _sweep(totals: WorkerTotals, fixed_at: datetime | None, batch: int, *, quiet: bool, keep_going: bool) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .text import shown
+
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
@@ -101,7 +103,8 @@ def print_status(status: Status, entries: Sequence[AuditEntry] = (), now: dateti
     out = console()
     state = styled_state(status.state, status.definition)
     out.print(
-        f"[bold]{status.patient_id}[/]  {status.pathway} v{status.version}  state {state}  revision {status.revision}"
+        f"[bold]{shown(status.patient_id)}[/]  {status.pathway} v{status.version}  state {state}  "
+        f"revision {status.revision}"
     )
     out.print(f"configuration: {', '.join(status.configuration)}")
     due = status.next_due_at.isoformat() if status.next_due_at else "-"
@@ -176,12 +179,12 @@ def print_history(patient: str, entries: Sequence[AuditEntry]) -> None:
     from rich.table import Table
 
     pathway = f" on {entries[0].pathway}" if entries else ""
-    table = Table(title=f"history of {patient}{pathway}")
+    table = Table(title=f"history of {shown(patient)}{pathway}")
     for column in ("seq", "event", "at", "actor", "state after", "rule", "hash"):
         table.add_column(column)
     for e in entries:
         rule = (e.decision or {}).get("rule") or ""
         table.add_row(
-            str(e.seq), e.event, e.at.isoformat(), e.actor or "", ", ".join(e.config_after), rule, e.hash[:12]
+            str(e.seq), e.event, e.at.isoformat(), shown(e.actor or ""), ", ".join(e.config_after), rule, e.hash[:12]
         )
     console().print(table)

@@ -1,0 +1,207 @@
+"""Faults: commands killed at random, workers orphaned, sweeps and verifies beside live writers.
+
+Seeded and bounded in time; each kill is followed by a verify, and the work by an idempotent re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pathway import Engine, FakeClock
+from pathway.ingest import ingest
+from pathway.replay import verify
+from tests.conftest import NOW, T0
+from tests.helpers import assess_data, reassess_data
+
+pytestmark = pytest.mark.slow
+
+SEED = int(os.environ.get("CAREPATH_FAULT_SEED", "20260105"))
+KILLS = 20
+CARE = [sys.executable, "-m", "pathway"]
+
+
+def _line(patient: str, event: str, at: object, **fields: object) -> str:
+    return json.dumps({"patient": patient, "event": event, "at": str(at), **fields})
+
+
+def _events(patients: int) -> list[str]:
+    lines = []
+    for i in range(patients):
+        pid = f"p{i:04d}"
+        lines.append(_line(pid, "enroll", T0.isoformat(), version=1, factors={"age": 40}))
+        lines.append(_line(pid, "assess", T0.isoformat(), data=assess_data(pain=8)))
+        for week in range(1, 4):
+            at = (T0 + timedelta(weeks=week)).isoformat()
+            lines.append(_line(pid, "reassess", at, data=reassess_data(pain=7)))
+    return lines
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_gone(pids: list[int], seconds: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = [pid for pid in pids if _alive(pid)]
+        if not left:
+            return []
+        time.sleep(0.05)
+    return [pid for pid in pids if _alive(pid)]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find child processes")
+def test_no_import_worker_survives_its_parent(db_url: str, tmp_path: Path) -> None:
+    """kill -9 of a parallel import leaves no worker behind (gone within a few seconds)."""
+    source = tmp_path / "events.jsonl"
+    source.write_text("\n".join(_events(3000)) + "\n")
+    command = [*CARE, "--db", db_url, "import", str(source), "--workers", "2", "--batch", "50"]
+    parent = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = _children(parent.pid)
+        time.sleep(0.05)
+    assert workers, "the import started no workers"
+    time.sleep(0.5)
+    parent.kill()
+    parent.wait(timeout=10)
+    assert _wait_gone(workers) == []
+
+
+def test_random_kills_then_verify_and_rerun(db_url: str, tmp_path: Path) -> None:
+    """Imports, send loops and sweeps are SIGKILLed at random moments, 20 times; after each kill the
+    log verifies, and in the end running the file again completes it exactly."""
+    rng = random.Random(SEED)
+    lines = _events(400)
+    source = tmp_path / "events.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    engine = Engine(db_url, FakeClock(NOW))
+    engine.store.ensure_schema()
+    commands = [
+        [*CARE, "--db", db_url, "import", str(source), "--workers", "2", "--batch", "20"],
+        [*CARE, "--db", db_url, "import", str(source), "--workers", "1", "--batch", "20"],
+        [*CARE, "--db", db_url, "worker", "--at", (T0 + timedelta(weeks=5)).isoformat(), "--interval", "0"],
+    ]
+    started = time.monotonic()
+    for _ in range(KILLS):
+        command = rng.choice(commands)
+        process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.5))
+        workers = _children(process.pid)
+        process.kill()
+        process.wait(timeout=10)
+        assert _wait_gone(workers) == []
+        report = verify(engine.store, workers=1)
+        assert report.ok, report.to_json()
+        assert time.monotonic() - started < 240
+    final = ingest(engine, lines, batch=50)
+    assert final.rejected == [] or all("before" in r.error or "not allowed" in r.error for r in final.rejected)
+    assert final.accepted + final.already_applied + len(final.rejected) == len(lines)
+    assert verify(engine.store, workers=1).ok
+    assert ingest(engine, lines, batch=50).accepted == 0
+    engine.close()
+
+
+def _sender(url: str, stop: threading.Event, errors: list[BaseException]) -> None:
+    engine = Engine(url, FakeClock(NOW))
+    rng = random.Random(SEED)
+    at = T0 + timedelta(days=1)
+    try:
+        while not stop.is_set():
+            at += timedelta(seconds=1)
+            pid = f"p{rng.randrange(60):04d}"
+            engine.send(pid, "reassess", at, reassess_data(pain=rng.choice([6, 7])))
+    except BaseException as err:  # pragma: no cover - reported by the test
+        errors.append(err)
+    finally:
+        engine.close()
+
+
+def _cohort(engine: Engine, size: int) -> None:
+    report = ingest(engine, [line for line in _events(size) if '"reassess"' not in line], batch=100)
+    assert report.rejected == []
+
+
+def test_parallel_tick_beside_a_live_sender_and_a_worker(engine: Engine) -> None:
+    """A parallel sweep, a worker and a sender on the same patients: the sweep completes, nothing is lost."""
+    if engine.store.dialect == "sqlite":
+        pytest.xfail("SQLite: a sweep beside a busy sender still ends with 'database is locked' (open issue)")
+    _cohort(engine, 60)
+    stop, errors = threading.Event(), []
+    sender = threading.Thread(target=_sender, args=(engine.url, stop, errors))
+    sender.start()
+    try:
+        worker = subprocess.Popen(
+            [
+                *CARE,
+                "--db",
+                engine.url,
+                "worker",
+                "--once",
+                "--batch",
+                "5",
+                "--at",
+                (T0 + timedelta(weeks=2)).isoformat(),
+            ],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+        )
+        for week in (2, 3, 4):
+            engine.tick(T0 + timedelta(weeks=week, days=1), batch=5, workers=2)
+        assert worker.wait(timeout=60) == 0
+    finally:
+        stop.set()
+        sender.join(timeout=30)
+    assert not errors or all("before" in str(err) for err in errors), errors
+    assert verify(engine.store, workers=1).ok
+
+
+def test_verify_during_live_writes_raises_no_false_alarm(engine: Engine) -> None:
+    """Verifying again and again while a sender writes never reports a problem."""
+    _cohort(engine, 60)
+    stop, errors = threading.Event(), []
+    sender = threading.Thread(target=_sender, args=(engine.url, stop, errors))
+    sender.start()
+    try:
+        deadline = time.monotonic() + 8
+        runs = 0
+        while time.monotonic() < deadline:
+            report = verify(engine.store, workers=1)
+            assert report.ok, report.to_json()
+            runs += 1
+    finally:
+        stop.set()
+        sender.join(timeout=30)
+    assert runs >= 2 and not errors
