@@ -132,6 +132,9 @@ class RowCodec:
     def time(self, value: datetime | None) -> Any:
         return self._time_out(value)
 
+    def time_in(self, value: Any) -> datetime | None:
+        return self._time_in(value)
+
     # -- decoding ---------------------------------------------------------------------
 
     def _decoders(self, columns: Sequence[str]) -> list[tuple[int, Any]]:

@@ -235,6 +235,18 @@ class Store:
         for row in self._stream(self.codec.select_entries, where, id_range, "patient_id, pathway, seq", batch):
             yield self.codec.entry(row)
 
+    def iter_links(self, batch: int = 20_000) -> Iterator[tuple[str, str, int, str, datetime | None]]:
+        """Every entry's (patient_id, pathway, seq, hash, recorded_at of seq 1 else None), in chain order.
+
+        The few columns anchors need, streamed in one read (one consistent view of the log).
+        """
+        sql = (
+            f"SELECT patient_id, pathway, seq, hash, CASE WHEN seq = 1 THEN recorded_at END FROM {audit.name}"
+        )
+        decode = self.codec.time_in
+        for patient_id, pathway, seq, digest, first in self._stream(sql, (), None, "patient_id, pathway, seq", batch):
+            yield patient_id, pathway, seq, digest, decode(first) if first is not None else None
+
     def iter_snapshots(
         self, state: str | None = None, batch: int = 5_000, *, id_range: IdRange | None = None
     ) -> Iterator[Snapshot]:
