@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import os
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +99,8 @@ class AuditKeys:
 
 def new_secret() -> str:
     """A fresh key as 64 hex digits (32 bytes from the operating system's CSPRNG)."""
+    import secrets  # only here: one-row commands import this module and start fast
+
     return secrets.token_hex(KEY_BYTES)
 
 

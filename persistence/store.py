@@ -80,7 +80,11 @@ class Store:
         data_keys: KeyRing | None = FROM_ENVIRONMENT,
     ) -> None:
         """`audit_keys` key the hash chain, `data_keys` encrypt clinical values at rest; by default
-        both come from the environment (CAREPATH_AUDIT_KEY[_FILE], CAREPATH_DATA_KEY[_FILE]), None: none."""
+        both come from the environment (CAREPATH_AUDIT_KEY[_FILE], CAREPATH_DATA_KEY[_FILE]), None: none.
+
+        Worker processes (parallel tick, verify and import) open their own stores from the
+        environment: give keys explicitly only to single-process work, or configure them there.
+        """
         self.url = normalise_url(url)
         if audit_keys is FROM_ENVIRONMENT:
             audit_keys = load_audit_keys()

@@ -182,17 +182,22 @@ def _print_verify(report: VerifyReport) -> None:
     out = console()
     enrolments = f" ({report.enrolments} enrolments)" if report.enrolments != report.patients else ""
     checked = f"{report.patients} patients{enrolments}, {report.events} events"
+    notes = []
     if not report.keyed:
-        checked += " (unkeyed chain: no audit key configured, so an edit re-hashed with SHA-256 would pass)"
+        notes.append("unkeyed chain: no audit key configured, so an edit re-hashed with SHA-256 would pass")
     if report.unreplayed:
-        checked += f"; {report.unreplayed} enrolments encrypted without a data key: chain checked, not replayed"
+        notes.append(f"{report.unreplayed} enrolments encrypted, no data key: chain and heads checked, not replayed")
     if report.ok:
         out.print(f"[green]ok[/]: {checked} verified")
+        for note in notes:
+            out.print(f"  note: {note}")
         return
     out.print(f"[bold red]problem[/]: {report.problem_count} of {checked}")
     for problem in report.problems:
         detail = f" ({problem.detail})" if problem.detail else ""
         out.print(f"  {problem.patient_id} ({problem.pathway}) seq {problem.first_bad_seq}: {problem.reason}{detail}")
+    for note in notes:
+        out.print(f"  note: {note}")
 
 
 def _print_whatif(report: WhatIfReport) -> None:
