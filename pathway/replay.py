@@ -36,9 +36,10 @@ from persistence import (
     IdRange,
     Snapshot,
     UnknownPatient,
-    entry_hash,
     is_private_memory,
 )
+from persistence.chain import Sealer
+from persistence.crypto import EncryptedData, is_sealed
 from states import (
     MIGRATE_EVENT,
     EventNotAllowed,
@@ -86,6 +87,7 @@ BROKEN_LINK = "broken link to previous entry"
 SEQUENCE_GAP = "sequence gap"
 REPLAY_DIVERGED = "replay diverged"
 SNAPSHOT_DIFFERS = "snapshot differs"
+UNDECRYPTABLE = "cannot decrypt"
 # A full report lists at most this many problems (the count covers them all).
 MAX_LISTED_PROBLEMS = 100
 
@@ -150,7 +152,12 @@ def _streaming(items: Iterator[T]) -> Iterator[Iterator[T]]:
 
 
 def stored_payload(definition: Pathway, entry: AuditEntry) -> Payload:
-    """The entry's payload upcast to the current schema and validated by the current code."""
+    """The entry's payload upcast to the current schema and validated by the current code.
+
+    Raises EncryptedData when the payload is encrypted and no configured data key opens it.
+    """
+    if is_sealed(entry.payload):
+        raise EncryptedData(f"the payload of {entry.patient_id!r} on {entry.pathway!r} seq {entry.seq}")
     data = upcast(definition.name, entry.event, entry.payload, entry.payload_schema, PAYLOAD_SCHEMA)
     if entry.event == "enroll":
         return definition.validate_enrollment(dict(data))
@@ -345,6 +352,13 @@ class VerifyReport:
     enrolments: int = 0
     problem_count: int = 0
     problems: list[Problem] = field(default_factory=list)
+    # Whether the chain was checked as keyed (HMAC under the configured audit keys).
+    keyed: bool = False
+    # Enrolments whose chain and head were checked but whose events were not replayed: their
+    # payloads are encrypted and no data key is configured.
+    unreplayed: int = 0
+    _sealer: Sealer = field(default_factory=lambda: Sealer(None), repr=False, compare=False)
+    _decrypts: bool = field(default=False, repr=False, compare=False)
     # The patient of the enrolment checked last: streams come in patient order, so counting
     # distinct patients needs only this.
     _last_patient: str | None = field(default=None, repr=False, compare=False)
@@ -352,6 +366,12 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return self.problem_count == 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Reports cross process boundaries (parallel verify); the keys stay where they were loaded.
+        state = dict(self.__dict__)
+        state["_sealer"] = Sealer(None)
+        return state
 
     def add(self, problem: Problem) -> None:
         self.problem_count += 1
@@ -364,7 +384,10 @@ class VerifyReport:
             "patients": self.patients,
             "enrolments": self.enrolments,
             "events": self.events,
+            "keyed": self.keyed,
         }
+        if self.unreplayed:
+            document["unreplayed"] = self.unreplayed
         if not self.ok:
             document.update(self.problems[0].to_json())
             document["problem_count"] = self.problem_count
@@ -418,13 +441,14 @@ def _worker_count(store: Store, workers: int | None) -> int:
 def _verify_parallel(store: Store, workers: int, progress: Progress | None) -> VerifyReport:
     bounds = store.id_boundaries(workers * 4)
     ranges = list(zip([None, *bounds], [*bounds, None], strict=True))
-    report = VerifyReport()
+    report = _new_report(store)
     calls = [(store.url, id_range) for id_range in ranges]
     # In patient order, so the first problem listed is the first by id.
     for done in parallel_map(_verify_range_in_process, calls, workers):
         report.patients += done.patients  # ranges split by patient id: no patient counted twice
         report.enrolments += done.enrolments
         report.events += done.events
+        report.unreplayed += done.unreplayed
         for problem in done.problems:
             report.add(problem)
         report.problem_count += done.problem_count - len(done.problems)
@@ -447,7 +471,7 @@ def _verify_range_in_process(url: str, id_range: IdRange) -> VerifyReport:
 def _verify_stream(
     store: Store, key: EnrolmentKey | None, id_range: IdRange | None, progress: Progress | None
 ) -> VerifyReport:
-    report = VerifyReport()
+    report = _new_report(store)
     if key is not None:
         stored, log = store.enrolment_log(*key)
         if stored is None:
@@ -495,18 +519,25 @@ def _confirmed(
 ) -> None:
     """Check an enrolment from the streams; a problem counts only if one consistent read shows it too."""
     listed = list(entries)
-    trial = VerifyReport(_last_patient=report._last_patient)
+    trial = _new_report(store)
+    trial._last_patient = report._last_patient
     _check_enrolment(trial, key, snapshot, listed, None)
     if trial.ok:
         report.patients += trial.patients
         report.enrolments += trial.enrolments
         report.events += trial.events
+        report.unreplayed += trial.unreplayed
         report._last_patient = trial._last_patient
         if progress is not None:
             progress(trial.events)
         return
     snapshot, listed = store.enrolment_log(*key)
     _check_enrolment(report, key, snapshot, listed, progress)
+
+
+def _new_report(store: Store) -> VerifyReport:
+    """An empty report carrying how the store's entries are checked (audit keys, data key)."""
+    return VerifyReport(keyed=store.sealer.keyed, _sealer=store.sealer, _decrypts=store.cipher is not None)
 
 
 def _check_enrolment(
@@ -517,10 +548,14 @@ def _check_enrolment(
     progress: Progress | None,
 ) -> None:
     patient_id, pathway = key
-    checked = _Checked()
+    checked = _Checked(report._sealer, report._decrypts)
     try:
         replayed = checked.run(entries)
-        _compare_snapshot(snapshot, replayed)
+        if checked.sealed_at is None:
+            _compare_snapshot(snapshot, replayed)
+        else:
+            report.unreplayed += 1
+            _compare_head(snapshot, checked.seq, checked.head)
     except _Mismatch as err:
         report.add(Problem(patient_id, err.seq, err.reason, err.detail, pathway))
     if patient_id != report._last_patient:
@@ -535,31 +570,53 @@ def _check_enrolment(
 class _Checked:
     """Chain and replay checks over one patient's entries, in sequence order."""
 
-    def __init__(self) -> None:
+    def __init__(self, sealer: Sealer, decrypts: bool) -> None:
         self.events = 0
+        self.sealer = sealer
+        self.decrypts = decrypts
+        # The first entry left encrypted (no data key): from there on only the chain is checked.
+        self.sealed_at: int | None = None
+        self.seq, self.head = 0, GENESIS
 
     def run(self, entries: Iterable[AuditEntry]) -> Snapshot | None:
         rebuild: _Rebuild | None = None
         expected, previous = 1, GENESIS
         for entry in entries:
-            _check_chain(entry, expected, previous)
-            if rebuild is None:
-                rebuild = _checked_start(entry)
-            else:
-                _checked_step(rebuild, entry)
+            _check_chain(entry, expected, previous, self.sealer)
+            if self.sealed_at is None and is_sealed(entry.payload):
+                if self.decrypts:  # a data key is configured, yet it does not open this entry
+                    raise _Mismatch(entry.seq, UNDECRYPTABLE, f"under data key {entry.payload.get('kid')!r}")
+                self.sealed_at = entry.seq
+            if self.sealed_at is None:
+                if rebuild is None:
+                    rebuild = _checked_start(entry)
+                else:
+                    _checked_step(rebuild, entry)
             self.events += 1
             expected, previous = entry.seq + 1, entry.hash
+            self.seq, self.head = entry.seq, entry.hash
         return rebuild.snapshot() if rebuild is not None else None
 
 
-def _check_chain(entry: AuditEntry, expected: int, previous: str) -> None:
+def _check_chain(entry: AuditEntry, expected: int, previous: str, sealer: Sealer) -> None:
     if entry.seq != expected:
         raise _Mismatch(expected, SEQUENCE_GAP, f"expected seq {expected}, found {entry.seq}")
-    recomputed = entry_hash(entry.as_row())
-    if recomputed != entry.hash:
-        raise _Mismatch(entry.seq, HASH_MISMATCH, f"stored {entry.hash[:16]}, recomputed {recomputed[:16]}")
+    wrong = sealer.check(entry.stored_row())
+    if wrong is not None:
+        raise _Mismatch(entry.seq, *wrong)
     if entry.prev_hash != previous:
         raise _Mismatch(entry.seq, BROKEN_LINK, f"prev_hash {entry.prev_hash[:16]}, previous entry {previous[:16]}")
+
+
+def _compare_head(stored: Snapshot | None, seq: int, head: str) -> None:
+    """Without replay (encrypted payloads, no data key): the snapshot must point at the chain's head."""
+    if stored is None:
+        raise _Mismatch(1, f"{SNAPSHOT_DIFFERS}: audit entries without a patient snapshot")
+    if stored.last_seq != seq:
+        detail = f"{SNAPSHOT_DIFFERS}: last_seq stored {stored.last_seq}, chain {seq}"
+        raise _Mismatch(min(stored.last_seq, seq) + 1, detail)
+    if stored.last_hash != head:
+        raise _Mismatch(seq, f"{SNAPSHOT_DIFFERS}: last_hash stored {stored.last_hash[:16]}, chain {head[:16]}")
 
 
 def _compare_snapshot(stored: Snapshot | None, replayed: Snapshot | None) -> None:

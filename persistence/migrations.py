@@ -8,6 +8,10 @@ pathway, seq), the idempotency index and the covering due index all include the 
 Audit rows are copied or re-keyed as they are: every row already hashes both patient_id and
 pathway, so each old chain is a valid enrolment chain and nothing is re-hashed.
 
+Release 0.1.0 had no `key_id` audit column (the audit key of a keyed chain, persistence/chain.py):
+it is added, nullable, with ALTER TABLE on both backends; old rows keep NULL (unkeyed) and their
+hashes as they are.
+
 `upgrade` runs inside the caller's schema transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL:
 under an advisory lock), so processes starting together upgrade once and the others find the
 new layout when they get the lock. Each part is checked on its own, so a run is idempotent.
@@ -29,6 +33,7 @@ audit: Table = AuditRow.__table__  # type: ignore[attr-defined]
 
 PATIENT_KEY = ["patient_id", "pathway"]
 SEQ_KEY = ["patient_id", "pathway", "seq"]
+KEY_ID = "key_id"
 
 
 def upgrade(conn: Connection) -> list[str]:
@@ -37,6 +42,12 @@ def upgrade(conn: Connection) -> list[str]:
     inspector = inspect(conn)
     tables = set(inspector.get_table_names())
     sqlite = conn.dialect.name == "sqlite"
+    # First: the SQLite rebuild below copies every current column, key_id included.
+    if audit.name in tables and KEY_ID not in {c["name"] for c in inspector.get_columns(audit.name)}:
+        column = audit.c[KEY_ID]
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {_quote(conn, audit.name)} ADD COLUMN {_quote(conn, KEY_ID)} {kind}")
+        done.append(f"{audit.name}: column {KEY_ID} (audit key id, NULL for unkeyed entries)")
     if patients.name in tables:
         key = inspector.get_pk_constraint(patients.name)
         if list(key.get("constrained_columns") or []) != PATIENT_KEY:

@@ -10,6 +10,7 @@ import os
 import sqlite3
 
 from .errors import StorageUnavailable
+from .keys import DATA_KEY_ENV, DATA_KEY_FILE_ENV
 from .records import Snapshot
 from .rows import AUDIT_TABLE, PATIENTS_TABLE, RowCodec
 from .urls import sqlite_file
@@ -40,6 +41,11 @@ class SqliteReader:
 
 
 def light_reader(url: str) -> SqliteReader | None:
-    """A reader for URLs it can serve (an SQLite file), else None."""
+    """A reader for URLs it can serve (an SQLite file, contexts in clear), else None.
+
+    With a data key configured contexts are encrypted: the store, which decrypts them, reads.
+    """
+    if os.environ.get(DATA_KEY_ENV) or os.environ.get(DATA_KEY_FILE_ENV):
+        return None
     path = sqlite_file(url)
     return SqliteReader(path) if path is not None else None

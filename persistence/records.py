@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -88,10 +88,25 @@ class AuditEntry:
     idempotency_key: str | None
     prev_hash: str
     hash: str
+    # The audit key the hash is an HMAC under (persistence/keys.py); None: a plain SHA-256 chain.
+    key_id: str | None = None
+    # The stored (encrypted) values of columns decrypted on read, which the hash covers.
+    sealed: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> EnrolmentKey:
         return (self.patient_id, self.pathway)
 
     def as_row(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        """The entry's columns as read (decrypted values, when they were encrypted)."""
+        return {name: getattr(self, name) for name in AUDIT_COLUMNS}
+
+    def stored_row(self) -> dict[str, Any]:
+        """The entry's columns as stored: what its hash was computed over."""
+        row = self.as_row()
+        if self.sealed:
+            row.update(self.sealed)
+        return row
+
+
+AUDIT_COLUMNS = tuple(name for name in AuditEntry.__dataclass_fields__ if name != "sealed")

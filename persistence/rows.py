@@ -12,11 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .records import AuditEntry, Snapshot
+from .records import AUDIT_COLUMNS, AuditEntry, Snapshot
+
+if TYPE_CHECKING:
+    from .crypto import DataCipher
 
 __all__ = ["AUDIT_TABLE", "PATIENTS_TABLE", "RowCodec"]
 
@@ -24,7 +27,6 @@ PATIENTS_TABLE = "carepath_patients"
 AUDIT_TABLE = "carepath_audit"
 
 SNAPSHOT_COLUMNS = tuple(Snapshot.__dataclass_fields__)
-AUDIT_COLUMNS = tuple(AuditEntry.__dataclass_fields__)
 _JSON = frozenset({"configuration", "context", "payload", "config_before", "config_after", "transitions", "decision"})
 _TIMES = frozenset({"state_since", "next_due_at", "last_event_at", "created_at", "updated_at", "at", "recorded_at"})
 _UPDATED = (
@@ -75,7 +77,9 @@ def _pg_time_in(value: datetime | None) -> datetime | None:
 class RowCodec:
     """SQL text and value conversions of one dialect ("sqlite" or "postgresql")."""
 
-    def __init__(self, dialect: str, patients: str, audit: str) -> None:
+    def __init__(self, dialect: str, patients: str, audit: str, cipher: DataCipher | None = None) -> None:
+        # Encrypts payloads, decisions and contexts on write and decrypts them on read (None: clear).
+        self.cipher = cipher
         self.postgres = dialect == "postgresql"
         mark = "%s" if self.postgres else "?"
         self._time_out = _pg_time_out if self.postgres else _sqlite_time_out
@@ -128,6 +132,9 @@ class RowCodec:
     def time(self, value: datetime | None) -> Any:
         return self._time_out(value)
 
+    def time_in(self, value: Any) -> datetime | None:
+        return self._time_in(value)
+
     # -- decoding ---------------------------------------------------------------------
 
     def _decoders(self, columns: Sequence[str]) -> list[tuple[int, Any]]:
@@ -143,13 +150,19 @@ class RowCodec:
         values = list(row)
         for i, decode in self._snapshot_in:
             values[i] = decode(values[i])
-        return Snapshot(*values)
+        snap = Snapshot(*values)
+        if self.cipher is not None and type(snap.context) is dict and "$enc" in snap.context:
+            return self.cipher.open_snapshot(snap)
+        return snap
 
     def entry(self, row: Sequence[Any]) -> AuditEntry:
         values = list(row)
         for i, decode in self._entry_in:
             values[i] = decode(values[i])
-        return AuditEntry(*values)
+        entry = AuditEntry(*values)
+        if self.cipher is not None and type(entry.payload) is dict and "$enc" in entry.payload:
+            return self.cipher.open_entry(entry)
+        return entry
 
     # -- encoding ---------------------------------------------------------------------
 
@@ -173,6 +186,7 @@ class RowCodec:
             row["idempotency_key"],
             row["prev_hash"],
             row["hash"],
+            row["key_id"],
         )
 
     def snapshot_params(self, snap: Snapshot) -> tuple[Any, ...]:
@@ -182,7 +196,7 @@ class RowCodec:
             snap.pathway,
             snap.version,
             j(snap.configuration),
-            j(snap.context),
+            j(snap.context if self.cipher is None else self.cipher.seal_context(snap)),
             snap.state,
             t(snap.state_since),
             snap.revision,

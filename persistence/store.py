@@ -14,6 +14,7 @@ executemany, not per-object ORM sessions.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -23,10 +24,11 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import orjson
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, make_url, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
-from .chain import GENESIS, entry_hash
+from .chain import GENESIS, Sealer
+from .crypto import DataCipher, EncryptedData, is_sealed
 from .errors import (
     ConcurrentUpdate,
     DuplicateEnrolment,
@@ -35,6 +37,7 @@ from .errors import (
     StorageUnavailable,
     UnknownPatient,
 )
+from .keys import AuditKeys, KeyRing, load_audit_keys, load_data_keys
 from .migrations import upgrade
 from .records import AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
 from .rows import RowCodec
@@ -54,6 +57,9 @@ audit = AuditRow.__table__  # type: ignore[attr-defined]
 
 T = TypeVar("T")
 
+# "Read the keys from the environment" (persistence/keys.py), the default of `Store`.
+FROM_ENVIRONMENT: Any = object()
+
 # JSON columns are encoded with orjson: several times faster than the standard library on the
 # hot path, and the same text for the same value.
 _JSON_CODEC: dict[str, Any] = {
@@ -65,10 +71,29 @@ _JSON_CODEC: dict[str, Any] = {
 class Store:
     """Persistence of snapshots and the audit log; the schema is created on first use."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        echo: bool = False,
+        audit_keys: AuditKeys | None = FROM_ENVIRONMENT,
+        data_keys: KeyRing | None = FROM_ENVIRONMENT,
+    ) -> None:
+        """`audit_keys` key the hash chain, `data_keys` encrypt clinical values at rest; by default
+        both come from the environment (CAREPATH_AUDIT_KEY[_FILE], CAREPATH_DATA_KEY[_FILE]), None: none.
+
+        Worker processes (parallel tick, verify and import) open their own stores from the
+        environment: give keys explicitly only to single-process work, or configure them there.
+        """
         self.url = normalise_url(url)
+        if audit_keys is FROM_ENVIRONMENT:
+            audit_keys = load_audit_keys()
+        if data_keys is FROM_ENVIRONMENT:
+            data_keys = load_data_keys()
+        self.sealer = Sealer(audit_keys)
+        self.cipher = DataCipher(data_keys) if data_keys is not None else None
         self.engine: Engine = self._create_engine(self.url, echo)
-        self.codec = RowCodec(self.engine.dialect.name, patients.name, audit.name)
+        self.codec = RowCodec(self.engine.dialect.name, patients.name, audit.name, self.cipher)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
 
@@ -86,6 +111,7 @@ class Store:
             engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False}, **_JSON_CODEC)
         except (SQLAlchemyError, ImportError) as err:
             raise StorageUnavailable(f"cannot use {url!r}: {_one_line(err)}") from None
+        _create_private(make_url(url).database)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
@@ -130,12 +156,12 @@ class Store:
         self.ensure_schema()
         if not optimistic:
             with self._guard(), self.engine.connect().execution_options(carepath_write=True) as conn, conn.begin():
-                tx = Transaction(conn, self.codec)
+                tx = Transaction(conn, self.codec, self.sealer)
                 yield tx
                 tx.flush()
             return
         with self._guard(), self.engine.connect() as conn:
-            tx = Transaction(conn, self.codec, lock=False)
+            tx = Transaction(conn, self.codec, self.sealer, lock=False)
             with conn.begin():
                 yield tx
             conn.execution_options(carepath_write=True)
@@ -224,6 +250,18 @@ class Store:
             where = (("patient_id", patient_id),) + ((("pathway", pathway),) if pathway is not None else ())
         for row in self._stream(self.codec.select_entries, where, id_range, "patient_id, pathway, seq", batch):
             yield self.codec.entry(row)
+
+    def iter_links(self, batch: int = 20_000) -> Iterator[tuple[str, str, int, str, datetime | None]]:
+        """Every entry's (patient_id, pathway, seq, hash, recorded_at of seq 1 else None), in chain order.
+
+        The few columns anchors need, streamed in one read (one consistent view of the log).
+        """
+        sql = (
+            f"SELECT patient_id, pathway, seq, hash, CASE WHEN seq = 1 THEN recorded_at END FROM {audit.name}"
+        )
+        decode = self.codec.time_in
+        for patient_id, pathway, seq, digest, first in self._stream(sql, (), None, "patient_id, pathway, seq", batch):
+            yield patient_id, pathway, seq, digest, decode(first) if first is not None else None
 
     def iter_snapshots(
         self, state: str | None = None, batch: int = 5_000, *, id_range: IdRange | None = None
@@ -339,9 +377,10 @@ class Store:
 class Transaction:
     """A write transaction on one connection; appends are buffered and written in bulk."""
 
-    def __init__(self, conn: Connection, codec: RowCodec, *, lock: bool = True) -> None:
+    def __init__(self, conn: Connection, codec: RowCodec, sealer: Sealer, *, lock: bool = True) -> None:
         self._conn = conn
         self._codec = codec
+        self._sealer = sealer
         self._lock = lock
         # The hot statements go straight to the DBAPI cursor of this transaction's connection.
         self._cursor: Any = None
@@ -378,6 +417,15 @@ class Transaction:
             raise DBAPIError.instance(sql, rows, err, self._dbapi_error, dialect=self._conn.dialect) from err
         return int(self._cursor.rowcount)
 
+    def _snapshot(self, row: Sequence[Any]) -> Snapshot:
+        """A snapshot to write from: its context must be in clear (never re-stored undecrypted)."""
+        snap = self._codec.snapshot(row)
+        if is_sealed(snap.context):
+            raise EncryptedData(
+                f"the context of patient {snap.patient_id!r} on {snap.pathway!r}", snap.context.get("kid")
+            )
+        return snap
+
     # -- reads within the transaction -------------------------------------------------
 
     def prefetch(self, patient_ids: Sequence[str]) -> None:
@@ -389,7 +437,7 @@ class Transaction:
         for start in range(0, len(patient_ids), 500):
             chunk = tuple(patient_ids[start : start + 500])
             for row in self._execute(self._codec.in_clause(len(chunk), lock=self._lock), chunk).fetchall():
-                snap = self._codec.snapshot(row)
+                snap = self._snapshot(row)
                 self._loaded.setdefault(snap.key, snap)
             self._complete.update(chunk)
 
@@ -398,7 +446,7 @@ class Transaction:
         if patient_id not in self._complete:
             rows = self._execute(self._codec.lock_patient if self._lock else self._codec.select_patient, (patient_id,))
             for row in rows.fetchall():
-                snap = self._codec.snapshot(row)
+                snap = self._snapshot(row)
                 self._loaded.setdefault(snap.key, snap)
             self._complete.add(patient_id)
         found = {key[1]: snap for key, snap in self._loaded.items() if key[0] == patient_id}
@@ -419,7 +467,7 @@ class Transaction:
         row = self._execute(query, key).fetchone()
         if row is None:
             raise UnknownPatient(patient_id, pathway)
-        return self._codec.snapshot(row)
+        return self._snapshot(row)
 
     def load_many(self, patient_ids: Sequence[str]) -> dict[EnrolmentKey, Snapshot]:
         """Snapshots of every enrolment of the patients among `patient_ids` that are enrolled, locked."""
@@ -435,7 +483,7 @@ class Transaction:
         sql = self._codec.claim_due(low=low is not None, high=high is not None, lock=self._lock)
         params = (self._codec.time(at), *(bound for bound in (low, high) if bound is not None), limit)
         rows = self._execute(sql, params).fetchall()
-        return [self._codec.snapshot(row) for row in rows]
+        return [self._snapshot(row) for row in rows]
 
     def entries_at(self, patient_id: str, pathway: str, at: datetime) -> list[AuditEntry]:
         """The enrolment's entries recorded at exactly clinical time `at` (written or staged)."""
@@ -524,9 +572,17 @@ class Transaction:
             "idempotency_key": entry.idempotency_key,
             "prev_hash": snapshot.last_hash,
         }
-        row["hash"] = entry_hash(row)
-        written = AuditEntry(**row)
-        self._entries.append(row)
+        cipher = self._codec.cipher
+        if cipher is None:
+            row["key_id"], row["hash"] = self._sealer.seal(row)
+            written = AuditEntry(**row)
+            self._entries.append(row)
+        else:  # hashed as stored: the chain covers the ciphertext, verifiable without the data key
+            stored = cipher.seal_entry(row)
+            stored["key_id"], stored["hash"] = self._sealer.seal(stored)
+            sealed = {"payload": stored["payload"], "decision": stored["decision"]}
+            written = AuditEntry(**row, key_id=stored["key_id"], hash=stored["hash"], sealed=sealed)
+            self._entries.append(stored)
         if entry.idempotency_key is not None:
             self._keys[(snapshot.patient_id, snapshot.pathway, entry.idempotency_key)] = written
         changed_state = update.state != snapshot.state
@@ -572,6 +628,25 @@ class Transaction:
         self._enrolled = []
         self._pending = {}
         self._keys = {}
+
+
+def _create_private(path: str | None) -> None:
+    """Create a new SQLite file readable by its owner only (0600, whatever the umask).
+
+    SQLite gives the -wal and -shm files it creates the mode of the database file.
+    """
+    if not path or path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process created it first (with this same function)
+    except OSError:
+        return  # a missing folder and the like: SQLite reports it on connect
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _range_clause(sql: str, mark: str, id_range: IdRange) -> tuple[str, tuple[str, ...]]:

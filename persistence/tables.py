@@ -113,6 +113,8 @@ class AuditRow(SQLModel, table=True):
     idempotency_key: str | None = Field(default=None, max_length=200)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    # The audit key `hash` is an HMAC under; NULL: a plain SHA-256 entry (persistence/chain.py).
+    key_id: str | None = Field(default=None, max_length=64)
 
 
 metadata = SQLModel.metadata

@@ -54,7 +54,7 @@ def test_a_second_enrolment_has_its_own_chain_snapshot_and_due_date(engine: Engi
     assert engine.status("p", FIRST).next_due_at != engine.status("p", SECOND).next_due_at
     assert [s.pathway for s in engine.enrolments("p")] == [FIRST, SECOND]
     report = verify(engine.store)
-    assert report.to_json() == {"ok": True, "patients": 1, "enrolments": 2, "events": 5}
+    assert report.to_json() == {"ok": True, "patients": 1, "enrolments": 2, "events": 5, "keyed": False}
 
 
 def test_the_same_pathway_twice_is_a_duplicate_enrolment(engine: Engine) -> None:
@@ -168,7 +168,7 @@ def test_parallel_sweep_and_verify_count_each_enrolment_once(engine: Engine) -> 
         for pathway in (FIRST, SECOND):
             assert [e.event for e in engine.history(f"p{i:02d}", pathway)].count("tick") == 1
     one = verify(engine.store, workers=1)
-    assert one.to_json() == {"ok": True, "patients": 12, "enrolments": 24, "events": 72}
+    assert one.to_json() == {"ok": True, "patients": 12, "enrolments": 24, "events": 72, "keyed": False}
     assert verify(engine.store, workers=3).to_json() == one.to_json()
 
 
@@ -302,4 +302,4 @@ def test_import_lines_name_the_enrolment(engine: Engine, workers: int) -> None:
     assert [e.event for e in engine.history("p", SECOND)] == ["enroll", "assess"]
     assert [e.event for e in engine.history("p", FIRST)] == ["enroll", "assess"]
     assert engine.status("q").pathway == SECOND
-    assert verify(engine.store).to_json() == {"ok": True, "patients": 2, "enrolments": 3, "events": 6}
+    assert verify(engine.store).to_json() == {"ok": True, "patients": 2, "enrolments": 3, "events": 6, "keyed": False}

@@ -24,6 +24,7 @@ from pathway import Engine, FakeClock
 from pathway.cli import main
 from pathway.replay import replay, verify
 from persistence import AuditEntry, Snapshot, Store
+from persistence.records import AUDIT_COLUMNS
 from persistence.rows import AUDIT_TABLE, PATIENTS_TABLE, RowCodec
 from persistence.tables import DUE_INDEX, IDEMPOTENCY_INDEX, SEQ_CONSTRAINT
 from tests.conftest import NOW
@@ -88,10 +89,16 @@ class Recorded:
     snapshots: list[Snapshot]
 
 
+# The audit columns of release 0.1.0: all of today's but the audit key id (added since, last).
+OLD_AUDIT_COLUMNS = AUDIT_COLUMNS[:-1]
+assert AUDIT_COLUMNS[-1] == "key_id"
+SELECT_OLD_ENTRIES = f"SELECT {', '.join(OLD_AUDIT_COLUMNS)} FROM {AUDIT_TABLE}"
+
+
 def _read_fixture() -> Recorded:
     codec = RowCodec("sqlite", PATIENTS_TABLE, AUDIT_TABLE)
     with sqlite3.connect(f"file:{FIXTURE}?mode=ro", uri=True) as conn:
-        entries = [codec.entry(row) for row in conn.execute(f"{codec.select_entries} ORDER BY id")]
+        entries = [codec.entry(row) for row in conn.execute(f"{SELECT_OLD_ENTRIES} ORDER BY id")]
         snapshots = [codec.snapshot(row) for row in conn.execute(f"{codec.select_snapshots} ORDER BY patient_id")]
     return Recorded(entries, snapshots)
 
@@ -109,7 +116,11 @@ def _copy_to_old_postgres(url: str) -> None:
                 if statement.strip():
                     conn.exec_driver_sql(statement)
             cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            cursor.executemany(codec.insert_entry, [codec.entry_params(e.as_row()) for e in RECORDED.entries])
+            insert = (
+                f"INSERT INTO {AUDIT_TABLE} ({', '.join(OLD_AUDIT_COLUMNS)}) "
+                f"VALUES ({', '.join(['%s'] * len(OLD_AUDIT_COLUMNS))})"
+            )
+            cursor.executemany(insert, [codec.entry_params(e.as_row())[:-1] for e in RECORDED.entries])
             cursor.executemany(codec.insert_patient, [codec.snapshot_params(s) for s in RECORDED.snapshots])
     finally:
         store.dispose()
@@ -164,7 +175,8 @@ def test_migrate_rekeys_by_enrolment_and_changes_no_row(store: Store) -> None:
     """After migrate: new keys and indexes; every audit row and snapshot as it was; nothing re-hashed."""
     done = store.migrate()
     # SQLite rebuilds the tables with their new indexes; PostgreSQL also replaces the two indexes.
-    assert done[:2] == [
+    assert done[:3] == [
+        "carepath_audit: column key_id (audit key id, NULL for unkeyed entries)",
         "carepath_patients: primary key (patient_id, pathway)",
         "carepath_audit: unique (patient_id, pathway, seq)",
     ]
@@ -184,7 +196,7 @@ def test_old_chains_verify_and_replay_unchanged_after_migrate(store: Store) -> N
     """Every old chain verifies; each patient replays to its stored snapshot."""
     store.migrate()
     report = verify(store, workers=1)
-    assert report.to_json() == {"ok": True, "patients": 6, "enrolments": 6, "events": 19}
+    assert report.to_json() == {"ok": True, "patients": 6, "enrolments": 6, "events": 19, "keyed": False}
     for snapshot in RECORDED.snapshots:
         result = replay(store, snapshot.patient_id)
         assert result.snapshot == snapshot
@@ -224,6 +236,7 @@ def test_first_use_upgrades_and_old_patients_carry_on(old_url: str) -> None:
             "patients": 6,
             "enrolments": 7,
             "events": 21,
+            "keyed": False,
         }
     finally:
         engine.close()

@@ -68,7 +68,7 @@ def test_untouched_log_verifies_with_counts(cohort: Engine) -> None:
     """An untampered cohort verifies ok and counts its patients and events."""
     report = verify(cohort.store)
     assert report.ok
-    assert report.to_json() == {"ok": True, "patients": 3, "enrolments": 3, "events": 18}
+    assert report.to_json() == {"ok": True, "patients": 3, "enrolments": 3, "events": 18, "keyed": False}
 
 
 def test_random_histories_verify(engine: Engine) -> None:
@@ -229,7 +229,8 @@ def test_every_bad_patient_is_listed_in_patient_order(cohort: Engine) -> None:
 def test_one_patient_is_verified_alone(cohort: Engine) -> None:
     """Verifying one named patient checks only that patient."""
     _execute(cohort, update(audit).where(_row("a", 2)).values(actor="x"))
-    assert verify(cohort.store, "b").to_json() == {"ok": True, "patients": 1, "enrolments": 1, "events": 6}
+    expected = {"ok": True, "patients": 1, "enrolments": 1, "events": 6, "keyed": False}
+    assert verify(cohort.store, "b").to_json() == expected
     assert _problem(verify(cohort.store, "a")) == ("a", 2, "hash mismatch")
 
 
@@ -256,7 +257,8 @@ def _cli(engine: Engine, *args: str) -> int:
 def test_cli_verify_ok_exits_0_with_counts(cohort: Engine, capsys: pytest.CaptureFixture[str]) -> None:
     """`verify --json` on a sound log prints ok with counts and exits 0."""
     assert _cli(cohort, "verify", "--json") == 0
-    assert json.loads(capsys.readouterr().out) == {"ok": True, "patients": 3, "enrolments": 3, "events": 18}
+    expected = {"ok": True, "patients": 3, "enrolments": 3, "events": 18, "keyed": False}
+    assert json.loads(capsys.readouterr().out) == expected
 
 
 def test_cli_verify_problem_exits_1_naming_patient_and_seq(

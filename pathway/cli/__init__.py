@@ -9,7 +9,7 @@ import typer
 from typer.exceptions import TyperException
 
 from ..errors import exit_code
-from . import audit, core, definitions, demo, exchange, inspect, ops  # noqa: F401  # registers commands
+from . import audit, core, definitions, demo, exchange, inspect, ops, trust  # noqa: F401  # registers commands
 from .app import app, reset_settings, settings
 
 __all__ = ["app", "main", "run"]

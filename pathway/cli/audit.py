@@ -69,14 +69,22 @@ def replay_command(
 def verify_command(
     patient: Annotated[str | None, typer.Argument(help="Patient id (default: every enrolment).")] = None,
     pathway: PathwayOption = None,
+    anchor: Annotated[
+        Path | None,
+        typer.Option("--anchor", help="Also check the database against this anchor file (`carepath anchor`)."),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
     """Check the hash chain, replay every step and compare the stored snapshots.
 
     Each enrolment (patient and pathway) is one chain. Exits 0 when everything checks out, 1 on
-    the first problem found (named by patient, pathway and seq).
+    the first problem found (named by patient, pathway and seq). With an audit key configured
+    every entry must carry a valid HMAC under it; without one the chain is unkeyed ("keyed":
+    false) and anyone with write access could have recomputed it. With --anchor, also fails when
+    an anchored entry changed, a chain is shorter than its anchored head, an anchored enrolment
+    is missing, or an enrolment that began before the anchor is not in it.
 
-    Example: carepath verify --json; carepath verify p-001 --pathway sciatica
+    Example: carepath verify --json; carepath verify p-001 --pathway sciatica; carepath verify --anchor a.json
     """
     if patient is None and pathway is not None:
         raise InvalidCommand("--pathway names one enrolment of a PATIENT: give the patient id too")
@@ -86,10 +94,23 @@ def verify_command(
         from ..replay import verify as verify_log
 
         report = verify_log(store, patient, pathway=pathway, progress=advance)
+    anchored = None
+    if anchor is not None:
+        if patient is not None:
+            raise InvalidCommand("--anchor checks every enrolment: give no PATIENT")
+        from .trust import check_anchor_file
+
+        anchored = check_anchor_file(store, anchor, report)
     if json_:
-        emit_json(report.to_json())
+        document = report.to_json()
+        if anchored is not None:
+            document["anchor"] = anchored
+        emit_json(document)
     else:
         _print_verify(report)
+        if anchored is not None:
+            state = "ok" if anchored["ok"] else f"{anchored['problem_count']} problems"
+            console().print(f"anchor {anchored['file']} of {anchored['created_at']}: {state}")
     if not report.ok:
         raise typer.Exit(EXIT_PROBLEM)
 
@@ -161,13 +182,22 @@ def _print_verify(report: VerifyReport) -> None:
     out = console()
     enrolments = f" ({report.enrolments} enrolments)" if report.enrolments != report.patients else ""
     checked = f"{report.patients} patients{enrolments}, {report.events} events"
+    notes = []
+    if not report.keyed:
+        notes.append("unkeyed chain: no audit key configured, so an edit re-hashed with SHA-256 would pass")
+    if report.unreplayed:
+        notes.append(f"{report.unreplayed} enrolments encrypted, no data key: chain and heads checked, not replayed")
     if report.ok:
         out.print(f"[green]ok[/]: {checked} verified")
+        for note in notes:
+            out.print(f"  note: {note}")
         return
     out.print(f"[bold red]problem[/]: {report.problem_count} of {checked}")
     for problem in report.problems:
         detail = f" ({problem.detail})" if problem.detail else ""
         out.print(f"  {problem.patient_id} ({problem.pathway}) seq {problem.first_bad_seq}: {problem.reason}{detail}")
+    for note in notes:
+        out.print(f"  note: {note}")
 
 
 def _print_whatif(report: WhatIfReport) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
@@ -35,6 +37,7 @@ class WorkerTotals:
     unchanged: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
     errors: int = 0
+    anchors: int = 0
 
     def add(self, report: SweepReport) -> None:
         self.sweeps += 1
@@ -49,6 +52,7 @@ class WorkerTotals:
             "unchanged": self.unchanged,
             "skipped": self.skipped,
             "errors": self.errors,
+            "anchors": self.anchors,
         }
 
 
@@ -61,6 +65,12 @@ def worker(
     ] = None,
     interval: Annotated[float, typer.Option(min=0.0, help="Seconds to wait between sweeps.")] = 5.0,
     max_sweeps: Annotated[int | None, typer.Option(min=1, hidden=True)] = None,
+    anchor_dir: Annotated[
+        Path | None, typer.Option("--anchor-dir", help="Write an anchor (`carepath anchor`) into this folder...")
+    ] = None,
+    anchor_every: Annotated[
+        float, typer.Option("--anchor-every", min=0.0, help="...every this many minutes (with --anchor-dir).")
+    ] = 60.0,
     json_: JsonOption = False,
 ) -> None:
     """Scheduler: advance every due patient's monitoring, sweep after sweep, until interrupted.
@@ -69,14 +79,22 @@ def worker(
 
     Ctrl-C or SIGTERM stops after the current batch; a database outage is retried at the next sweep.
 
+    With --anchor-dir it also writes an anchor of every chain head there, at start and then every
+    --anchor-every minutes (needs an audit key; copy them somewhere writers cannot rewrite).
+
     Example: carepath --db postgresql+psycopg://postgres@127.0.0.1/test worker --batch 1000
+    Example: carepath worker --anchor-dir /var/lib/carepath/anchors --anchor-every 15
     """
     fixed_at = parse_time(at) if at is not None else None
     sweeps = 1 if once else max_sweeps
     totals = WorkerTotals()
+    anchored_at: float | None = None
     with _stop_on_signal() as stop:
         while not stop.is_set():
             _sweep(totals, fixed_at, batch, quiet=json_, keep_going=not once)
+            if anchor_dir is not None and (anchored_at is None or time.monotonic() - anchored_at >= anchor_every * 60):
+                _anchor(totals, anchor_dir, quiet=json_, keep_going=anchored_at is not None)
+                anchored_at = time.monotonic()
             if sweeps is not None and totals.sweeps + totals.errors >= sweeps:
                 break
             if totals.sweeps + totals.errors == 1:  # connected and swept once: tell the operator it runs
@@ -91,6 +109,23 @@ def worker(
         )
     if totals.errors and not totals.sweeps:  # not one sweep got through: the operator must know
         raise typer.Exit(EXIT_ALL_SWEEPS_FAILED)
+
+
+def _anchor(totals: WorkerTotals, folder: Path, *, quiet: bool, keep_going: bool) -> None:
+    """Write one anchor; the first one must succeed (a missing key stops the worker at once)."""
+    from .trust import anchor_to_folder
+
+    try:
+        path = anchor_to_folder(folder)
+    except (StorageUnavailable, OSError) as err:
+        if not keep_going:
+            raise
+        totals.errors += 1
+        sys.stderr.write(f"carepath: worker: anchor not written: {err}; retrying\n")
+        return
+    totals.anchors += 1
+    if not quiet:
+        console().print(f"anchor written: {path}")
 
 
 def _sweep(totals: WorkerTotals, fixed_at: datetime | None, batch: int, *, quiet: bool, keep_going: bool) -> None:
