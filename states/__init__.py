@@ -5,7 +5,7 @@ No clock and no database: every function takes the clinical time it needs as an 
 only input read is a definition file a caller names (or the package's own definitions).
 """
 
-from . import piriformis_functions as _piriformis_functions  # noqa: F401  # registers the named functions
+from . import gestation as _gestation  # noqa: F401  # registers the named functions
 from .checks import check_model, model_problems
 from .definition import MIGRATE_EVENT, Pathway, Step
 from .errors import (

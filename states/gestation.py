@@ -1,4 +1,4 @@
-"""Named functions the piriformis definitions use where data cannot say it (see `functions.py`).
+"""Named functions for gestation, used where a definition file cannot compute it (see `functions.py`).
 
 Kept generic: any pathway with the patient factors `due_date` or `pregnancy_weeks` can use them.
 """
