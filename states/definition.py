@@ -31,7 +31,7 @@ from .compile import (
 from .errors import EventNotAllowed, MigrationFailed, NoMigration, UnknownEvent
 from .guards import Decision, Rule, decide
 from .inputs import compile_derived, compile_inputs, compile_updates, expression
-from .model import PathwayModel, Presentation, Review, StateSpec
+from .model import PathwayModel, Presentation, Review
 from .payloads import Payload, parse_payload
 from .plan import PlanBook, PlanItem
 
@@ -160,7 +160,7 @@ class Pathway:
         self._derived = compile_derived(model) if model.derived else None
         self._by_event: dict[str, tuple[Rule, ...]] = {}
         self._status_regions = frozenset(model.status_regions)
-        self._finals = frozenset(s for s in model.state_ids() if (model.find_state(s) or _NOSTATE).final)
+        self._finals = frozenset(s for s in model.state_ids() if (spec := model.find_state(s)) and spec.final)
         self._plan = PlanBook(model)
 
     def with_policy(self, policy: BaseModel) -> Pathway:
@@ -370,5 +370,4 @@ class Pathway:
         return min(due) if due else None
 
 
-_NOSTATE = StateSpec(id="none")
 WEEK = timedelta(weeks=1)
