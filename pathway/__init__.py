@@ -3,13 +3,15 @@
 from typing import TYPE_CHECKING, Any
 
 from .clock import Clock, FakeClock, system_clock
-from .engine import Engine, SendResult, Status, SweepReport
+from .engine import Engine, Rederivation, SendResult, Status, SweepReport
 from .errors import (
     AmbiguousEnrolment,
+    BeforeBarrier,
     CarepathError,
     EventInFuture,
     InvalidCommand,
     InvalidPatientId,
+    LateEvent,
     TimeWentBackwards,
     exit_code,
 )
@@ -32,6 +34,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AmbiguousEnrolment",
+    "BeforeBarrier",
     "CarepathError",
     "Clock",
     "Engine",
@@ -39,6 +42,8 @@ __all__ = [
     "FakeClock",
     "InvalidCommand",
     "InvalidPatientId",
+    "LateEvent",
+    "Rederivation",
     "ReplayDiverged",
     "ReplayResult",
     "SendResult",

@@ -30,6 +30,7 @@ from persistence.reader import light_reader
 from persistence.urls import is_private_memory
 from states import (
     MIGRATE_EVENT,
+    EventNotAllowed,
     NoMigration,
     Pathway,
     PlanItem,
@@ -49,12 +50,15 @@ from .tuning import bulk_allocation, parallel_map
 if TYPE_CHECKING:
     from persistence import Store, Transaction
 
+    from .fold import Rederived
+
 __all__ = [
     "EARLIEST_YEAR",
     "MAX_FUTURE_SKEW",
     "PAYLOAD_SCHEMA",
     "Engine",
     "MigrationChange",
+    "Rederivation",
     "SendResult",
     "Status",
     "SweepReport",
@@ -124,13 +128,62 @@ class Status:
 
 
 @dataclass(frozen=True)
+class Rederivation:
+    """What re-deriving an enrolment from its history changed (a late event, an event dated before
+    recorded ticks, or a correction): the state before and after, the tick entries superseded,
+    the earlier clinical decisions that changed (seq, event, at, rule before and after; "not
+    applied" for an event the new state does not allow, None for one no longer in the fold)."""
+
+    late: bool
+    state_before: str
+    state_after: str
+    supersedes: list[int]
+    changes: list[dict[str, Any]]
+    skipped: list[int]
+    corrects: int | None = None
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Rederivation:
+        return cls(
+            late=bool(record.get("late")),
+            state_before=str(record.get("state_before")),
+            state_after=str(record.get("state_after")),
+            supersedes=list(record.get("supersedes") or []),
+            changes=[dict(c) for c in record.get("changes") or []],
+            skipped=list(record.get("skipped") or []),
+            corrects=record.get("corrects"),
+        )
+
+    @property
+    def state_changed(self) -> bool:
+        return self.state_before != self.state_after
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "late": self.late,
+            "state_before": self.state_before,
+            "state_after": self.state_after,
+            "state_changed": self.state_changed,
+            "supersedes": self.supersedes,
+            "changes": self.changes,
+            "skipped": self.skipped,
+            "corrects": self.corrects,
+        }
+
+
+@dataclass(frozen=True)
 class SendResult:
-    """The audit entry an event produced (or the earlier one, for a repeated idempotency key)."""
+    """The audit entry an event produced (or the earlier one, for a repeated idempotency key).
+
+    `rederived` says what re-deriving the state from the history changed, when the event was
+    dated before the enrolment's last event, or was a correction (None otherwise).
+    """
 
     status: Status
     entry: AuditEntry | None
     changed: bool
     duplicate: bool = False
+    rederived: Rederivation | None = None
 
 
 @dataclass(frozen=True)
@@ -219,8 +272,12 @@ class Engine:
         handover_from: str | None = None,
         factors: Mapping[str, Any] | None = None,
         actor: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Status:
         """Enrol a patient on a pathway: a new enrolment with its own chain (seq 1) and snapshot.
+
+        With `idempotency_key`, repeating the same enrolment returns its status again (a different
+        enrolment of the patient on the pathway is still a DuplicatePatient).
 
         A patient may be enrolled on several pathways; the same pathway twice is a DuplicatePatient
         (DuplicateEnrolment). The enrolment gets the latest approved version of the pathway, or
@@ -241,6 +298,7 @@ class Engine:
             handover_from=handover_from,
             factors=factors,
             actor=actor,
+            idempotency_key=idempotency_key,
             now=now,
         )
         return self.store.run(work, retries=self.retries)
@@ -255,10 +313,14 @@ class Engine:
         pathway: str | None = None,
         actor: str | None = None,
         idempotency_key: str | None = None,
+        late: bool = False,
     ) -> SendResult:
         """Apply one event to one enrolment, durably; raises a specific error and writes nothing otherwise.
 
-        `pathway` names the enrolment; it may be left out when the patient has only one.
+        `pathway` names the enrolment; it may be left out when the patient has only one. A
+        clinical event dated before recorded ticks is folded in at its time (the ticks after it
+        are re-derived); one dated before the last clinical event needs `late` (else LateEvent),
+        and the enrolment is re-derived from its history (`SendResult.rederived`).
         """
         at = clinical_time(at)
         now = self.clock()
@@ -271,6 +333,33 @@ class Engine:
             pathway=pathway,
             actor=actor,
             idempotency_key=idempotency_key,
+            late=late,
+            now=now,
+        )
+        return self.store.run(work, retries=self.retries)
+
+    def correct(
+        self,
+        patient_id: str,
+        seq: int,
+        reason: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        pathway: str | None = None,
+        actor: str | None = None,
+    ) -> SendResult:
+        """Mark entry `seq` of an enrolment as entered in error, with `data` its corrected payload
+        (an enrolment's: `{"factors": ...}`) or without it (the event did not happen to this
+        patient), and re-derive the state. Appends one `correct` entry; nothing is edited."""
+        now = self.clock()
+        work = partial(
+            self.correct_in,
+            patient_id=patient_id,
+            seq=seq,
+            reason=reason,
+            data=data,
+            pathway=pathway,
+            actor=actor,
             now=now,
         )
         return self.store.run(work, retries=self.retries)
@@ -381,6 +470,7 @@ class Engine:
         handover_from: str | None = None,
         factors: Mapping[str, Any] | None = None,
         actor: str | None = None,
+        idempotency_key: str | None = None,
         now: datetime,
     ) -> Status:
         """Stage an enrolment in `tx`; raises and stages nothing when the input is bad."""
@@ -388,11 +478,24 @@ class Engine:
         at = clinical_time(at)
         definition = definition_for_enrolment(pathway, version, allow_unapproved=allow_unapproved)
         _check_text(actor, "actor")
+        _check_text(idempotency_key, "idempotency_key")
         data: dict[str, Any] = {"factors": factors if factors is not None else {}}
         if handover_from is not None:
             data.update(self._handover(tx, patient_id, definition, handover_from, factors))
         enrollment = definition.validate_enrollment(data)
         _check_not_future(at, now)
+        if idempotency_key is not None:
+            earlier = tx.find_entry(patient_id, definition.name, idempotency_key)
+            if earlier is not None:
+                same = (
+                    earlier.event == "enroll"
+                    and earlier.payload == enrollment.model_dump(mode="json")
+                    and earlier.at == at
+                    and earlier.version == definition.version
+                )
+                if not same:
+                    raise IdempotencyConflict(patient_id, idempotency_key, definition.name)
+                return self._status(tx.load(patient_id, definition.name))
         configuration, context = definition.start(enrollment, at)
         entry = NewEntry(
             event="enroll",
@@ -404,7 +507,7 @@ class Engine:
             config_after=list(configuration),
             transitions=[],
             decision=None,
-            idempotency_key=None,
+            idempotency_key=idempotency_key,
         )
         tx.enroll(
             patient_id, definition.name, definition.version, _update(definition, configuration, context, at), entry, now
@@ -444,6 +547,7 @@ class Engine:
         pathway: str | None = None,
         actor: str | None = None,
         idempotency_key: str | None = None,
+        late: bool = False,
         now: datetime,
     ) -> SendResult:
         """Stage one event in `tx`; raises and stages nothing when it is rejected."""
@@ -466,6 +570,9 @@ class Engine:
             earlier = tx.find_entry(patient_id, snapshot.pathway, idempotency_key)
             if earlier is not None:
                 return self._repeat(snapshot, earlier, event, payload, at, idempotency_key)
+        if at < snapshot.last_event_at and event != "tick":
+            # Dated before recorded ticks or a later clinical event: folded in at its time.
+            return self._send_rederived(tx, snapshot, event, payload, at, actor, idempotency_key, late, now)
         step = self._apply(definition, snapshot, event, payload, at)
         if not step.changed:
             return SendResult(self._status(snapshot), None, changed=False)
@@ -476,6 +583,109 @@ class Engine:
             now,
         )
         return SendResult(self._status(tx.load(patient_id, snapshot.pathway)), written, changed=True)
+
+    def _send_rederived(
+        self,
+        tx: Transaction,
+        snapshot: Snapshot,
+        event: str,
+        payload: Payload,
+        at: datetime,
+        actor: str | None,
+        key: str | None,
+        late: bool,
+        now: datetime,
+    ) -> SendResult:
+        from .errors import BeforeBarrier, LateEvent
+        from .fold import fold, rederive
+
+        prior = tx.history(snapshot.patient_id, snapshot.pathway)
+        before = fold(prior)
+        if at < before.barrier:
+            what = "enrolment" if before.barrier == prior[0].at else f"move to version {snapshot.version}"
+            raise BeforeBarrier(snapshot.patient_id, at, before.barrier, what)
+        if at < before.last_clinical_at and not late:
+            raise LateEvent(snapshot.patient_id, at, before.last_clinical_at)
+        candidate = _candidate(snapshot, event, payload.model_dump(mode="json"), at, actor, key, now)
+        result = rederive(prior, candidate, before)
+        refused = result.after.skipped.get(candidate.seq)
+        if refused is not None:
+            raise EventNotAllowed(event, refused)
+        if result.step is None:
+            return SendResult(self._status(snapshot), None, changed=False)
+        return self._write_rederived(tx, snapshot, candidate, result, now)
+
+    def _write_rederived(
+        self, tx: Transaction, snapshot: Snapshot, candidate: AuditEntry, result: Rederived, now: datetime
+    ) -> SendResult:
+        after = result.after
+        entry = NewEntry(
+            event=candidate.event,
+            payload=candidate.payload,
+            payload_schema=PAYLOAD_SCHEMA,
+            at=candidate.at,
+            actor=candidate.actor,
+            config_before=list(snapshot.configuration),
+            config_after=list(after.configuration),
+            transitions=result.transitions,
+            decision=result.decision,
+            idempotency_key=candidate.idempotency_key,
+        )
+        update = SnapshotUpdate(
+            configuration=list(after.configuration),
+            context=after.context,
+            state=after.state,
+            next_due_at=after.definition.next_due_at(after.configuration, after.context),
+            last_event_at=after.last_event_at,
+            state_since=after.state_since,
+        )
+        written = tx.append(snapshot, entry, update, now)
+        status = self._status(tx.load(snapshot.patient_id, snapshot.pathway))
+        return SendResult(status, written, changed=True, rederived=Rederivation.from_record(result.record))
+
+    def correct_in(
+        self,
+        tx: Transaction,
+        patient_id: str,
+        seq: int,
+        reason: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        pathway: str | None = None,
+        actor: str | None = None,
+        now: datetime,
+    ) -> SendResult:
+        """Stage a correction of entry `seq` in `tx` (see `correct`)."""
+        from .fold import CORRECT_EVENT, NON_CLINICAL, fold, rederive
+
+        _check_patient_id(patient_id)
+        _check_text(actor, "actor")
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+            raise InvalidCommand(f"reason must be a non-empty text of at most {MAX_REASON} characters")
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            raise InvalidCommand("seq must be an entry's sequence number")
+        if pathway is not None:
+            _check_text(pathway, "pathway")
+            snapshot = tx.load(patient_id, pathway)
+        else:
+            snapshot = pick_enrolment(patient_id, None, tx.enrolments(patient_id))
+        prior = tx.history(snapshot.patient_id, snapshot.pathway)
+        target = next((e for e in prior if e.seq == seq), None)
+        if target is None:
+            raise InvalidCommand(f"patient {patient_id!r} on {snapshot.pathway} has no entry {seq}")
+        if target.event in NON_CLINICAL:
+            raise InvalidCommand(f"entry {seq} is a {target.event}, not a clinical entry: it cannot be corrected")
+        definition = get_pathway(target.pathway, target.version)
+        if target.event == "enroll":
+            if data is None:
+                raise InvalidCommand("an enrolment is corrected with its data (--data '{\"factors\": {...}}')")
+            corrected: dict[str, Any] | None = definition.validate_enrollment(dict(data)).model_dump(mode="json")
+        else:
+            corrected = definition.validate(target.event, dict(data)).model_dump(mode="json") if data else None
+        payload = {"seq": seq, "reason": reason, "data": corrected}
+        candidate = _candidate(snapshot, CORRECT_EVENT, payload, target.at, actor, None, now)
+        result = rederive(prior, candidate, fold(prior))
+        return self._write_rederived(tx, snapshot, candidate, result, now)
 
     def tick(self, at: datetime, *, batch: int = 2000, limit: int | None = None, workers: int = 1) -> SweepReport:
         """Sweep every enrolment due at `at`: advance its monitoring, in batches of `batch`.
@@ -682,6 +892,41 @@ def _check_text(value: object, field: str) -> None:
         raise InvalidCommand(f"{field} must be a non-empty string of at most {MAX_PATIENT_ID} characters")
     if not value.isprintable():
         raise InvalidCommand(f"{field} {value[:40]!r} contains control characters")
+
+
+# A correction's reason: free text, but not a document.
+MAX_REASON = 2000
+
+
+def _candidate(
+    snapshot: Snapshot,
+    event: str,
+    payload: dict[str, Any],
+    at: datetime,
+    actor: str | None,
+    key: str | None,
+    now: datetime,
+) -> AuditEntry:
+    """The entry an event would be, as the fold reads it (the store adds the hashes)."""
+    return AuditEntry(
+        patient_id=snapshot.patient_id,
+        seq=snapshot.last_seq + 1,
+        event=event,
+        payload=payload,
+        payload_schema=PAYLOAD_SCHEMA,
+        at=at,
+        recorded_at=now,
+        actor=actor,
+        pathway=snapshot.pathway,
+        version=snapshot.version,
+        config_before=list(snapshot.configuration),
+        config_after=[],
+        transitions=[],
+        decision=None,
+        idempotency_key=key,
+        prev_hash=snapshot.last_hash,
+        hash="",
+    )
 
 
 def _check_lookup(patient_id: object, pathway: object) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "EventInFuture",
     "InvalidCommand",
     "InvalidPatientId",
+    "LateEvent",
     "TimeWentBackwards",
     "exit_code",
 ]
@@ -65,6 +66,26 @@ class TimeWentBackwards(CarepathError):
         self.at = at
         self.last = last
         super().__init__(f"at {at.isoformat()} is before patient {patient_id!r}'s last event at {last.isoformat()}")
+
+
+class LateEvent(TimeWentBackwards):
+    """Raised when a clinical event is dated before the enrolment's last clinical event and the
+    caller did not say it is a late entry (`late=True`, `--late`)."""
+
+    def __init__(self, patient_id: str, at: datetime, last: datetime) -> None:
+        super().__init__(patient_id, at, last)
+        self.args = (
+            f"at {at.isoformat()} is before patient {patient_id!r}'s last clinical event at {last.isoformat()}: "
+            "pass --late (library: late=True) to record it as a late entry",
+        )
+
+
+class BeforeBarrier(TimeWentBackwards):
+    """Raised when a clinical event is dated before the enrolment began or moved to its current version."""
+
+    def __init__(self, patient_id: str, at: datetime, barrier: datetime, what: str) -> None:
+        super().__init__(patient_id, at, barrier)
+        self.args = (f"at {at.isoformat()} is before patient {patient_id!r}'s {what} at {barrier.isoformat()}",)
 
 
 class EventInFuture(CarepathError):

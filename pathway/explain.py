@@ -9,7 +9,7 @@ red flags) stand in with their last recorded values, and inputs that grow with t
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +154,10 @@ class Explanation:
     next_due_at: datetime | None
     final: bool
     transitions: list[TransitionView]
+    # Re-derivations in the history (late events, events dated before ticks, corrections), oldest
+    # first: seq, event, at, recorded_at and what the entry records (state before and after,
+    # decisions changed, ticks superseded).
+    rederived: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -166,6 +170,7 @@ class Explanation:
             "next_due_at": iso_or_none(self.next_due_at),
             "final": self.final,
             "transitions": [t.to_json() for t in self.transitions],
+            "rederived": self.rederived,
         }
 
 
@@ -186,7 +191,18 @@ def explain(
     definition = get_pathway(snapshot.pathway, snapshot.version)
     active = frozenset(snapshot.configuration)
     rules = [rule for rule in definition.rules if rule.sources & active]
-    history = store.history(patient_id, snapshot.pathway) if any(rule.guard for rule in rules) else []
+    history = store.history(patient_id, snapshot.pathway)
+    rederived = [
+        {
+            "seq": e.seq,
+            "event": e.event,
+            "at": e.at.isoformat(),
+            "recorded_at": e.recorded_at.isoformat(),
+            **e.decision["rederived"],
+        }
+        for e in history
+        if isinstance(e.decision, dict) and isinstance(e.decision.get("rederived"), dict)
+    ]
     evaluator = _Evaluator(definition, snapshot, history, at)
     transitions: list[TransitionView] = []
     decided: set[str] = set()
@@ -205,6 +221,7 @@ def explain(
         next_due_at=snapshot.next_due_at,
         final=definition.outcome(snapshot.configuration, snapshot.context) is not None or not rules,
         transitions=transitions,
+        rederived=rederived,
     )
 
 

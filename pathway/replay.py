@@ -39,7 +39,7 @@ from persistence import (
     is_private_memory,
 )
 from persistence.chain import Sealer
-from persistence.crypto import EncryptedData, is_sealed
+from persistence.crypto import is_sealed
 from states import (
     MIGRATE_EVENT,
     EventNotAllowed,
@@ -51,15 +51,16 @@ from states import (
     get_pathway,
 )
 from states.guards import ConditionResult, evaluate_rule
-from states.payloads import Payload
-from states.upcast import upcast
 
-from .engine import PAYLOAD_SCHEMA, Status, clinical_time, resolve_pathway
+from .engine import Status, clinical_time, resolve_pathway
 from .errors import CarepathError
+from .fold import CORRECT_EVENT, NON_CLINICAL, fold, folded_snapshot, is_clinical, rederive, stored_payload
 from .tuning import bulk_allocation, parallel_map
 
 if TYPE_CHECKING:
     from persistence import Store
+
+    from .fold import Folded
 
 __all__ = [
     "InvalidPolicy",
@@ -151,19 +152,6 @@ def _streaming(items: Iterator[T]) -> Iterator[Iterator[T]]:
 # -- rebuilding one patient ------------------------------------------------------------------
 
 
-def stored_payload(definition: Pathway, entry: AuditEntry) -> Payload:
-    """The entry's payload upcast to the current schema and validated by the current code.
-
-    Raises EncryptedData when the payload is encrypted and no configured data key opens it.
-    """
-    if is_sealed(entry.payload):
-        raise EncryptedData(f"the payload of {entry.patient_id!r} on {entry.pathway!r} seq {entry.seq}")
-    data = upcast(definition.name, entry.event, entry.payload, entry.payload_schema, PAYLOAD_SCHEMA)
-    if entry.event == "enroll":
-        return definition.validate_enrollment(dict(data))
-    return definition.validate(entry.event, dict(data))
-
-
 class _Rebuild:
     """A patient's snapshot rebuilt from its entries, one step at a time."""
 
@@ -178,6 +166,8 @@ class _Rebuild:
         self.seq = enrollment.seq
         self.last_hash = enrollment.hash
         self.applied = 1
+        # Every entry so far: a late entry or a correction folds them all again.
+        self.entries: list[AuditEntry] = [enrollment]
 
     def step(self, entry: AuditEntry) -> Step:
         """Apply an entry's event to the current state (raises EventNotAllowed, InvalidInput)."""
@@ -201,6 +191,20 @@ class _Rebuild:
         self.seq = entry.seq
         self.last_hash = entry.hash
         self.applied += 1
+        self.entries.append(entry)
+
+    def adopt(self, entry: AuditEntry, folded: Folded) -> None:
+        """Take the state re-derived from the whole log after `entry`."""
+        self.definition = folded.definition
+        self.configuration = folded.configuration
+        self.context = folded.context
+        self.state, self.state_since = folded.state, folded.state_since
+        self.last_event_at = folded.last_event_at
+        self.updated_at = entry.recorded_at
+        self.seq = entry.seq
+        self.last_hash = entry.hash
+        self.applied += 1
+        self.entries.append(entry)
 
     def snapshot(self) -> Snapshot:
         """The snapshot the engine would have stored after the entries applied so far."""
@@ -238,6 +242,9 @@ def _checked_start(entry: AuditEntry) -> _Rebuild:
 
 def _checked_step(rebuild: _Rebuild, entry: AuditEntry) -> None:
     """Re-apply one entry and check configuration, rule, guard values and transitions."""
+    if entry.event == CORRECT_EVENT or (is_clinical(entry.event) and entry.at < rebuild.last_event_at):
+        _checked_rederived(rebuild, entry)
+        return
     definition = rebuild.definition
     if entry.event == MIGRATE_EVENT:
         _expect(entry.seq, "version migrated from", entry.payload.get("from_version"), definition.version)
@@ -266,6 +273,48 @@ def _checked_step(rebuild: _Rebuild, entry: AuditEntry) -> None:
     rebuild.advance(entry, step)
 
 
+def _checked_rederived(rebuild: _Rebuild, entry: AuditEntry) -> None:
+    """An entry dated before the previous ones, or a correction: the engine re-derived the state
+    by folding the whole log (pathway/fold.py); do the same and check what it recorded."""
+    definition = rebuild.definition
+    if (entry.pathway, entry.version) != (definition.name, definition.version):
+        raise _diverged(
+            entry.seq,
+            f"entry names {entry.pathway} v{entry.version}, patient is on {definition.name} v{definition.version}",
+        )
+    prior = rebuild.entries
+    _expect(entry.seq, "configuration before", entry.config_before, list(rebuild.configuration))
+    try:
+        before = fold(prior)
+        if entry.event == CORRECT_EVENT:
+            _check_correction(prior, entry)
+        elif entry.at < before.barrier:
+            raise _diverged(entry.seq, f"at {entry.at.isoformat()} is before the enrolment or its last migration")
+        result = rederive(prior, entry, before)
+    except UnknownDefinition:
+        raise
+    except (StatesError, KeyError, ValueError, TypeError) as err:
+        raise _diverged(entry.seq, str(err)) from None
+    if entry.event != CORRECT_EVENT and result.step is None:
+        raise _diverged(entry.seq, f"{entry.event} is not allowed, or changes nothing, at its clinical time")
+    _expect(entry.seq, "configuration after", entry.config_after, list(result.after.configuration))
+    _expect(entry.seq, "transitions", entry.transitions, result.transitions)
+    if not _same(entry.decision, result.decision):
+        raise _diverged(entry.seq, "recorded re-derivation differs from the replayed one")
+    rebuild.adopt(entry, result.after)
+
+
+def _check_correction(prior: list[AuditEntry], entry: AuditEntry) -> None:
+    """A correction names an earlier clinical entry, at that entry's time."""
+    target = next((e for e in prior if e.seq == entry.payload.get("seq")), None)
+    if target is None or target.event in NON_CLINICAL:
+        raise _diverged(entry.seq, f"corrects {entry.payload.get('seq')!r}, which is no clinical entry")
+    if target.at != entry.at:
+        raise _diverged(entry.seq, "a correction is dated at the entry it corrects")
+    if target.event == "enroll" and entry.payload.get("data") is None:
+        raise _diverged(entry.seq, "an enrolment is corrected with data")
+
+
 def _expect(seq: int, what: str, recorded: Any, replayed: Any) -> None:
     if recorded != replayed:
         raise _diverged(seq, f"{what} recorded {recorded!r}, replayed {replayed!r}")
@@ -276,45 +325,69 @@ def _expect(seq: int, what: str, recorded: Any, replayed: Any) -> None:
 
 @dataclass(frozen=True)
 class ReplayResult(Status):
-    """A patient's status as rebuilt from the log (up to `until`), with the last seq applied."""
+    """A patient's status as rebuilt from the log (at clinical time `until`, as recorded by `as_of`),
+    with the last seq taken into account."""
 
     seq: int = 0
     until: datetime | None = None
+    as_of: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         document = super().to_json()
         document["seq"] = self.seq
         document["until"] = self.until.isoformat() if self.until else None
+        document["as_of"] = self.as_of.isoformat() if self.as_of else None
         return document
 
 
-def replay(store: Store, patient_id: str, until: datetime | None = None, *, pathway: str | None = None) -> ReplayResult:
+def replay(
+    store: Store,
+    patient_id: str,
+    until: datetime | None = None,
+    *,
+    pathway: str | None = None,
+    as_of: datetime | None = None,
+) -> ReplayResult:
     """Rebuild an enrolment's state from its audit log, checking each step against the record.
 
-    `pathway` names the enrolment (optional when the patient has one). With `until` (an aware
-    time) the result is the state after the last event at or before it. Raises UnknownPatient,
-    AmbiguousEnrolment, NotEnrolledAt (enrolled after `until`) or ReplayDiverged.
+    `pathway` names the enrolment (optional when the patient has one). Two times (aware):
+    `until` is clinical time, the state at T as we know it now (every late entry and correction
+    recorded since included); `as_of` is record time, what the record said at R (entries
+    recorded after R left out, so later corrections and late entries too). Raises
+    UnknownPatient, AmbiguousEnrolment, NotEnrolledAt (enrolled after `until`, or recorded
+    after `as_of`) or ReplayDiverged.
     """
     if until is not None:
         until = clinical_time(until, "until")
+    if as_of is not None:
+        as_of = clinical_time(as_of, "as_of")
     pathway = resolve_pathway(patient_id, pathway, store.pathways(patient_id))
     rebuild: _Rebuild | None = None
     with _streaming(store.iter_entries(patient_id, pathway=pathway)) as entries:
         for entry in entries:
-            if until is not None and entry.at > until:
+            if as_of is not None and entry.recorded_at > as_of:
                 break
+            if until is not None and rebuild is None and entry.at > until:
+                raise NotEnrolledAt(patient_id, until, pathway)
             try:
                 if rebuild is None:
                     rebuild = _checked_start(entry)
                 else:
                     _checked_step(rebuild, entry)
             except _Mismatch as err:
+                if until is not None and entry.at > until and entry.event != CORRECT_EVENT:
+                    break  # a step after T that does not reproduce leaves the state at T as it was
                 raise ReplayDiverged(patient_id, err.seq, err.reason, pathway) from None
     if rebuild is None:
-        if until is not None:
-            raise NotEnrolledAt(patient_id, until, pathway)
+        when = until if until is not None else as_of
+        if when is not None:
+            raise NotEnrolledAt(patient_id, when, pathway)
         raise ReplayDiverged(patient_id, 1, f"{REPLAY_DIVERGED}: the patient has no audit entries", pathway)
-    return ReplayResult(rebuild.snapshot(), seq=rebuild.seq, until=until)
+    if until is None:
+        return ReplayResult(rebuild.snapshot(), seq=rebuild.seq, as_of=as_of)
+    known = [entry for entry in rebuild.entries if entry.at <= until]
+    snapshot = folded_snapshot(fold(rebuild.entries, until), known)
+    return ReplayResult(snapshot, seq=known[-1].seq, until=until, as_of=as_of)
 
 
 # -- verify -------------------------------------------------------------------------------------
@@ -800,7 +873,7 @@ def _whatif_patient(
     count, recorded, diverged, stopped, because = 1, first.config_after, None, None, None
     for entry in iterator:
         count += 1
-        if entry.event == MIGRATE_EVENT:
+        if entry.event in (MIGRATE_EVENT, CORRECT_EVENT):
             continue
         recorded = entry.config_after
         if stopped is not None:

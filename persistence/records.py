@@ -49,6 +49,9 @@ class SnapshotUpdate:
     last_event_at: datetime
     # A new definition version (a patient migrated to it); None keeps the snapshot's version.
     version: int | None = None
+    # When the state was entered, for a state re-derived from the history (None: the entry's time
+    # if the state changed, else unchanged).
+    state_since: datetime | None = None
 
 
 @dataclass(frozen=True)

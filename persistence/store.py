@@ -389,6 +389,8 @@ class Transaction:
         self._pending: dict[EnrolmentKey, tuple[int, Snapshot]] = {}
         self._entries: list[dict[str, Any]] = []
         self._keys: dict[tuple[str, str, str], AuditEntry] = {}
+        # The entries staged so far, as written (decrypted), for `history` within the transaction.
+        self._written: list[AuditEntry] = []
         self._enrolled: list[EnrolmentKey] = []
         # Snapshots read in bulk (`prefetch`, `enrolments`), and the patients whose every
         # enrolment is among them (so a missing one needs no query).
@@ -501,6 +503,13 @@ class Transaction:
         ]
         return found + staged
 
+    def history(self, patient_id: str, pathway: str) -> list[AuditEntry]:
+        """The enrolment's entries in seq order, written or staged (read only to re-derive a state)."""
+        codec = self._codec
+        sql = f"{codec.select_entries} WHERE patient_id = {codec.mark} AND pathway = {codec.mark} ORDER BY seq"
+        found = [codec.entry(row) for row in self._execute(sql, (patient_id, pathway)).fetchall()]
+        return found + [entry for entry in self._written if entry.key == (patient_id, pathway)]
+
     def find_entry(self, patient_id: str, pathway: str, idempotency_key: str) -> AuditEntry | None:
         """The enrolment's entry recorded earlier under this idempotency key, if any."""
         buffered = self._keys.get((patient_id, pathway, idempotency_key))
@@ -585,7 +594,12 @@ class Transaction:
             self._entries.append(stored)
         if entry.idempotency_key is not None:
             self._keys[(snapshot.patient_id, snapshot.pathway, entry.idempotency_key)] = written
+        self._written.append(written)
         changed_state = update.state != snapshot.state
+        if update.state_since is not None:
+            since = update.state_since
+        else:
+            since = entry.at if changed_state else snapshot.state_since
         after = Snapshot(
             snapshot.patient_id,
             snapshot.pathway,
@@ -593,7 +607,7 @@ class Transaction:
             update.configuration,
             update.context,
             update.state,
-            entry.at if changed_state else snapshot.state_since,
+            since,
             snapshot.revision + 1,
             update.next_due_at,
             update.last_event_at,
@@ -628,6 +642,7 @@ class Transaction:
         self._enrolled = []
         self._pending = {}
         self._keys = {}
+        self._written = []
 
 
 def _create_private(path: str | None) -> None:

@@ -82,6 +82,7 @@ def _replay_document(engine: Engine, patient_id: str, until: datetime | None = N
     document = replay(engine.store, patient_id, until).to_json()
     document.pop("seq")
     document.pop("until")
+    document.pop("as_of")
     return document
 
 

@@ -97,6 +97,7 @@ def test_old_rows_are_replayed_and_verified_by_current_code(engine: Engine, sche
     assert result.to_json() | {"seq": None, "until": None} == engine.status("old").to_json() | {
         "seq": None,
         "until": None,
+        "as_of": None,
     }
     assert verify(engine.store).to_json() == {"ok": True, "patients": 1, "enrolments": 1, "events": 4, "keyed": False}
 

@@ -301,6 +301,7 @@ def test_cli_replay_json_has_the_status_keys(cohort: Engine, capsys: pytest.Capt
     replayed = json.loads(capsys.readouterr().out)
     assert replayed.pop("seq") == 6
     assert replayed.pop("until") is None
+    assert replayed.pop("as_of") is None
     assert replayed == status
 
 

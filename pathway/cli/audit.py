@@ -27,7 +27,11 @@ EXIT_PROBLEM = 1
 def replay_command(
     patient: Annotated[str, typer.Argument(help="Patient id.")],
     until: Annotated[
-        str | None, typer.Option("--until", help="Show the state as of this time (ISO 8601 with a zone).")
+        str | None, typer.Option("--until", help="The state at this clinical time, as known now (ISO 8601, zoned).")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="What the record said at this record time (before later corrections)."),
     ] = None,
     pathway: PathwayOption = None,
     json_: JsonOption = False,
@@ -37,13 +41,15 @@ def replay_command(
     Exits 1 when the log does not reproduce what was recorded.
 
     Example: carepath replay p-001 --pathway sciatica --until 2026-02-01T00:00:00+00:00 --json
+    What the record said before a correction: carepath replay p-001 --as-of 2026-02-03T12:00:00+00:00
     """
     from ..replay import ReplayDiverged
     from ..replay import replay as replay_log
 
     try:
         when = parse_time(until, "--until") if until else None
-        result = replay_log(engine().store, patient, when, pathway=pathway)
+        recorded = parse_time(as_of, "--as-of") if as_of else None
+        result = replay_log(engine().store, patient, when, pathway=pathway, as_of=recorded)
     except ReplayDiverged as err:
         if json_:
             emit_json(
@@ -60,8 +66,9 @@ def replay_command(
     if json_:
         emit_json(result.to_json())
         return
-    as_of = f" as of {result.until.isoformat()}" if result.until else ""
-    console().print(f"replayed {result.revision} entries (up to seq {result.seq}){as_of}")
+    at = f" at clinical time {result.until.isoformat()}" if result.until else ""
+    recorded_by = f" as recorded by {result.as_of.isoformat()}" if result.as_of else ""
+    console().print(f"replayed {result.revision} entries (up to seq {result.seq}){at}{recorded_by}")
     print_status(result)
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..engine import DEFAULT_PATHWAY, clinical_time
 from .app import AtOption, JsonOption, PathwayOption, app, emit_json, engine, parse_data, parse_time
-from .render import console, entry_json, print_history, print_status
+from .render import console, entry_json, print_history, print_status, rederivation_lines
+
+if TYPE_CHECKING:
+    from ..engine import SendResult
 
 
 @app.command()
@@ -29,6 +32,7 @@ def enroll(
     ] = None,
     factors: Annotated[str | None, typer.Option(help="Patient factors as JSON, e.g. '{\"age\": 70}'.")] = None,
     actor: Annotated[str | None, typer.Option(help="Who enrolled the patient.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Repeat-safe key.")] = None,
     json_: JsonOption = False,
 ) -> None:
     """Enrol a patient on a pathway: the latest approved version unless --version names another.
@@ -47,6 +51,7 @@ def enroll(
         handover_from=handover_from,
         factors=parse_data(factors, "--factors") if factors is not None else None,
         actor=actor,
+        idempotency_key=idempotency_key,
     )
     if json_:
         emit_json(status.to_json())
@@ -62,10 +67,17 @@ def send(
     data: Annotated[str | None, typer.Option(help="Event data as a JSON object.")] = None,
     actor: Annotated[str | None, typer.Option(help="Who recorded the event.")] = None,
     idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Repeat-safe key.")] = None,
+    late: Annotated[
+        bool, typer.Option("--late", help="Record an event dated before the last clinical event (re-derived).")
+    ] = False,
     pathway: PathwayOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Apply one event to a patient's enrolment.
+
+    An event dated before ticks recorded after the last clinical event is folded in at its time;
+    one dated before the last clinical event needs --late. Either way the state is re-derived
+    and any decision that changes is shown with before and after.
 
     Example: carepath send p-001 reassess --pathway sciatica --at 2026-02-02T09:00:00+00:00
     --data '{"pain": 5, "fasciculations": "improving", "red_flags": []}'
@@ -78,12 +90,18 @@ def send(
         pathway=pathway,
         actor=actor,
         idempotency_key=idempotency_key,
+        late=late,
     )
+    _print_result(patient, event, result, json_)
+
+
+def _print_result(patient: str, event: str, result: SendResult, json_: bool) -> None:
     if json_:
         document: dict[str, Any] = result.status.to_json()
         document["changed"] = result.changed
         document["duplicate"] = result.duplicate
         document["entry"] = entry_json(result.entry) if result.entry else None
+        document["rederived"] = result.rederived.to_json() if result.rederived else None
         emit_json(document)
         return
     status = result.status
@@ -97,6 +115,40 @@ def send(
         console().print(
             f"{patient}: {event} -> [bold]{status.state}[/] (seq {result.entry.seq if result.entry else '?'})"
         )
+    if result.rederived is not None:
+        for line in rederivation_lines(result.rederived.to_json()):
+            console().print(f"  {line}")
+
+
+@app.command()
+def correct(
+    patient: Annotated[str, typer.Argument(help="Patient id.")],
+    seq: Annotated[int, typer.Option("--seq", min=1, help="The entry entered in error.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it is corrected (recorded).")],
+    data: Annotated[
+        str | None, typer.Option(help="The corrected payload as JSON (leave out: the event did not happen).")
+    ] = None,
+    actor: Annotated[str | None, typer.Option(help="Who corrects it.")] = None,
+    pathway: PathwayOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Mark an entry as entered in error, optionally with its corrected payload, and re-derive the state.
+
+    Appends a correction entry; nothing is deleted or edited. An enrolment is corrected with its
+    data (--data '{"factors": {...}}').
+
+    Example: carepath correct p-001 --seq 3 --reason "pain was 4, not 9"
+    --data '{"pain": 4, "fasciculations": "stable", "red_flags": []}'
+    """
+    result = engine().correct(
+        patient,
+        seq,
+        reason,
+        parse_data(data) if data is not None else None,
+        pathway=pathway,
+        actor=actor,
+    )
+    _print_result(patient, "correct", result, json_)
 
 
 @app.command()

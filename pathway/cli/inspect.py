@@ -16,7 +16,7 @@ import typer
 from ..engine import DEFAULT_PATHWAY
 from ..errors import InvalidCommand
 from .app import JsonOption, PathwayOption, app, emit_json, engine, parse_time
-from .render import console, styled_state
+from .render import console, rederivation_lines, styled_state
 
 if TYPE_CHECKING:
     from ..explain import CohortRow, Explanation, TransitionView
@@ -65,6 +65,12 @@ def _print_explanation(x: Explanation) -> None:
     out.print(f"configuration: {', '.join(x.configuration)}")
     due = f"{_when(x.next_due_at)} (a tick then changes the patient)" if x.next_due_at else "-"
     out.print(f"next due: {due}")
+    for record in x.rederived:
+        late = "late " if record.get("late") else ""
+        what = "correction" if record["event"] == "correct" else late + record["event"]
+        out.print(f"re-derived by seq {record['seq']} ({what} at {record['at']}, recorded {record['recorded_at']}):")
+        for line in rederivation_lines(record):
+            out.print(f"  {escape(line)}")
     if not x.transitions:
         out.print("[dim]final state: no rule leaves it[/]")
         return

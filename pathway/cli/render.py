@@ -22,6 +22,7 @@ __all__ = [
     "console",
     "entry_json",
     "print_history",
+    "rederivation_lines",
     "print_status",
     "state_style",
     "styled_state",
@@ -70,6 +71,8 @@ def entry_json(entry: AuditEntry) -> dict[str, Any]:
         "transitions": entry.transitions,
         "decision": entry.decision,
         "idempotency_key": entry.idempotency_key,
+        "late": bool(((entry.decision or {}).get("rederived") or {}).get("late")),
+        "rederived": (entry.decision or {}).get("rederived"),
         "payload_schema": entry.payload_schema,
         "pathway": entry.pathway,
         "version": entry.version,
@@ -175,6 +178,28 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def rederivation_lines(record: dict[str, Any]) -> list[str]:
+    """A re-derivation (a late event, one dated before recorded ticks, a correction) in words."""
+    lines = []
+    if record.get("corrects") is not None:
+        lines.append(f"corrects seq {record['corrects']} (entered in error)")
+    if record.get("late"):
+        lines.append("late entry: dated before the last clinical event")
+    if record.get("supersedes"):
+        lines.append("supersedes tick entries " + ", ".join(f"seq {s}" for s in record["supersedes"]))
+    before, after = record.get("state_before"), record.get("state_after")
+    if before != after:
+        lines.append(f"state re-derived: {before} -> {after}")
+    for change in record.get("changes") or []:
+        lines.append(
+            f"decision changed: seq {change['seq']} {change['event']} at {change['at']}: "
+            f"{change['before'] or 'not in the record'} -> {change['after'] or 'entered in error'}"
+        )
+    if record.get("skipped"):
+        lines.append("not applied in the re-derived state: " + ", ".join(f"seq {s}" for s in record["skipped"]))
+    return lines
+
+
 def print_history(patient: str, entries: Sequence[AuditEntry]) -> None:
     from rich.table import Table
 
@@ -182,9 +207,18 @@ def print_history(patient: str, entries: Sequence[AuditEntry]) -> None:
     table = Table(title=f"history of {shown(patient)}{pathway}")
     for column in ("seq", "event", "at", "actor", "state after", "rule", "hash"):
         table.add_column(column)
+    notes: list[str] = []
     for e in entries:
-        rule = (e.decision or {}).get("rule") or ""
+        decision = e.decision or {}
+        rule = decision.get("rule") or ""
+        record = decision.get("rederived")
+        event = e.event
+        if isinstance(record, dict):
+            event += " (late)" if record.get("late") else " (re-derived)" if e.event != "correct" else ""
+            notes += [f"seq {e.seq}: {line}" for line in rederivation_lines(record)]
         table.add_row(
-            str(e.seq), e.event, e.at.isoformat(), shown(e.actor or ""), ", ".join(e.config_after), rule, e.hash[:12]
+            str(e.seq), event, e.at.isoformat(), shown(e.actor or ""), ", ".join(e.config_after), rule, e.hash[:12]
         )
     console().print(table)
+    for note in notes:
+        console().print(note)
