@@ -159,7 +159,9 @@ def send_sqlite(workdir: Path, n: int, patients: int = 100) -> float:
 def cohort_lines(patients: int, visits: int) -> Iterator[str]:
     for i in range(patients):
         pid = f"p{i:07d}"
-        yield json.dumps({"patient": pid, "event": "enroll", "at": T0.isoformat(), "factors": {"age": 40 + i % 40}})
+        yield json.dumps(
+            {"patient": pid, "event": "enroll", "at": T0.isoformat(), "version": 1, "factors": {"age": 40 + i % 40}}
+        )
         yield json.dumps({"patient": pid, "event": "assess", "at": T0.isoformat(), "data": assess()})
         for k in range(1, visits + 1):
             at = T0 + timedelta(days=14 * k, hours=i % 24)
