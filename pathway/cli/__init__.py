@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Sequence
 
 import typer
@@ -16,7 +17,8 @@ __all__ = ["app", "main", "run"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return its exit status (0 ok, 1 verify problem, 2 input, 3 state, 4 patient)."""
+    """Run one command; return its exit status (0 ok, 1 verify problem, 2 input, 3 state, 4 patient,
+    5 no carepath database or storage unavailable, 130 interrupted)."""
     reset_settings()
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -34,8 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("aborted\n")
         return 130
     except Exception as err:  # every domain error becomes one line and an exit status
-        if settings().debug:
-            raise
+        if settings().debug:  # the traceback too; the exit status stays the error's
+            traceback.print_exc()
         sys.stderr.write(f"carepath: error: {err}\n")
         return exit_code(err)
     finally:

@@ -13,7 +13,7 @@ import typer
 
 from ..engine import DEFAULT_PATHWAY
 from ..errors import InvalidCommand
-from .app import JsonOption, PathwayOption, app, emit_json, engine, parse_time
+from .app import JsonOption, PathwayOption, app, emit_json, parse_time, reading
 from .render import console, print_status, styled_state
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def replay_command(
 
     try:
         when = parse_time(until, "--until") if until else None
-        result = replay_log(engine().store, patient, when, pathway=pathway)
+        result = replay_log(reading().store, patient, when, pathway=pathway)
     except ReplayDiverged as err:
         if json_:
             emit_json(
@@ -88,7 +88,7 @@ def verify_command(
     """
     if patient is None and pathway is not None:
         raise InvalidCommand("--pathway names one enrolment of a PATIENT: give the patient id too")
-    store = engine().store
+    store = reading().store
     show_progress = patient is None and not json_
     with _progress("verifying", store.count_entries() if show_progress else 0) as advance:
         from ..replay import verify as verify_log
@@ -137,7 +137,7 @@ def whatif_command(
     if (policy is None) == (version is None):
         raise InvalidCommand("give exactly one of --policy FILE or --version N")
     data = _read_policy(policy) if policy is not None else None
-    store = engine().store
+    store = reading().store
     with _progress("what-if", 0 if json_ else store.count_entries()) as advance:
         from ..replay import whatif as whatif_log
 

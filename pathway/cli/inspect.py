@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..engine import DEFAULT_PATHWAY
+from ..engine import DEFAULT_PATHWAY, clinical_time
 from ..errors import InvalidCommand
-from .app import JsonOption, PathwayOption, app, emit_json, engine, parse_time
+from .app import JsonOption, PathwayOption, app, emit_json, parse_time, reading
 from .render import console, styled_state
 
 if TYPE_CHECKING:
@@ -28,7 +28,8 @@ OptionalAt = Annotated[
 
 
 def _at(text: str | None) -> datetime:
-    return parse_time(text) if text is not None else engine().clock()
+    # Checked before the database is opened: input errors come first.
+    return clinical_time(parse_time(text)) if text is not None else reading().clock()
 
 
 # -- explain ------------------------------------------------------------------------------------
@@ -47,7 +48,7 @@ def explain(
     """
     from ..explain import explain as explain_patient
 
-    explanation = explain_patient(engine(), patient, parse_time(at) if at is not None else None, pathway=pathway)
+    explanation = explain_patient(reading(), patient, parse_time(at) if at is not None else None, pathway=pathway)
     if json_:
         emit_json(explanation.to_json())
     else:
@@ -111,7 +112,7 @@ def list_patients(
     from ..explain import cohort
 
     when = _at(at)
-    store = engine().store
+    store = reading().store
     rows = list(cohort(store, when, state))
     counts = store.count_by_state()
     if json_:
@@ -142,7 +143,7 @@ def due(
     from ..explain import due_cohort
 
     when = _at(at)
-    rows = list(due_cohort(engine().store, when))
+    rows = list(due_cohort(reading().store, when))
     actions: dict[str, int] = {}
     for row in rows:
         key = row.tick or "nothing"
@@ -254,7 +255,7 @@ def diagram(
     if output is None and chosen not in TEXT_FORMATS:
         raise InvalidCommand(f"--format {chosen} is binary: give -o FILE")
     if patient is not None:
-        status = engine().status(patient, pathway)
+        status = reading().status(patient, pathway)
         definition, active = status.definition, status.configuration
     else:
         definition, active = get_pathway(pathway or DEFAULT_PATHWAY), []
@@ -285,7 +286,7 @@ def timeline(
 
     from ..timeline import plot_timeline
 
-    entries = engine().history(patient, pathway)
+    entries = reading().history(patient, pathway)
     definition = get_pathway(entries[0].pathway, entries[0].version)
     written = plot_timeline(entries, definition, output)
     console().print(f"wrote {written}")
