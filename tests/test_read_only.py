@@ -191,3 +191,19 @@ def test_a_file_alone_is_read_immutable_under_a_shared_lock(tmp_path: Path) -> N
     finally:
         source.close()
     assert _listing(tmp_path) == ["carepath.db"]
+
+
+def test_cohort_tables_show_control_characters_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An id written into the database behind carepath's back cannot drive the terminal from `list` or `due`."""
+    monkeypatch.setenv("COLUMNS", "300")
+    path, url = _database(tmp_path)
+    store = Store(url)
+    store.execute_raw("UPDATE carepath_patients SET patient_id = :pid", {"pid": "p1\x1b[2J\r\nfake"})
+    store.dispose()
+    for args in (["list", "--at", NOW.isoformat()], ["due", "--at", NOW.isoformat()]):
+        assert main(["--db", url, *args]) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\r" not in out
+        assert "p1\\x1b[2J\\r\\nfake" in out

@@ -15,6 +15,7 @@ from ..engine import DEFAULT_PATHWAY
 from ..errors import InvalidCommand
 from .app import JsonOption, PathwayOption, app, emit_json, parse_time, reading
 from .render import console, print_status, styled_state
+from .text import shown
 
 if TYPE_CHECKING:
     from ..replay import VerifyReport, WhatIfReport
@@ -195,7 +196,10 @@ def _print_verify(report: VerifyReport) -> None:
     out.print(f"[bold red]problem[/]: {report.problem_count} of {checked}")
     for problem in report.problems:
         detail = f" ({problem.detail})" if problem.detail else ""
-        out.print(f"  {problem.patient_id} ({problem.pathway}) seq {problem.first_bad_seq}: {problem.reason}{detail}")
+        out.print(
+            f"  {shown(problem.patient_id)} ({shown(problem.pathway)}) seq {problem.first_bad_seq}: "
+            f"{shown(problem.reason)}{shown(detail)}"
+        )
     for note in notes:
         out.print(f"  note: {note}")
 
@@ -212,8 +216,8 @@ def _print_whatif(report: WhatIfReport) -> None:
         table.add_column(column)
     for change in report.changes:
         table.add_row(
-            change.patient_id,
-            change.pathway,
+            shown(change.patient_id),
+            shown(change.pathway),
             styled_state(change.recorded_state),
             styled_state(change.whatif_state),
             str(change.first_diverging_seq),

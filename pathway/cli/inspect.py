@@ -7,6 +7,7 @@ that the CLI starts fast.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -17,6 +18,7 @@ from ..engine import DEFAULT_PATHWAY, clinical_time
 from ..errors import InvalidCommand
 from .app import JsonOption, PathwayOption, app, emit_json, parse_time, reading
 from .render import console, styled_state
+from .text import shown
 
 if TYPE_CHECKING:
     from ..explain import CohortRow, Explanation, TransitionView
@@ -56,14 +58,12 @@ def explain(
 
 
 def _print_explanation(x: Explanation) -> None:
-    from rich.markup import escape
-
     out = console()
     from states import get_pathway
 
     state = styled_state(x.state, get_pathway(x.pathway, x.version))
-    out.print(f"[bold]{x.patient_id}[/]  {state}  {x.pathway} v{x.version}  at {_when(x.at)}")
-    out.print(f"configuration: {', '.join(x.configuration)}")
+    out.print(f"[bold]{shown(x.patient_id)}[/]  {state}  {shown(x.pathway)} v{x.version}  at {_when(x.at)}")
+    out.print(f"configuration: {shown(', '.join(x.configuration))}")
     due = f"{_when(x.next_due_at)} (a tick then changes the patient)" if x.next_due_at else "-"
     out.print(f"next due: {due}")
     if not x.transitions:
@@ -71,13 +71,12 @@ def _print_explanation(x: Explanation) -> None:
         return
     out.print("[dim]observed values: the last recorded stand in for the next event's; times: as of 'at'[/]")
     for event in dict.fromkeys(t.event for t in x.transitions):
-        out.print(f"\n[bold]on {event}[/]")
+        out.print(f"\n[bold]on {shown(event)}[/]")
         for t in (t for t in x.transitions if t.event == event):
-            _print_transition(t, escape)
+            _print_transition(t, shown)
 
 
-def _print_transition(t: TransitionView, escape: object) -> None:
-    assert callable(escape)
+def _print_transition(t: TransitionView, escape: Callable[[str], str]) -> None:
     mark = "[bold green]->[/]" if t.decides_now else ("[green]ok[/]" if t.holds_now else "[dim] x[/]")
     console().print(f"  {mark} {escape(t.sentence)}  [dim]{escape(t.rule)}[/]")
     now = _now_values(t)
@@ -160,7 +159,7 @@ def due(
         return
     _print_rows(f"{len(rows)} patients due at {_when(when)}", rows, when)
     summary = ", ".join(f"{count} -> {action}" for action, count in sorted(actions.items())) or "nothing to do"
-    console().print(f"a tick at {_when(when)} would move: {summary}")
+    console().print(f"a tick at {_when(when)} would move: {shown(summary)}")
 
 
 def _print_rows(title: str, rows: list[CohortRow], at: datetime) -> None:
@@ -176,14 +175,14 @@ def _print_rows(title: str, rows: list[CohortRow], at: datetime) -> None:
         table.add_column("flags")
     for row in rows:
         table.add_row(
-            row.patient_id,
-            row.pathway,
+            shown(row.patient_id),
+            shown(row.pathway),
             styled_state(row.state, get_pathway(row.pathway, row.version)),
             _when(row.state_since),
             _dwell(row.dwell),
             _when(row.next_due_at) if row.next_due_at else "-",
             _reassessment(row, at),
-            *(["[bold yellow]" + ", ".join(f.replace("_", " ") for f in row.flags) + "[/]"] if flagged else []),
+            *(["[bold yellow]" + shown(", ".join(f.replace("_", " ") for f in row.flags)) + "[/]"] if flagged else []),
         )
     console().print(table)
 
