@@ -198,7 +198,7 @@ def test_cohort_tables_show_control_characters_escaped(
 ) -> None:
     """An id written into the database behind carepath's back cannot drive the terminal from `list` or `due`."""
     monkeypatch.setenv("COLUMNS", "300")
-    path, url = _database(tmp_path)
+    _, url = _database(tmp_path)
     store = Store(url)
     store.execute_raw("UPDATE carepath_patients SET patient_id = :pid", {"pid": "p1\x1b[2J\r\nfake"})
     store.dispose()
