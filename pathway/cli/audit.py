@@ -74,6 +74,10 @@ def verify_command(
         Path | None,
         typer.Option("--anchor", help="Also check the database against this anchor file (`carepath anchor`)."),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes sharing the check (default: one per core for 2,000 patients or more)."),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
     """Check the hash chain, replay every step and compare the stored snapshots.
@@ -94,7 +98,7 @@ def verify_command(
     with _progress("verifying", store.count_entries() if show_progress else 0) as advance:
         from ..replay import verify as verify_log
 
-        report = verify_log(store, patient, pathway=pathway, progress=advance)
+        report = verify_log(store, patient, pathway=pathway, progress=advance, workers=workers)
     anchored = None
     if anchor is not None:
         if patient is not None:
