@@ -22,6 +22,7 @@ from persistence import (
     IdempotencyConflict,
     IdRange,
     NewEntry,
+    NoDatabase,
     Snapshot,
     SnapshotUpdate,
     UnknownPatient,
@@ -233,8 +234,17 @@ class SweepReport:
 class Engine:
     """Enrol patients on pathways, apply events, and answer what state and plan each enrolment has."""
 
-    def __init__(self, store: Store | str | None = None, clock: Clock = system_clock, *, retries: int = 5) -> None:
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        clock: Clock = system_clock,
+        *,
+        retries: int = 5,
+        read_only: bool = False,
+    ) -> None:
+        """`read_only`: open an existing database for queries only (persistence.Store's `create=False`)."""
         self._opening = threading.Lock()
+        self.read_only = read_only
         if isinstance(store, str) or store is None:
             self.url: str = store or DEFAULT_URL
             self._store: Store | None = None
@@ -251,7 +261,7 @@ class Engine:
                 if self._store is None:
                     from persistence import Store
 
-                    self._store = Store(self.url)
+                    self._store = Store(self.url, create=not self.read_only)
         return self._store
 
     def close(self) -> None:
@@ -799,7 +809,13 @@ class Engine:
             # A command that only reads one snapshot need not load the whole store.
             reader = light_reader(self.url)
             if reader is not None:
-                return self._status(pick_enrolment(patient_id, pathway, reader.snapshots(patient_id)))
+                try:
+                    found = reader.snapshots(patient_id)
+                except NoDatabase:
+                    if self.read_only:
+                        raise
+                else:  # a writing engine creates the database (below) where there is none
+                    return self._status(pick_enrolment(patient_id, pathway, found))
         if pathway is not None:
             return self._status(self.store.snapshot(patient_id, pathway))
         return self._status(pick_enrolment(patient_id, None, self.store.snapshots(patient_id)))

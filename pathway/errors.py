@@ -8,6 +8,7 @@ from persistence import (
     DuplicatePatient,
     IdempotencyConflict,
     PersistenceError,
+    StorageUnavailable,
     UnknownPatient,
 )
 from states import EventNotAllowed, InvalidInput, StatesError
@@ -108,13 +109,15 @@ _EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
     (EventInFuture, 2),
     (InvalidCommand, 2),
     (StatesError, 2),
+    (StorageUnavailable, 5),  # also NoDatabase: a reading command found no carepath database
     (PersistenceError, 2),
     (CarepathError, 2),
 )
 
 
 def exit_code(error: Exception) -> int:
-    """The CLI exit status of an error (DESIGN.md section 6)."""
+    """The CLI exit status of an error: 2 input, 3 not allowed, 4 unknown patient, 5 no carepath
+    database or storage unavailable (README, "Command line")."""
     for kind, code in _EXIT_CODES:
         if isinstance(error, kind):
             return code

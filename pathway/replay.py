@@ -533,7 +533,7 @@ def _verify_parallel(store: Store, workers: int, progress: Progress | None) -> V
 def _verify_range_in_process(url: str, id_range: IdRange) -> VerifyReport:
     from persistence import Store
 
-    store = Store(url)
+    store = Store(url, create=False)  # verifying reads only: never creates or writes anything
     try:
         with bulk_allocation():
             return _verify_stream(store, None, id_range, None)

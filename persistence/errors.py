@@ -7,6 +7,7 @@ __all__ = [
     "DuplicateEnrolment",
     "DuplicatePatient",
     "IdempotencyConflict",
+    "NoDatabase",
     "PersistenceError",
     "StorageUnavailable",
     "UnknownPatient",
@@ -85,6 +86,17 @@ class StorageUnavailable(PersistenceError):
     def __init__(self, detail: str) -> None:
         self.detail = detail
         super().__init__(f"database error: {detail}")
+
+
+class NoDatabase(StorageUnavailable):
+    """Raised when a command that only reads finds no carepath database: no such file, a folder,
+    an in-memory database, or a database without carepath's tables. Reading never creates one."""
+
+    def __init__(self, url: str, why: str | None = None) -> None:
+        self.url = url
+        self.why = why
+        self.detail = f"no carepath database at {url}" + (f" ({why})" if why else "")
+        PersistenceError.__init__(self, self.detail)
 
 
 def _restore(cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]) -> BaseException:

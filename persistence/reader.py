@@ -11,6 +11,7 @@ import sqlite3
 
 from .errors import StorageUnavailable
 from .keys import DATA_KEY_ENV, DATA_KEY_FILE_ENV
+from .readonly import ReadOnlyFile, check_tables
 from .records import Snapshot
 from .rows import AUDIT_TABLE, PATIENTS_TABLE, RowCodec
 from .urls import sqlite_file
@@ -27,16 +28,28 @@ class SqliteReader:
         self.path = path
 
     def snapshots(self, patient_id: str) -> list[Snapshot]:
-        """The patient's enrolments (one snapshot per pathway, by pathway); empty when there is none."""
-        if not os.path.isfile(self.path):  # nobody is enrolled in a database that does not exist
-            return []
+        """The patient's enrolments (one snapshot per pathway, by pathway); empty when there is none.
+
+        Raises NoDatabase when the file is missing, a folder, or holds no carepath tables: it
+        creates nothing (persistence/readonly.py).
+        """
+        source = ReadOnlyFile(self.path)
         try:
-            with sqlite3.connect(self.path, timeout=30) as conn:
-                rows = conn.execute(_CODEC.select_patient, (patient_id,)).fetchall()
+            conn = source.connect()
+            try:
+                try:
+                    rows = conn.execute(_CODEC.select_patient, (patient_id,)).fetchall()
+                except sqlite3.OperationalError as err:
+                    if "no such table" not in str(err):
+                        raise
+                    check_tables(conn, source.url, (PATIENTS_TABLE, AUDIT_TABLE))
+                    raise
+            finally:
+                conn.close()
         except sqlite3.Error as err:
-            if "no such table" in str(err):
-                return []
             raise StorageUnavailable(str(err)) from None
+        finally:
+            source.close()
         return [_CODEC.snapshot(row) for row in rows]
 
 

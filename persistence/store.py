@@ -24,8 +24,9 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import orjson
-from sqlalchemy import Connection, Engine, create_engine, event, func, make_url, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, make_url, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import QueuePool
 
 from .chain import GENESIS, Sealer
 from .crypto import DataCipher, EncryptedData, is_sealed
@@ -33,16 +34,18 @@ from .errors import (
     ConcurrentUpdate,
     DuplicateEnrolment,
     IdempotencyConflict,
+    NoDatabase,
     PersistenceError,
     StorageUnavailable,
     UnknownPatient,
 )
 from .keys import AuditKeys, KeyRing, load_audit_keys, load_data_keys
 from .migrations import upgrade
+from .readonly import ReadOnlyFile
 from .records import AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
 from .rows import RowCodec
 from .tables import AuditRow, PatientRow, metadata
-from .urls import DEFAULT_URL, normalise_url
+from .urls import DEFAULT_URL, is_private_memory, normalise_url
 
 __all__ = ["DEFAULT_URL", "Store", "Transaction", "normalise_url"]
 
@@ -78,9 +81,14 @@ class Store:
         echo: bool = False,
         audit_keys: AuditKeys | None = FROM_ENVIRONMENT,
         data_keys: KeyRing | None = FROM_ENVIRONMENT,
+        create: bool = True,
     ) -> None:
         """`audit_keys` key the hash chain, `data_keys` encrypt clinical values at rest; by default
         both come from the environment (CAREPATH_AUDIT_KEY[_FILE], CAREPATH_DATA_KEY[_FILE]), None: none.
+
+        `create=False` opens an existing carepath database for reading only: nothing is ever created
+        (no file, schema, table or SQLite -wal/-shm), connections are read-only, and a missing file,
+        a folder, an in-memory database or one without carepath's tables raises NoDatabase.
 
         Worker processes (parallel tick, verify and import) open their own stores from the
         environment: give keys explicitly only to single-process work, or configure them there.
@@ -92,7 +100,9 @@ class Store:
             data_keys = load_data_keys()
         self.sealer = Sealer(audit_keys)
         self.cipher = DataCipher(data_keys) if data_keys is not None else None
-        self.engine: Engine = self._create_engine(self.url, echo)
+        self.create = create
+        self._reading: ReadOnlyFile | None = None
+        self.engine: Engine = self._create_engine(self.url, echo) if create else self._open_engine(self.url, echo)
         self.codec = RowCodec(self.engine.dialect.name, patients.name, audit.name, self.cipher)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
@@ -116,6 +126,40 @@ class Store:
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
 
+    def _open_engine(self, url: str, echo: bool) -> Engine:
+        """An engine on an existing database that reads only and creates nothing."""
+        shown = make_url(url).render_as_string(hide_password=True)
+        if not url.startswith("sqlite"):
+            engine = self._create_engine(url, echo)
+            event.listen(engine, "connect", _postgres_read_only)
+            return engine
+        if is_private_memory(url):
+            raise NoDatabase(shown, "an in-memory database holds nothing")
+        path = make_url(url).database or ""
+        if path.startswith("file:") or make_url(url).query:
+            raise NoDatabase(shown, "read-only commands take a plain sqlite:///PATH")
+        self._reading = ReadOnlyFile(path, shown)
+        engine = create_engine(
+            "sqlite://", echo=echo, creator=self._reading.connect, poolclass=QueuePool, **_JSON_CODEC
+        )
+        event.listen(engine, "connect", _sqlite_read_only)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+
+    def _require_schema(self) -> None:
+        """Raise NoDatabase unless carepath's tables are there (in their current layout)."""
+        shown = self.engine.url.render_as_string(hide_password=True)
+        if self._reading is not None:
+            shown = self._reading.url
+        with self._guard(), self.engine.connect() as conn:
+            inspector = inspect(conn)
+            for table in (patients, audit):
+                if not inspector.has_table(table.name):
+                    raise NoDatabase(shown, f"no table {table.name}")
+            columns = {c["name"] for c in inspector.get_columns(audit.name)}
+        if "key_id" not in columns or "pathway" not in columns:
+            raise StorageUnavailable(f"{shown} was made by an earlier release: run `carepath migrate` first")
+
     def migrate(self) -> list[str]:
         """Create any missing table or index and upgrade an earlier release's keys (persistence/migrations.py).
 
@@ -136,10 +180,16 @@ class Store:
         if not self._schema_ready:
             with self._schema_lock:
                 if not self._schema_ready:
-                    self.migrate()
+                    if self.create:
+                        self.migrate()
+                    else:
+                        self._require_schema()
+                        self._schema_ready = True
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._reading is not None:
+            self._reading.close()
 
     # -- transactions ----------------------------------------------------------------
 
@@ -694,6 +744,24 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # pages all over the file, and copying them back after every batch halved their speed.
     cursor.execute("PRAGMA wal_autocheckpoint=20000")
     cursor.close()
+
+
+def _sqlite_read_only(dbapi_connection: Any, _record: Any) -> None:
+    # As `_sqlite_on_connect`, minus everything that writes: the journal mode stays the file's.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.execute("PRAGMA mmap_size=268435456")
+    cursor.close()
+
+
+def _postgres_read_only(dbapi_connection: Any, _record: Any) -> None:
+    # Every transaction of a reading command is READ ONLY: the server refuses any write it tries.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    dbapi_connection.commit()
 
 
 def _switch_to_wal(cursor: Any) -> None:

@@ -16,7 +16,6 @@ import pytest
 from freezegun import freeze_time
 
 from pathway.cli import main
-from states import InvalidPayload
 from tests.conftest import NOW, T0
 from tests.helpers import assess_data, reassess_data
 
@@ -261,16 +260,21 @@ def test_event_not_allowed_exits_3(treated: Cli) -> None:
     ],
 )
 def test_unknown_patient_exits_4(cli: Cli, args: list[str]) -> None:
-    """Commands naming a patient nobody enrolled exit 4, with nothing on stdout."""
+    """Commands naming a patient nobody enrolled (in a carepath database) exit 4, with nothing on stdout."""
+    assert cli("migrate")[0] == 0
     code, out, err = cli(*args)
     assert code == 4 and out == ""
     assert_one_line_error(err, "ghost")
 
 
-def test_debug_raises_instead_of_one_line(treated: Cli) -> None:
-    """With --debug the error propagates (so its traceback is shown) instead of becoming one line."""
-    with pytest.raises(InvalidPayload), freeze_time(NOW):
-        main(["--db", treated.db, "--debug", "send", "p1", "reassess", "--at", iso(T0 + WEEK), "--data", "{}"])
+def test_debug_shows_the_traceback_and_keeps_the_exit_status(treated: Cli) -> None:
+    """With --debug the error's traceback is shown too; the exit status stays the error's."""
+    with freeze_time(NOW):
+        code, _, err = treated("--debug", "send", "p1", "reassess", "--at", iso(T0 + WEEK), "--data", "{}")
+    assert code == 2
+    assert "Traceback" in err and "InvalidPayload" in err
+    code, _, err = treated("--debug", "status", "p1", "--pathway", "nowhere")
+    assert code == 4 and "Traceback" in err
 
 
 # -- a real process ---------------------------------------------------------------------------------------
@@ -307,7 +311,7 @@ def test_console_script_end_to_end(sqlite_url: str) -> None:
     assert _carepath(sqlite_url, "send", "p1", "relapse", "--at", iso(start), "--data", relapse).returncode == 3
 
     debug = _carepath(sqlite_url, "--debug", "send", "p1", "reassess", "--at", iso(start), "--data", "{}")
-    assert debug.returncode != 0
+    assert debug.returncode == 2
     assert "Traceback" in debug.stderr and "InvalidPayload" in debug.stderr
 
 

@@ -186,6 +186,8 @@ def test_cli_bad_requests(sqlite_url: str, tmp_path: Path, capsys: pytest.Captur
     assert main(["--db", sqlite_url, "diagram", "--format", "png"]) == 2
     assert main(["--db", sqlite_url, "diagram", "--format", "gif"]) == 2
     assert main(["--db", sqlite_url, "diagram", "-o", str(tmp_path / "x.jpeg")]) == 2
+    assert main(["--db", sqlite_url, "diagram", "--patient", "nobody"]) == 5  # no database yet
+    assert main(["--db", sqlite_url, "migrate"]) == 0
     assert main(["--db", sqlite_url, "diagram", "--patient", "nobody"]) == 4
     assert "nobody" in capsys.readouterr().err
 

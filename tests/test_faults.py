@@ -157,7 +157,11 @@ def _cohort(engine: Engine, size: int) -> None:
 def test_parallel_tick_beside_a_live_sender_and_a_worker(engine: Engine) -> None:
     """A parallel sweep, a worker and a sender on the same patients: the sweep completes, nothing is lost."""
     if engine.store.dialect == "sqlite":
-        pytest.xfail("SQLite: a sweep beside a busy sender still ends with 'database is locked' (open issue)")
+        # A sender committing in a tight loop holds SQLite's write lock nearly all the time (each
+        # commit waits for fsync; the gap before its next BEGIN IMMEDIATE is a few microseconds),
+        # and SQLite's busy handler, retrying every 100 ms, loses nearly every race for it: the
+        # sweep's BEGIN IMMEDIATE times out after 30 s. Retrying every millisecond was not enough.
+        pytest.xfail("SQLite: a sweep beside a sender in a tight loop starves on the write lock (open issue)")
     _cohort(engine, 60)
     stop, errors = threading.Event(), []
     sender = threading.Thread(target=_sender, args=(engine.url, stop, errors))
@@ -205,3 +209,68 @@ def test_verify_during_live_writes_raises_no_false_alarm(engine: Engine) -> None
         stop.set()
         sender.join(timeout=30)
     assert runs >= 2 and not errors
+
+
+@pytest.fixture(scope="module")
+def big_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """4,000 patients assessed at T0 (due three weeks later), in a file shared by the signal tests."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('big') / 'carepath.db'}"
+    engine = Engine(url, FakeClock(NOW))
+    lines = [line for line in _events(4000) if '"reassess"' not in line]
+    assert ingest(engine, lines, batch=500, workers=2).rejected == []
+    engine.close()
+    return url
+
+
+def _copy(url: str, tmp_path: Path) -> str:
+    import sqlite3
+
+    target = tmp_path / "copy.db"
+    source, copy = sqlite3.connect(url.removeprefix("sqlite:///")), sqlite3.connect(target)
+    source.backup(copy)  # the WAL's pages too, consistently
+    source.close()
+    copy.close()
+    return f"sqlite:///{target}"
+
+
+SWEEP = (T0 + timedelta(weeks=3)).isoformat()
+
+
+def _start_and_wait_for_workers(command: list[str]) -> tuple[subprocess.Popen[bytes], list[int]]:
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 2 and process.poll() is None:
+        workers = _children(process.pid)
+        time.sleep(0.01)
+    return process, workers
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find child processes")
+@pytest.mark.parametrize(
+    ("command", "sig", "status"),
+    [
+        (["import", "EVENTS", "--workers", "2", "--batch", "20"], "SIGINT", 130),
+    ],
+    ids=["import-int"],
+)
+def test_a_signal_stops_a_parallel_command_and_its_workers(
+    big_db: str, tmp_path: Path, command: list[str], sig: str, status: int
+) -> None:
+    """SIGTERM or Ctrl-C: the command kills its workers and exits 143 or 130 within seconds."""
+    import signal
+
+    url = _copy(big_db, tmp_path)
+    source = tmp_path / "events.jsonl"
+    source.write_text("\n".join(line for line in _events(4000) if '"reassess"' in line) + "\n")
+    args = [arg.replace("EVENTS", str(source)) for arg in command]
+    process, workers = _start_and_wait_for_workers([*CARE, "--db", url, *args])
+    assert workers, "the command started no workers"
+    signalled = time.monotonic()
+    process.send_signal(getattr(signal, sig))
+    _, err = process.communicate(timeout=30)
+    took = time.monotonic() - signalled
+    assert process.returncode == status, err.decode()
+    assert took < 10, took
+    assert _wait_gone(workers) == []
+    assert verify(Engine(url, FakeClock(NOW)).store, workers=1).ok

@@ -398,6 +398,7 @@ def test_anchor_needs_an_audit_key(
 ) -> None:
     monkeypatch.delenv("CAREPATH_AUDIT_KEY", raising=False)
     monkeypatch.delenv("CAREPATH_AUDIT_KEY_FILE", raising=False)
+    assert main(["--db", sqlite_url, "migrate"]) == 0
     assert main(["--db", sqlite_url, "anchor"]) == 2
     assert "audit key" in capsys.readouterr().err
 

@@ -149,18 +149,18 @@ def test_sweep_time_defaults_to_the_clock(sqlite_url: str, capsys: pytest.Captur
 
 
 def test_once_on_an_unreachable_database_fails_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    """--once against a server that refuses connections exits 2 with a one-line error."""
-    assert main(["--db", UNREACHABLE, "worker", "--once", "--at", SWEEP_AT.isoformat()]) == 2
+    """--once against a server that refuses connections exits 5 with a one-line error."""
+    assert main(["--db", UNREACHABLE, "worker", "--once", "--at", SWEEP_AT.isoformat()]) == 5
     err = capsys.readouterr().err
     assert err.startswith("carepath: error: database error") and err.count("\n") == 1
 
 
 def test_loop_survives_an_unreachable_database(capsys: pytest.CaptureFixture[str]) -> None:
     """In a loop a database outage is reported and retried at the next sweep; a worker none of
-    whose sweeps got through exits non-zero (2) at the end."""
+    whose sweeps got through exits non-zero (5, storage unavailable) at the end."""
     code = main(["--db", UNREACHABLE, "worker", "--interval", "0", "--max-sweeps", "2", "--json"])
     captured = capsys.readouterr()
-    assert code == 2
+    assert code == 5
     assert json.loads(captured.out)["errors"] == 2
     assert captured.err.count("retrying") == 2
 

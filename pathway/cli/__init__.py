@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+import traceback
 from collections.abc import Sequence
+from types import FrameType
+from typing import Any
 
 import typer
 from typer.exceptions import TyperException
@@ -12,13 +17,15 @@ from ..errors import exit_code
 from . import audit, core, definitions, demo, exchange, inspect, ops, trust  # noqa: F401  # registers commands
 from .app import app, reset_settings, settings
 
-__all__ = ["app", "main", "run"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "Terminated", "app", "main", "run"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return its exit status (0 ok, 1 verify problem, 2 input, 3 state, 4 patient)."""
+    """Run one command; return its exit status (0 ok, 1 verify problem, 2 input, 3 state, 4 patient,
+    5 no carepath database or storage unavailable, 130 interrupted)."""
     reset_settings()
     args = list(sys.argv[1:] if argv is None else argv)
+    previous = _terminate_as_interrupt()
     try:
         result = app(args=args, prog_name="carepath", standalone_mode=False)
     except typer.Exit as done:
@@ -30,19 +37,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             sys.stderr.write(f"carepath: error: {err.format_message()}\n")
         return 2
-    except typer.Abort:
-        sys.stderr.write("aborted\n")
-        return 130
+    except (typer.Abort, KeyboardInterrupt) as stop:
+        # Ctrl-C or SIGTERM (click turns them into Abort): parallel workers were killed on the way out.
+        terminated = isinstance(stop, Terminated) or isinstance(stop.__cause__, Terminated)
+        sys.stderr.write(f"carepath: {'terminated' if terminated else 'interrupted'}\n")
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as err:  # every domain error becomes one line and an exit status
-        if settings().debug:
-            raise
+        if settings().debug:  # the traceback too; the exit status stays the error's
+            traceback.print_exc()
         sys.stderr.write(f"carepath: error: {err}\n")
         return exit_code(err)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         engine = settings()._engine
         if engine is not None:
             engine.close()
     return int(result) if isinstance(result, int) else 0
+
+
+# Exit statuses of a command stopped by a signal (the shell's 128 + signal number).
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C: the same clean-up runs (workers killed)."""
+
+
+def _terminate_as_interrupt() -> Any:
+    """Make SIGTERM raise Terminated in the main thread; returns the previous handler (None off it)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handle)
 
 
 def run() -> None:

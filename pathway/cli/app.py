@@ -28,6 +28,7 @@ __all__ = [
     "engine",
     "parse_data",
     "parse_time",
+    "reading",
     "settings",
 ]
 
@@ -89,11 +90,31 @@ def _global(
 
 
 def engine() -> Engine:
-    """The engine of this invocation, created on first use."""
+    """The engine of a writing command, created on first use (it creates the schema on first use).
+
+    An in-memory SQLite database (`--db sqlite://`) is refused: it would keep nothing.
+    """
+    if _settings._engine is None:
+        from persistence.urls import is_private_memory
+
+        from ..engine import Engine
+
+        if is_private_memory(_settings.db):
+            raise InvalidCommand(
+                f"--db {_settings.db}: an in-memory database keeps nothing once the command ends; "
+                "give a file (sqlite:///carepath.db) or a PostgreSQL URL"
+            )
+        _settings._engine = Engine(_settings.db)
+    return _settings._engine
+
+
+def reading() -> Engine:
+    """The engine of a command that only reads: it creates nothing (no file, schema or table) and
+    fails with NoDatabase (exit 5) where there is no carepath database."""
     if _settings._engine is None:
         from ..engine import Engine
 
-        _settings._engine = Engine(_settings.db)
+        _settings._engine = Engine(_settings.db, read_only=True)
     return _settings._engine
 
 

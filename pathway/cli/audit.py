@@ -13,8 +13,9 @@ import typer
 
 from ..engine import DEFAULT_PATHWAY
 from ..errors import InvalidCommand
-from .app import JsonOption, PathwayOption, app, emit_json, engine, parse_time
+from .app import JsonOption, PathwayOption, app, emit_json, parse_time, reading
 from .render import console, print_status, styled_state
+from .text import shown
 
 if TYPE_CHECKING:
     from ..replay import VerifyReport, WhatIfReport
@@ -49,7 +50,7 @@ def replay_command(
     try:
         when = parse_time(until, "--until") if until else None
         recorded = parse_time(as_of, "--as-of") if as_of else None
-        result = replay_log(engine().store, patient, when, pathway=pathway, as_of=recorded)
+        result = replay_log(reading().store, patient, when, pathway=pathway, as_of=recorded)
     except ReplayDiverged as err:
         if json_:
             emit_json(
@@ -80,6 +81,10 @@ def verify_command(
         Path | None,
         typer.Option("--anchor", help="Also check the database against this anchor file (`carepath anchor`)."),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes sharing the check (default: one per core for 2,000 patients or more)."),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
     """Check the hash chain, replay every step and compare the stored snapshots.
@@ -95,12 +100,12 @@ def verify_command(
     """
     if patient is None and pathway is not None:
         raise InvalidCommand("--pathway names one enrolment of a PATIENT: give the patient id too")
-    store = engine().store
+    store = reading().store
     show_progress = patient is None and not json_
     with _progress("verifying", store.count_entries() if show_progress else 0) as advance:
         from ..replay import verify as verify_log
 
-        report = verify_log(store, patient, pathway=pathway, progress=advance)
+        report = verify_log(store, patient, pathway=pathway, progress=advance, workers=workers)
     anchored = None
     if anchor is not None:
         if patient is not None:
@@ -144,7 +149,7 @@ def whatif_command(
     if (policy is None) == (version is None):
         raise InvalidCommand("give exactly one of --policy FILE or --version N")
     data = _read_policy(policy) if policy is not None else None
-    store = engine().store
+    store = reading().store
     with _progress("what-if", 0 if json_ else store.count_entries()) as advance:
         from ..replay import whatif as whatif_log
 
@@ -202,7 +207,10 @@ def _print_verify(report: VerifyReport) -> None:
     out.print(f"[bold red]problem[/]: {report.problem_count} of {checked}")
     for problem in report.problems:
         detail = f" ({problem.detail})" if problem.detail else ""
-        out.print(f"  {problem.patient_id} ({problem.pathway}) seq {problem.first_bad_seq}: {problem.reason}{detail}")
+        out.print(
+            f"  {shown(problem.patient_id)} ({shown(problem.pathway)}) seq {problem.first_bad_seq}: "
+            f"{shown(problem.reason)}{shown(detail)}"
+        )
     for note in notes:
         out.print(f"  note: {note}")
 
@@ -219,8 +227,8 @@ def _print_whatif(report: WhatIfReport) -> None:
         table.add_column(column)
     for change in report.changes:
         table.add_row(
-            change.patient_id,
-            change.pathway,
+            shown(change.patient_id),
+            shown(change.pathway),
             styled_state(change.recorded_state),
             styled_state(change.whatif_state),
             str(change.first_diverging_seq),

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..engine import DEFAULT_PATHWAY, clinical_time
-from .app import AtOption, JsonOption, PathwayOption, app, emit_json, engine, parse_data, parse_time
+from .app import AtOption, JsonOption, PathwayOption, app, emit_json, engine, parse_data, parse_time, reading
 from .render import console, entry_json, print_history, print_status, rederivation_lines
 
 if TYPE_CHECKING:
@@ -191,11 +191,11 @@ def status(
 
     Example: carepath status p-001 --pathway sciatica --json
     """
-    current = engine().status(patient, pathway)
+    current = reading().status(patient, pathway)
     if json_:
         emit_json(current.to_json())
     else:
-        print_status(current, engine().history(patient, current.pathway), engine().clock())
+        print_status(current, reading().history(patient, current.pathway), reading().clock())
 
 
 @app.command()
@@ -208,7 +208,7 @@ def history(
 
     Example: carepath history p-001 --pathway sciatica --json
     """
-    entries = engine().history(patient, pathway)
+    entries = reading().history(patient, pathway)
     if json_:
         emit_json([entry_json(e) for e in entries])
     else:

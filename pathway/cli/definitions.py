@@ -13,6 +13,7 @@ from states import DefinitionError, get_pathway, json_schema, load_file, model_p
 
 from .app import JsonOption, app, emit_json, engine
 from .render import console
+from .text import escape_controls, shown
 
 __all__ = ["check", "list_pathways", "schema"]
 
@@ -92,7 +93,9 @@ def list_pathways(json_out: JsonOption = False) -> None:
 
     table = Table("pathway", "version", "title", "review", "reviewer", "date")
     for row in rows:
-        table.add_row(*(str(row[key] or "") for key in ("pathway", "version", "title", "review", "reviewer", "date")))
+        table.add_row(
+            *(shown(str(row[key] or "")) for key in ("pathway", "version", "title", "review", "reviewer", "date"))
+        )
     console().print(table)
 
 
@@ -115,8 +118,9 @@ def migrate_patients(
         emit_json({"dry_run": dry_run, "migrated": len(changes), "patients": [c.to_json() for c in changes]})
         return
     verb = "would move" if dry_run else "moved"
-    console().print(f"{verb} {len(changes)} patient(s) of {pathway} from version {from_version} to {to_version}")
+    console().print(f"{verb} {len(changes)} patient(s) of {shown(pathway)} from version {from_version} to {to_version}")
     for change in changes:
         states = f"{change.state_before} -> {change.state_after}"
         keys = ", ".join(change.context_changes) or "no context change"
-        console().print(f"  {change.patient_id}: {states}; {keys}", markup=False, highlight=False)
+        line = escape_controls(f"  {change.patient_id}: {states}; {keys}")
+        console().print(line, markup=False, highlight=False)

@@ -13,7 +13,7 @@ import typer
 from persistence import is_private_memory
 
 from ..errors import exit_code
-from .app import JsonOption, PathwayOption, app, emit_json, engine
+from .app import JsonOption, PathwayOption, app, emit_json, engine, reading
 from .render import console
 from .text import escape_controls
 
@@ -102,4 +102,4 @@ def export_fhir(
     """
     from ..fhir import export_bundle
 
-    emit_json(export_bundle(engine(), patient, pathway))
+    emit_json(export_bundle(reading(), patient, pathway))

@@ -7,16 +7,18 @@ that the CLI starts fast.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..engine import DEFAULT_PATHWAY
+from ..engine import DEFAULT_PATHWAY, clinical_time
 from ..errors import InvalidCommand
-from .app import JsonOption, PathwayOption, app, emit_json, engine, parse_time
+from .app import JsonOption, PathwayOption, app, emit_json, parse_time, reading
 from .render import console, rederivation_lines, styled_state
+from .text import shown
 
 if TYPE_CHECKING:
     from ..explain import CohortRow, Explanation, TransitionView
@@ -28,7 +30,8 @@ OptionalAt = Annotated[
 
 
 def _at(text: str | None) -> datetime:
-    return parse_time(text) if text is not None else engine().clock()
+    # Checked before the database is opened: input errors come first.
+    return clinical_time(parse_time(text)) if text is not None else reading().clock()
 
 
 # -- explain ------------------------------------------------------------------------------------
@@ -47,7 +50,7 @@ def explain(
     """
     from ..explain import explain as explain_patient
 
-    explanation = explain_patient(engine(), patient, parse_time(at) if at is not None else None, pathway=pathway)
+    explanation = explain_patient(reading(), patient, parse_time(at) if at is not None else None, pathway=pathway)
     if json_:
         emit_json(explanation.to_json())
     else:
@@ -55,14 +58,12 @@ def explain(
 
 
 def _print_explanation(x: Explanation) -> None:
-    from rich.markup import escape
-
     out = console()
     from states import get_pathway
 
     state = styled_state(x.state, get_pathway(x.pathway, x.version))
-    out.print(f"[bold]{x.patient_id}[/]  {state}  {x.pathway} v{x.version}  at {_when(x.at)}")
-    out.print(f"configuration: {', '.join(x.configuration)}")
+    out.print(f"[bold]{shown(x.patient_id)}[/]  {state}  {shown(x.pathway)} v{x.version}  at {_when(x.at)}")
+    out.print(f"configuration: {shown(', '.join(x.configuration))}")
     due = f"{_when(x.next_due_at)} (a tick then changes the patient)" if x.next_due_at else "-"
     out.print(f"next due: {due}")
     for record in x.rederived:
@@ -70,19 +71,18 @@ def _print_explanation(x: Explanation) -> None:
         what = "correction" if record["event"] == "correct" else late + record["event"]
         out.print(f"re-derived by seq {record['seq']} ({what} at {record['at']}, recorded {record['recorded_at']}):")
         for line in rederivation_lines(record):
-            out.print(f"  {escape(line)}")
+            out.print(f"  {shown(line)}")
     if not x.transitions:
         out.print("[dim]final state: no rule leaves it[/]")
         return
     out.print("[dim]observed values: the last recorded stand in for the next event's; times: as of 'at'[/]")
     for event in dict.fromkeys(t.event for t in x.transitions):
-        out.print(f"\n[bold]on {event}[/]")
+        out.print(f"\n[bold]on {shown(event)}[/]")
         for t in (t for t in x.transitions if t.event == event):
-            _print_transition(t, escape)
+            _print_transition(t, shown)
 
 
-def _print_transition(t: TransitionView, escape: object) -> None:
-    assert callable(escape)
+def _print_transition(t: TransitionView, escape: Callable[[str], str]) -> None:
     mark = "[bold green]->[/]" if t.decides_now else ("[green]ok[/]" if t.holds_now else "[dim] x[/]")
     console().print(f"  {mark} {escape(t.sentence)}  [dim]{escape(t.rule)}[/]")
     now = _now_values(t)
@@ -117,7 +117,7 @@ def list_patients(
     from ..explain import cohort
 
     when = _at(at)
-    store = engine().store
+    store = reading().store
     rows = list(cohort(store, when, state))
     counts = store.count_by_state()
     if json_:
@@ -148,7 +148,7 @@ def due(
     from ..explain import due_cohort
 
     when = _at(at)
-    rows = list(due_cohort(engine().store, when))
+    rows = list(due_cohort(reading().store, when))
     actions: dict[str, int] = {}
     for row in rows:
         key = row.tick or "nothing"
@@ -165,7 +165,7 @@ def due(
         return
     _print_rows(f"{len(rows)} patients due at {_when(when)}", rows, when)
     summary = ", ".join(f"{count} -> {action}" for action, count in sorted(actions.items())) or "nothing to do"
-    console().print(f"a tick at {_when(when)} would move: {summary}")
+    console().print(f"a tick at {_when(when)} would move: {shown(summary)}")
 
 
 def _print_rows(title: str, rows: list[CohortRow], at: datetime) -> None:
@@ -181,14 +181,14 @@ def _print_rows(title: str, rows: list[CohortRow], at: datetime) -> None:
         table.add_column("flags")
     for row in rows:
         table.add_row(
-            row.patient_id,
-            row.pathway,
+            shown(row.patient_id),
+            shown(row.pathway),
             styled_state(row.state, get_pathway(row.pathway, row.version)),
             _when(row.state_since),
             _dwell(row.dwell),
             _when(row.next_due_at) if row.next_due_at else "-",
             _reassessment(row, at),
-            *(["[bold yellow]" + ", ".join(f.replace("_", " ") for f in row.flags) + "[/]"] if flagged else []),
+            *(["[bold yellow]" + shown(", ".join(f.replace("_", " ") for f in row.flags)) + "[/]"] if flagged else []),
         )
     console().print(table)
 
@@ -260,7 +260,7 @@ def diagram(
     if output is None and chosen not in TEXT_FORMATS:
         raise InvalidCommand(f"--format {chosen} is binary: give -o FILE")
     if patient is not None:
-        status = engine().status(patient, pathway)
+        status = reading().status(patient, pathway)
         definition, active = status.definition, status.configuration
     else:
         definition, active = get_pathway(pathway or DEFAULT_PATHWAY), []
@@ -291,7 +291,7 @@ def timeline(
 
     from ..timeline import plot_timeline
 
-    entries = engine().history(patient, pathway)
+    entries = reading().history(patient, pathway)
     definition = get_pathway(entries[0].pathway, entries[0].version)
     written = plot_timeline(entries, definition, output)
     console().print(f"wrote {written}")

@@ -25,7 +25,7 @@ from .render import console
 __all__ = ["EXIT_ALL_SWEEPS_FAILED", "WorkerTotals", "worker"]
 
 # Exit status of a worker none of whose sweeps succeeded (the database error's status).
-EXIT_ALL_SWEEPS_FAILED = 2
+EXIT_ALL_SWEEPS_FAILED = 5
 
 
 @dataclass

@@ -90,7 +90,7 @@ def state_style(state: str, definition: Pathway | None = None) -> str:
 
 
 def styled_state(state: str, definition: Pathway | None = None) -> str:
-    return f"[{state_style(state, definition)}]{state}[/]"
+    return f"[{state_style(state, definition)}]{shown(state)}[/]"
 
 
 def print_status(status: Status, entries: Sequence[AuditEntry] = (), now: datetime | None = None) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import InvalidCommand
-from .app import JsonOption, app, emit_json, engine
+from .app import JsonOption, app, emit_json, reading
 from .render import console
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def rotate_key_command(
 def _anchor_now(store: Store | None = None) -> dict[str, Any]:
     from persistence.anchors import make_anchor
 
-    eng = engine()
+    eng = reading()  # the worker's own engine when it anchors
     return make_anchor(store or eng.store, eng.clock())
 
 
