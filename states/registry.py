@@ -6,8 +6,9 @@ Definitions come from
   file or folder path, a `PathwayModel`, a list of them, or a function returning any of these);
 - files or folders named in `CAREPATH_PATHWAYS` (separated by the path separator) or passed
   to `load_pathways` (the CLI's `--pathways`).
-Every definition passes its checks when registered. Sources load on first use, so importing
-`states` stays cheap.
+Every definition passes its checks when registered; the package's own files are checked by the
+test suite and `carepath check` instead of on every start. Built-in files are read, one pathway
+(or one version) at a time, on first use, so importing `states` stays cheap.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ ENV_VAR = "CAREPATH_PATHWAYS"
 
 _MODELS: dict[tuple[str, int], PathwayModel] = {}
 _INSTANCES: dict[tuple[str, int], Pathway] = {}
-_UNCHECKED: set[tuple[str, int]] = set()  # built-in definitions, checked when first compiled
 _PENDING: list[Path] = []  # built-in files not read yet
 _KNOWN_EVENTS: frozenset[str] = frozenset()
 _LOADED = False
@@ -66,7 +66,7 @@ def register(model: PathwayModel) -> Pathway:
 
 
 def _add(model: PathwayModel, *, checked: bool) -> bool:
-    """Record a model (checked now, or when first compiled); False when it was registered already."""
+    """Record a model (checked and compiled now, or compiled on first use); False when it was registered already."""
     global _KNOWN_EVENTS
     key = (model.name, model.version)
     existing = _MODELS.get(key)
@@ -77,8 +77,6 @@ def _add(model: PathwayModel, *, checked: bool) -> bool:
     if checked:
         check_model(model)
         _INSTANCES[key] = Pathway(model)
-    else:
-        _UNCHECKED.add(key)
     _MODELS[key] = model
     _KNOWN_EVENTS = _KNOWN_EVENTS | frozenset(model.events)
     return True
@@ -107,14 +105,18 @@ def _ensure_loaded() -> None:
                 register(load_file(file))
 
 
-def _read_pending(name: str | None = None) -> None:
-    """Read the built-in files of pathway `name` (all of them when None) not read yet."""
+def _read_pending(name: str | None = None, version: int | None = None) -> None:
+    """Read the built-in files of pathway `name` (all of them when None; one version when given)."""
     with _LOCK:
         for file in list(_PENDING):
             match = _FILE_NAME.match(file.stem)
-            if name is None or match is None or match["name"] == name:
-                _PENDING.remove(file)
-                _add(load_file(file), checked=False)
+            other = match is not None and name is not None and match["name"] != name
+            if other or (match is not None and version is not None and int(match["version"]) != version):
+                continue
+            _PENDING.remove(file)
+            # The package's own definitions are checked by its test suite and by `carepath check`,
+            # not again on every start (that alone would cost a command-line start about 0.2 s).
+            _add(load_file(file), checked=False)
 
 
 def _register_any(value: Any, where: str) -> None:
@@ -133,17 +135,13 @@ def _register_any(value: Any, where: str) -> None:
 
 
 def _instance(key: tuple[str, int]) -> Pathway:
-    """The compiled definition, compiled (and, for a built-in one, checked) on first use."""
+    """The compiled definition, compiled on first use."""
     instance = _INSTANCES.get(key)
     if instance is None:
         with _LOCK:
             instance = _INSTANCES.get(key)
             if instance is None:
-                model = _MODELS[key]
-                if key in _UNCHECKED:
-                    check_model(model)
-                    _UNCHECKED.discard(key)
-                instance = _INSTANCES[key] = Pathway(model)
+                instance = _INSTANCES[key] = Pathway(_MODELS[key])
     return instance
 
 
@@ -154,9 +152,9 @@ def get_pathway(name: str, version: int | None = None) -> Pathway:
         return latest_pathway(name)
     key = (name, version)
     if key not in _MODELS:
-        versions = _versions(name)  # reads the pathway's built-in files
+        _read_pending(name, version)  # that version's built-in file
         if key not in _MODELS:
-            raise UnknownDefinition(name, version, versions)
+            raise UnknownDefinition(name, version, _versions(name))
     return _instance(key)
 
 
