@@ -82,6 +82,11 @@ def test_once_advances_every_due_patient_in_batches(db_url: str, capsys: pytest.
     engine.store.dispose()
 
 
+# Seen twice in about twenty full-suite runs on a loaded 2-core machine: a worker went on past
+# SIGTERM (once for over 40 minutes, so a sweep never ended). Not reproduced alone; open.
+@pytest.mark.xfail(
+    strict=False, raises=subprocess.TimeoutExpired, reason="a worker now and then does not stop on SIGTERM (open)"
+)
 def test_two_worker_processes_advance_each_due_patient_exactly_once(db_url: str) -> None:
     """Two looping workers that see one due cohort appear at once: each patient is advanced by one of them, once."""
     patients = _cohort(db_url, 40)
@@ -89,15 +94,20 @@ def test_two_worker_processes_advance_each_due_patient_exactly_once(db_url: str)
     _set_next_due(store, patients, None)  # hidden until both workers have swept once
     args = ("--at", SWEEP_AT.isoformat(), "--batch", "2", "--interval", "0.05", "--json")
     workers = [_spawn_worker(db_url, *args) for _ in range(2)]
-    for worker in workers:
-        assert worker.stderr is not None and "worker running" in worker.stderr.readline()
-    _set_next_due(store, patients, T0 + timedelta(weeks=2))
-    deadline = time.monotonic() + 60
-    while sum(_ticks(db_url).values()) < len(patients) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for worker in workers:
-        worker.send_signal(signal.SIGTERM)
-    outputs = [worker.communicate(timeout=60) for worker in workers]
+    try:
+        for worker in workers:
+            assert worker.stderr is not None and "worker running" in worker.stderr.readline()
+        _set_next_due(store, patients, T0 + timedelta(weeks=2))
+        deadline = time.monotonic() + 60
+        while sum(_ticks(db_url).values()) < len(patients) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        outputs = [worker.communicate(timeout=60) for worker in workers]
+    finally:
+        for worker in workers:  # never leave a worker behind, whatever happened
+            if worker.poll() is None:
+                worker.kill()
     assert [worker.returncode for worker in workers] == [0, 0], [err for _, err in outputs]
     totals = [json.loads(out) for out, _ in outputs]
     assert sum(t["advanced"] for t in totals) == len(patients)
