@@ -156,7 +156,9 @@ def _stop_on_signal() -> Iterator[threading.Event]:
         return
 
     def handle(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
+        # Not stop.set() here: the handler runs in the main thread, which may be inside
+        # stop.wait() holding the event's lock, and setting it would deadlock on that lock.
+        threading.Thread(target=stop.set, daemon=True).start()
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
