@@ -7,6 +7,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -28,6 +29,7 @@ __all__ = [
     "engine",
     "parse_data",
     "parse_time",
+    "read_json_file",
     "reading",
     "settings",
 ]
@@ -136,6 +138,16 @@ def parse_data(text: str | None, option: str = "--data") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidCommand(f"{option}: must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def read_json_file(path: Path, option: str) -> Any:
+    """The JSON document in a file an option names; unreadable or malformed is a one-line input error."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InvalidCommand(f"{option}: cannot read {str(path)!r}: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise InvalidCommand(f"{option}: not valid JSON ({err.msg} at line {err.lineno})") from None
 
 
 def emit_json(document: Any) -> None:

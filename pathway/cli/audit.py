@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,7 +12,7 @@ import typer
 
 from ..engine import DEFAULT_PATHWAY
 from ..errors import InvalidCommand
-from .app import JsonOption, PathwayOption, app, emit_json, parse_time, reading
+from .app import JsonOption, PathwayOption, app, emit_json, parse_time, read_json_file, reading
 from .render import console, print_status, styled_state
 from .text import shown
 
@@ -161,12 +160,7 @@ def whatif_command(
 
 
 def _read_policy(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InvalidCommand(f"--policy: cannot read {str(path)!r}: {err.strerror}") from None
-    except json.JSONDecodeError as err:
-        raise InvalidCommand(f"--policy: not valid JSON ({err.msg} at line {err.lineno})") from None
+    value = read_json_file(path, "--policy")
     if not isinstance(value, dict):
         raise InvalidCommand(f"--policy: must hold a JSON object, got {type(value).__name__}")
     return value

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import InvalidCommand
-from .app import JsonOption, app, emit_json, reading
+from .app import JsonOption, app, emit_json, read_json_file, reading
 from .render import console
 
 if TYPE_CHECKING:
@@ -115,12 +115,7 @@ def check_anchor_file(store: Store, path: Path, report: VerifyReport) -> dict[st
 
     from ..replay import Problem
 
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InvalidCommand(f"--anchor: cannot read {str(path)!r}: {err.strerror}") from None
-    except json.JSONDecodeError as err:
-        raise InvalidCommand(f"--anchor: not valid JSON ({err.msg} at line {err.lineno})") from None
+    document = read_json_file(path, "--anchor")
     problems = check_anchor(store, document)
     for problem in problems:
         report.add(Problem(problem.patient_id, problem.seq, problem.reason, problem.detail, problem.pathway))
