@@ -14,7 +14,7 @@ import typer
 from typer.exceptions import TyperException
 
 from ..errors import exit_code
-from . import audit, core, definitions, demo, exchange, inspect, ops, trust  # noqa: F401  # registers commands
+from . import audit, core, definitions, demo, exchange, inspect, ops, serve, trust  # noqa: F401  # registers commands
 from .app import app, reset_settings, settings
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "Terminated", "app", "main", "run"]

@@ -1,0 +1,96 @@
+"""Server commands: serve, deliver, token add, openapi."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import InvalidCommand
+from .app import app, settings
+from .render import console
+
+token_app = typer.Typer(help="Manage the API's bearer tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+TokensOption = Annotated[
+    Path | None,
+    typer.Option("--tokens", help="Token file (default: $CAREPATH_TOKENS_FILE, else $CAREPATH_TOKENS as JSON)."),
+]
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
+    tokens: TokensOption = None,
+    max_in_flight: Annotated[
+        int, typer.Option("--max-in-flight", min=1, help="Requests served at once per process; more get 503.")
+    ] = 16,
+) -> None:
+    """Serve the HTTP API and the web view (needs the `server` extra).
+
+    Example: carepath --db sqlite:///carepath.db serve --tokens tokens.json --port 8000
+    """
+    try:
+        import uvicorn
+    except ImportError:
+        raise InvalidCommand("the server needs its extra: pip install 'carepath[server]'") from None
+    from ..server import DB_ENV, IN_FLIGHT_ENV, TOKENS_FILE_ENV
+    from ..server.auth import load_tokens
+
+    if tokens is not None:
+        os.environ[TOKENS_FILE_ENV] = str(tokens.resolve())
+    found = load_tokens(Path(os.environ[TOKENS_FILE_ENV]) if os.environ.get(TOKENS_FILE_ENV) else None)
+    if not len(found):
+        raise InvalidCommand("no tokens: give --tokens FILE (create one with `carepath token add`)")
+    os.environ[DB_ENV] = settings().db
+    os.environ[IN_FLIGHT_ENV] = str(max_in_flight)
+    uvicorn.run(
+        "pathway.server:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
+
+
+@token_app.command("add")
+def token_add(
+    principal: Annotated[str, typer.Argument(help="Who the token speaks for (the audit log's actor).")],
+    role: Annotated[list[str], typer.Option("--role", help="clinician, scheduler, auditor or admin (repeatable).")],
+    file: Annotated[Path, typer.Option("--file", help="Token file to add it to (created 0600).")] = Path("tokens.json"),
+) -> None:
+    """Create a bearer token; its SHA-256 is stored in the file, the token is printed once.
+
+    Example: carepath token add dr-jones --role clinician --file tokens.json
+    """
+    from ..server.auth import add_token
+
+    token = add_token(file, principal, role)
+    sys.stdout.write(token + "\n")
+    sys.stderr.write(f"added a token for {principal} ({', '.join(role)}) to {file}; it is not shown again\n")
+
+
+@app.command()
+def openapi(
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here (default: stdout).")] = None,
+) -> None:
+    """Print the API's OpenAPI document (the repository keeps it as openapi.json).
+
+    Example: carepath openapi -o openapi.json
+    """
+    from ..server.spec import openapi_document
+
+    text = json.dumps(openapi_document(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        console().print(f"wrote {output}")

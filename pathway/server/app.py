@@ -1,0 +1,379 @@
+"""The HTTP API: the engine's commands and views as resources, behind bearer tokens.
+
+Engine calls are synchronous and run in the server's thread pool (FastAPI runs `def` endpoints
+there); at most `max_in_flight` requests are served at once, the next ones get 503 with
+Retry-After instead of queueing without bound. Every error is a problem document (RFC 9457).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import door
+from .auth import Principal, TokenStore
+from .problems import MEDIA_TYPE, Problem, problem_for
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+__all__ = ["API_TITLE", "ApiProblem", "create_app"]
+
+API_TITLE = "carepath"
+API_VERSION = "1"
+DEFAULT_IN_FLIGHT = 16
+# Paths anyone may reach without a token: the web view's sign-in form.
+OPEN_PATHS = frozenset({"/login"})
+READERS = ("clinician", "auditor")
+
+
+class ApiProblem(Exception):
+    """A problem the API itself raises (authentication, roles, limits, bad query values)."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.detail)
+        self.problem = problem
+
+
+def problem_response(problem: Problem) -> JSONResponse:
+    return JSONResponse(problem.to_json(), status_code=problem.status, media_type=MEDIA_TYPE, headers=problem.headers)
+
+
+# -- request bodies ------------------------------------------------------------------------------
+
+
+class Enrolment(BaseModel):
+    """A new enrolment of a patient on a pathway."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: str = Field(description="Patient id (1-200 printable characters).")
+    at: datetime = Field(description="Clinical time, ISO 8601 with a zone.")
+    pathway: str = Field(default="piriformis", description="Pathway definition.")
+    version: int | None = Field(default=None, ge=1, description="Definition version (default: latest approved).")
+    allow_unapproved: bool = Field(default=False, description="Allow a draft or a version under review.")
+    handover_from: str | None = Field(default=None, description="Hand over from the patient's enrolment on this one.")
+    factors: dict[str, Any] | None = Field(default=None, description="Patient factors.")
+
+
+class Event(BaseModel):
+    """One event for a patient's enrolment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field(description="Event name (assess, reassess, relapse, ...).")
+    at: datetime = Field(description="Clinical time, ISO 8601 with a zone.")
+    data: dict[str, Any] = Field(default_factory=dict, description="Event data.")
+    pathway: str | None = Field(default=None, description="Which enrolment (needed for a patient on several).")
+    late: bool = Field(default=False, description="Record an event dated before the last clinical event.")
+
+
+class Tick(BaseModel):
+    """A sweep of every enrolment due at a time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: datetime = Field(description="Clinical time, ISO 8601 with a zone.")
+
+
+# -- the application -------------------------------------------------------------------------------
+
+
+def create_app(
+    engine: Engine,
+    tokens: TokenStore,
+    *,
+    max_in_flight: int = DEFAULT_IN_FLIGHT,
+    web: bool = True,
+) -> FastAPI:
+    """The API on `engine`, authenticating with `tokens`, serving at most `max_in_flight` requests at once."""
+    app = FastAPI(
+        title=API_TITLE,
+        version=API_VERSION,
+        description="Care pathways as statecharts, with a hash-chained audit log. Errors are RFC 9457 problems.",
+    )
+    app.state.engine = engine
+    in_flight = 0
+
+    @app.middleware("http")
+    async def gate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        nonlocal in_flight
+        if request.url.path not in OPEN_PATHS:
+            principal = tokens.principal(_token_of(request) or "") if len(tokens) else None
+            if principal is None:
+                return problem_response(_unauthorised(request))
+            request.state.principal = principal
+        if in_flight >= max_in_flight:
+            busy = Problem(503, "busy", "Busy", f"the server is serving {in_flight} requests; retry shortly")
+            return problem_response(Problem(**{**busy.__dict__, "headers": {"Retry-After": "1"}}))
+        in_flight += 1
+        try:
+            return await call_next(request)
+        finally:
+            in_flight -= 1
+
+    @app.exception_handler(ApiProblem)
+    async def api_problem(_request: Request, exc: ApiProblem) -> JSONResponse:
+        return problem_response(exc.problem)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [_validation_text(error) for error in exc.errors()]
+        detail = "invalid request: " + "; ".join(problems)
+        return problem_response(Problem(422, "invalid_payload", "Invalid payload", detail, {"problems": problems}))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_problem(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem_response(Problem(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail)))
+
+    async def domain_problem(_request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(problem_for(exc))
+
+    # The package's own errors (handled here; anything else is a 500 the server logs).
+    from persistence import PersistenceError
+    from states import StatesError
+
+    from ..errors import CarepathError
+
+    for kind in (CarepathError, PersistenceError, StatesError, Exception):
+        app.add_exception_handler(kind, domain_problem)
+
+    _routes(app, engine)
+    if web:
+        from .web import add_web_routes
+
+        add_web_routes(app, engine)
+    return app
+
+
+def _token_of(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.cookies.get("carepath_token") or None
+
+
+def _unauthorised(request: Request) -> Problem:
+    given = _token_of(request) is not None
+    detail = "the token is not valid" if given else "a bearer token is required (Authorization: Bearer TOKEN)"
+    return Problem(401, "unauthenticated", "Unauthenticated", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _validation_text(error: Any) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+    return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
+
+
+def requires(*roles: str) -> Callable[[Request], Principal]:
+    """A dependency granting the request's principal when it holds one of `roles` (or admin); else 403."""
+
+    def check(request: Request) -> Principal:
+        principal: Principal = request.state.principal
+        if not principal.may(*roles):
+            needed = " or ".join((*roles, "admin"))
+            raise ApiProblem(Problem(403, "forbidden", "Forbidden", f"{principal.name} lacks the role {needed}"))
+        return principal
+
+    return check
+
+
+Reader = Annotated[Principal, Depends(requires(*READERS))]
+Clinician = Annotated[Principal, Depends(requires("clinician"))]
+Scheduler = Annotated[Principal, Depends(requires("scheduler"))]
+Auditor = Annotated[Principal, Depends(requires("auditor"))]
+Admin = Annotated[Principal, Depends(requires("admin"))]
+PathwayQuery = Annotated[str | None, Query(description="Which enrolment (needed for a patient on several).")]
+AtQuery = Annotated[datetime | None, Query(description="Time to evaluate at (default: now).")]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", description="Repeat-safe key: a repeat returns the first result.")
+]
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {MEDIA_TYPE: {}}}
+    for status, text in (
+        (401, "No valid bearer token"),
+        (403, "The token's roles do not allow this"),
+        (404, "Unknown patient or enrolment"),
+        (409, "Not allowed in the enrolment's state, or a conflict"),
+        (422, "Invalid input"),
+        (503, "Busy (see Retry-After) or storage unavailable"),
+    )
+}
+
+
+def _routes(app: FastAPI, engine: Engine) -> None:
+    from ..engine import clinical_time
+
+    def at_or_now(at: datetime | None, name: str = "at") -> datetime:
+        return clinical_time(at, name) if at is not None else engine.clock()
+
+    @app.post("/enrolments", status_code=201, responses=PROBLEMS, tags=["enrolments"])
+    def enrol(body: Enrolment, principal: Clinician, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+        """Enrol a patient on a pathway; the audit entry's actor is the authenticated principal."""
+        status = engine.enroll(
+            body.patient_id,
+            body.at,
+            pathway=body.pathway,
+            version=body.version,
+            allow_unapproved=body.allow_unapproved,
+            handover_from=body.handover_from,
+            factors=body.factors,
+            actor=principal.name,
+            idempotency_key=idempotency_key,
+        )
+        return status.to_json()
+
+    @app.get("/enrolments", responses=PROBLEMS, tags=["enrolments"])
+    def list_enrolments(
+        _who: Reader,
+        state: Annotated[str | None, Query(description="Only enrolments in this state.")] = None,
+        at: AtQuery = None,
+    ) -> dict[str, Any]:
+        """Enrolments with state, dwell time, next due time and overdue flag; counts per state (`list --json`)."""
+        return door.cohort_json(engine, at_or_now(at), state)
+
+    @app.get("/enrolments/due", responses=PROBLEMS, tags=["enrolments"])
+    def due_enrolments(request: Request, at: AtQuery = None) -> dict[str, Any]:
+        """Enrolments a tick at `at` could change, and what it would do (`due --json`)."""
+        requires(*READERS, "scheduler")(request)
+        return door.due_json(engine, at_or_now(at))
+
+    @app.get("/patients/{patient_id}/enrolments", responses=PROBLEMS, tags=["enrolments"])
+    def patient_enrolments(patient_id: str, _who: Reader) -> list[dict[str, Any]]:
+        """Every enrolment of a patient (empty when not enrolled)."""
+        return [status.to_json() for status in engine.enrolments(patient_id)]
+
+    @app.get("/patients/{patient_id}", responses=PROBLEMS, tags=["enrolments"])
+    def status(patient_id: str, _who: Reader, pathway: PathwayQuery = None) -> dict[str, Any]:
+        """State, configuration, revision, next due time, outcome and plan of one enrolment (`status --json`)."""
+        return engine.status(patient_id, pathway).to_json()
+
+    @app.post("/patients/{patient_id}/events", responses=PROBLEMS, tags=["events"])
+    def send(
+        patient_id: str, body: Event, request: Request, response: Response, idempotency_key: IdempotencyKey = None
+    ) -> dict[str, Any]:
+        """Apply one event (`send --json`): 201 when an entry was written, 200 for a repeat or no change."""
+        principal = requires("scheduler" if body.event == "tick" else "clinician")(request)
+        result = engine.send(
+            patient_id,
+            body.event,
+            body.at,
+            body.data,
+            pathway=body.pathway,
+            actor=principal.name,
+            idempotency_key=idempotency_key,
+            late=body.late,
+        )
+        if result.changed and not result.duplicate:
+            response.status_code = 201
+        document: dict[str, Any] = result.status.to_json()
+        document["changed"] = result.changed
+        document["duplicate"] = result.duplicate
+        document["entry"] = door.entry_json(result.entry) if result.entry else None
+        document["rederived"] = result.rederived.to_json() if result.rederived else None
+        return document
+
+    @app.post("/tick", responses=PROBLEMS, tags=["events"])
+    def tick(body: Tick, _who: Scheduler) -> dict[str, Any]:
+        """Sweep every enrolment due at `at`: advance its monitoring."""
+        report = engine.tick(body.at)
+        return {
+            "at": report.at.isoformat(),
+            "advanced": report.advanced,
+            "unchanged": report.unchanged,
+            "skipped": report.skipped,
+        }
+
+    @app.get("/patients/{patient_id}/history", responses=PROBLEMS, tags=["audit"])
+    def history(patient_id: str, _who: Reader, pathway: PathwayQuery = None) -> list[dict[str, Any]]:
+        """The enrolment's audit entries in order (`history --json`)."""
+        return door.history_json(engine, patient_id, pathway)
+
+    @app.get("/patients/{patient_id}/explain", responses=PROBLEMS, tags=["views"])
+    def explain(patient_id: str, _who: Reader, at: AtQuery = None, pathway: PathwayQuery = None) -> dict[str, Any]:
+        """Every outgoing rule of the current state with its conditions and current values (`explain --json`)."""
+        return door.explain_json(engine, patient_id, clinical_time(at) if at else None, pathway)
+
+    @app.get("/patients/{patient_id}/replay", responses=PROBLEMS, tags=["audit"])
+    def replay(
+        patient_id: str,
+        _who: Reader,
+        until: Annotated[datetime | None, Query(description="Clinical time: the state then, as known now.")] = None,
+        as_of: Annotated[datetime | None, Query(description="Record time: what the record said then.")] = None,
+        pathway: PathwayQuery = None,
+    ) -> dict[str, Any]:
+        """Rebuild the enrolment from its audit log, checking every step (`replay --json`)."""
+        return door.replay_json(
+            engine,
+            patient_id,
+            clinical_time(until, "until") if until else None,
+            clinical_time(as_of, "as_of") if as_of else None,
+            pathway,
+        )
+
+    @app.get("/patients/{patient_id}/verify", responses=PROBLEMS, tags=["audit"])
+    def verify_patient(patient_id: str, _who: Auditor, pathway: PathwayQuery = None) -> dict[str, Any]:
+        """Check one patient's hash chains, replay and snapshots (`verify PATIENT --json`)."""
+        engine.resolve(patient_id, pathway)  # an unknown patient or enrolment is a 404, not an empty report
+        return door.verify_json(engine, patient_id, pathway)
+
+    @app.get("/verify", responses=PROBLEMS, tags=["audit"])
+    def verify_all(_who: Admin) -> dict[str, Any]:
+        """Check every enrolment of the database (`verify --json`); admin only."""
+        return door.verify_json(engine, None, None)
+
+    @app.get(
+        "/patients/{patient_id}/diagram.svg",
+        responses={**PROBLEMS, 200: {"content": {"image/svg+xml": {}}}},
+        response_class=Response,
+        tags=["views"],
+    )
+    def diagram(patient_id: str, _who: Reader, pathway: PathwayQuery = None) -> Response:
+        """The statechart with the enrolment's active states highlighted (SVG)."""
+        return Response(door.diagram_svg(engine, patient_id, pathway), media_type="image/svg+xml")
+
+    @app.get(
+        "/patients/{patient_id}/timeline.png",
+        responses={**PROBLEMS, 200: {"content": {"image/png": {}}}},
+        response_class=Response,
+        tags=["views"],
+    )
+    def timeline(patient_id: str, _who: Reader, pathway: PathwayQuery = None) -> Response:
+        """The plotted measure over time with the states as bands (PNG)."""
+        return Response(door.timeline_png(engine, patient_id, pathway), media_type="image/png")
+
+    @app.get("/patients/{patient_id}/fhir", responses=PROBLEMS, tags=["views"])
+    def fhir(patient_id: str, _who: Reader, pathway: PathwayQuery = None) -> dict[str, Any]:
+        """The enrolment as a FHIR R4 Bundle (`export-fhir`)."""
+        return door.export_fhir(engine, patient_id, pathway)
+
+    @app.get("/definitions", responses=PROBLEMS, tags=["definitions"])
+    def definitions(_who: Reader) -> list[dict[str, Any]]:
+        """The registered pathway definitions (`pathways --json`)."""
+        return door.definitions_json()
+
+    @app.get("/definitions/schema", responses=PROBLEMS, tags=["definitions"])
+    def definition_schema(_who: Reader) -> dict[str, Any]:
+        """The JSON Schema of definition files (`carepath schema`)."""
+        from states import json_schema
+
+        return json_schema()
+
+    @app.get("/definitions/{name}/{version}", responses=PROBLEMS, tags=["definitions"])
+    def definition(name: str, version: int, _who: Reader) -> dict[str, Any]:
+        """One definition as data, as its file states it."""
+        from states import UnknownDefinition
+
+        try:
+            return door.definition_json(name, version)
+        except UnknownDefinition as err:
+            problem = problem_for(err)
+            raise ApiProblem(Problem(404, problem.code, problem.title, problem.detail, problem.details)) from None

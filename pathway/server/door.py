@@ -1,0 +1,138 @@
+"""The engine operations the server calls beyond enrol/send/status, in one place.
+
+Each is a thin call into the module that does the work today (replay, explain, fhir, diagram,
+timeline); when `Engine` grows methods of the same names, only this module changes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..cli.render import entry_json
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+__all__ = [
+    "cohort_json",
+    "definition_json",
+    "definitions_json",
+    "diagram_svg",
+    "due_json",
+    "entry_json",
+    "explain_json",
+    "export_fhir",
+    "history_json",
+    "replay_json",
+    "timeline_png",
+    "verify_json",
+]
+
+
+def history_json(engine: Engine, patient_id: str, pathway: str | None) -> list[dict[str, Any]]:
+    return [entry_json(entry) for entry in engine.history(patient_id, pathway)]
+
+
+def explain_json(engine: Engine, patient_id: str, at: datetime | None, pathway: str | None) -> dict[str, Any]:
+    from ..explain import explain
+
+    return explain(engine, patient_id, at, pathway=pathway).to_json()
+
+
+def replay_json(
+    engine: Engine, patient_id: str, until: datetime | None, as_of: datetime | None, pathway: str | None
+) -> dict[str, Any]:
+    from ..replay import replay
+
+    return replay(engine.store, patient_id, until, pathway=pathway, as_of=as_of).to_json()
+
+
+def verify_json(engine: Engine, patient_id: str | None, pathway: str | None) -> dict[str, Any]:
+    from ..replay import verify
+
+    return verify(engine.store, patient_id, pathway=pathway, workers=1).to_json()
+
+
+def export_fhir(engine: Engine, patient_id: str, pathway: str | None) -> dict[str, Any]:
+    from ..fhir import export_bundle
+
+    return export_bundle(engine, patient_id, pathway)
+
+
+def diagram_svg(engine: Engine, patient_id: str, pathway: str | None) -> bytes:
+    from ..diagram import render
+
+    status = engine.status(patient_id, pathway)
+    return render(status.definition, "svg", status.configuration)
+
+
+def timeline_png(engine: Engine, patient_id: str, pathway: str | None) -> bytes:
+    from states import get_pathway
+
+    from ..timeline import plot_timeline
+
+    entries = engine.history(patient_id, pathway)
+    definition = get_pathway(entries[0].pathway, entries[0].version)
+    with tempfile.TemporaryDirectory() as folder:
+        return plot_timeline(entries, definition, Path(folder) / "timeline.png").read_bytes()
+
+
+def cohort_json(engine: Engine, at: datetime, state: str | None) -> dict[str, Any]:
+    """The `list --json` document."""
+    from ..explain import cohort
+
+    rows = list(cohort(engine.store, at, state))
+    counts = engine.store.count_by_state()
+    return {
+        "at": at.isoformat(),
+        "state": state,
+        "counts": counts,
+        "total": sum(counts.values()),
+        "overdue": sum(row.overdue for row in rows),
+        "patients": [row.to_json() for row in rows],
+    }
+
+
+def due_json(engine: Engine, at: datetime) -> dict[str, Any]:
+    """The `due --json` document."""
+    from ..explain import due_cohort
+
+    rows = list(due_cohort(engine.store, at))
+    actions: dict[str, int] = {}
+    for row in rows:
+        key = row.tick or "nothing"
+        actions[key] = actions.get(key, 0) + 1
+    return {"at": at.isoformat(), "count": len(rows), "actions": actions, "patients": [r.to_json() for r in rows]}
+
+
+def definitions_json() -> list[dict[str, Any]]:
+    """The `pathways --json` document."""
+    from states import get_pathway, pathways
+
+    rows: list[dict[str, Any]] = []
+    for name, version in pathways():
+        definition = get_pathway(name, version)
+        review = definition.review
+        rows.append(
+            {
+                "pathway": name,
+                "version": version,
+                "title": definition.model.title,
+                "review": review.status,
+                "reviewer": review.reviewer,
+                "date": review.date.isoformat() if review.date else None,
+                "events": definition.event_names(),
+            }
+        )
+    return rows
+
+
+def definition_json(name: str, version: int) -> dict[str, Any]:
+    """One registered definition as data (raises UnknownDefinition)."""
+    from states import get_pathway
+
+    document: dict[str, Any] = get_pathway(name, version).model.model_dump(mode="json", by_alias=True)
+    return document
