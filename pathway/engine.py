@@ -250,6 +250,7 @@ class Engine:
             self._store: Store | None = None
         else:
             self.url, self._store = store.url, store
+            _attach_outbox(store)
         self.clock = clock
         self.retries = retries
 
@@ -261,7 +262,7 @@ class Engine:
                 if self._store is None:
                     from persistence import Store
 
-                    self._store = Store(self.url, create=not self.read_only)
+                    self._store = _attach_outbox(Store(self.url, create=not self.read_only))
         return self._store
 
     def close(self) -> None:
@@ -1008,6 +1009,14 @@ def _update(definition: Pathway, configuration: Iterable[str], context: dict[str
         next_due_at=definition.next_due_at(configuration, context),
         last_event_at=at,
     )
+
+
+def _attach_outbox(store: Store) -> Store:
+    """Have the store write the transitions a backend may act on to its outbox (pathway/notices.py)."""
+    from .notices import notices
+
+    store.notify = notices
+    return store
 
 
 def iso_or_none(value: datetime | None) -> str | None:

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import QueuePool
 
+from . import outbox
 from .chain import GENESIS, Sealer
 from .crypto import DataCipher, EncryptedData, is_sealed
 from .errors import (
@@ -106,6 +107,8 @@ class Store:
         self.codec = RowCodec(self.engine.dialect.name, patients.name, audit.name, self.cipher)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        # Classifies appended entries into outbox notices (persistence/outbox.py); None: no outbox rows.
+        self.notify: outbox.Notify | None = None
 
     # -- setup ------------------------------------------------------------------------
 
@@ -170,6 +173,7 @@ class Store:
                 # One creator at a time: concurrent CREATE TABLE would race on the catalog.
                 conn.execute(text("SELECT pg_advisory_xact_lock(72514003)"))
             metadata.create_all(conn, tables=[patients, audit], checkfirst=True)
+            outbox.create(conn)
             upgraded = upgrade(conn)
             for index in (*patients.indexes, *audit.indexes):
                 index.create(conn, checkfirst=True)  # indexes added since a table was created
@@ -206,12 +210,12 @@ class Store:
         self.ensure_schema()
         if not optimistic:
             with self._guard(), self.engine.connect().execution_options(carepath_write=True) as conn, conn.begin():
-                tx = Transaction(conn, self.codec, self.sealer)
+                tx = Transaction(conn, self.codec, self.sealer, notify=self.notify)
                 yield tx
                 tx.flush()
             return
         with self._guard(), self.engine.connect() as conn:
-            tx = Transaction(conn, self.codec, self.sealer, lock=False)
+            tx = Transaction(conn, self.codec, self.sealer, lock=False, notify=self.notify)
             with conn.begin():
                 yield tx
             conn.execution_options(carepath_write=True)
@@ -427,8 +431,18 @@ class Store:
 class Transaction:
     """A write transaction on one connection; appends are buffered and written in bulk."""
 
-    def __init__(self, conn: Connection, codec: RowCodec, sealer: Sealer, *, lock: bool = True) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        codec: RowCodec,
+        sealer: Sealer,
+        *,
+        lock: bool = True,
+        notify: outbox.Notify | None = None,
+    ) -> None:
         self._conn = conn
+        self._notify = notify
+        self._outbox: list[dict[str, Any]] = []
         self._codec = codec
         self._sealer = sealer
         self._lock = lock
@@ -668,6 +682,8 @@ class Transaction:
         )
         original = self._pending.get(snapshot.key, (snapshot.revision, snapshot))[0]
         self._pending[snapshot.key] = (original, after)
+        if self._notify is not None:
+            self._outbox += outbox.rows_for(snapshot, written, after, self._notify)
         return written
 
     def flush(self) -> None:
@@ -679,6 +695,8 @@ class Transaction:
             self._execute_many(codec.insert_patient, rows)
         if self._entries:
             self._execute_many(codec.insert_entry, [codec.entry_params(row) for row in self._entries])
+        if self._outbox:
+            outbox.insert(self._conn, self._outbox)
         updates = [
             codec.update_params(original, snap)
             for key, (original, snap) in self._pending.items()
@@ -693,6 +711,7 @@ class Transaction:
         self._pending = {}
         self._keys = {}
         self._written = []
+        self._outbox = []
 
 
 def _create_private(path: str | None) -> None:

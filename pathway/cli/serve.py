@@ -14,6 +14,8 @@ from ..errors import InvalidCommand
 from .app import app, settings
 from .render import console
 
+SECRET_ENV = "CAREPATH_WEBHOOK_SECRET"
+
 token_app = typer.Typer(help="Manage the API's bearer tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
@@ -32,6 +34,10 @@ def serve(
     max_in_flight: Annotated[
         int, typer.Option("--max-in-flight", min=1, help="Requests served at once per process; more get 503.")
     ] = 16,
+    webhook: Annotated[
+        str | None, typer.Option("--webhook", help="Also deliver the outbox to this URL (see `deliver`).")
+    ] = None,
+    secret: Annotated[str | None, typer.Option("--secret", help="Webhook signing secret.", envvar=SECRET_ENV)] = None,
 ) -> None:
     """Serve the HTTP API and the web view (needs the `server` extra).
 
@@ -51,14 +57,55 @@ def serve(
         raise InvalidCommand("no tokens: give --tokens FILE (create one with `carepath token add`)")
     os.environ[DB_ENV] = settings().db
     os.environ[IN_FLIGHT_ENV] = str(max_in_flight)
-    uvicorn.run(
-        "pathway.server:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-    )
+    deliverer = None
+    if webhook is not None:
+        from ..server.deliver import Deliverer
+
+        deliverer = Deliverer(settings().db, webhook, secret, log=_log)
+        deliverer.start()
+    try:
+        uvicorn.run(
+            "pathway.server:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+        )
+    finally:
+        if deliverer is not None:
+            deliverer.stop()
+
+
+@app.command()
+def deliver(
+    webhook: Annotated[str, typer.Option("--webhook", help="URL to POST each outbox message to.")],
+    secret: Annotated[
+        str | None,
+        typer.Option("--secret", help="Signing secret (default: $CAREPATH_WEBHOOK_SECRET).", envvar=SECRET_ENV),
+    ] = None,
+    poll: Annotated[float, typer.Option("--poll", min=0.05, help="Seconds between looks at an empty outbox.")] = 1.0,
+    drain: Annotated[bool, typer.Option("--drain", help="Stop once nothing is pending.")] = False,
+) -> None:
+    """Deliver the outbox (enrolled, escalated, resolved, ended, due, overdue, flagged, migrated) to a webhook.
+
+    In order, at least once, signed with HMAC-SHA256 (Carepath-Signature: t=...,v1=...), retried
+    with back-off; a message delivered again after a crash carries the same id.
+
+    Example: carepath deliver --webhook https://example.org/hooks/carepath --secret "$SECRET"
+    """
+    from ..server.deliver import Deliverer
+
+    deliverer = Deliverer(settings().db, webhook, secret, log=_log)
+    try:
+        count = deliverer.run(poll=poll, drain=drain)
+    finally:
+        deliverer.stop()
+    console().print(f"delivered {count} messages")
+
+
+def _log(line: str) -> None:
+    sys.stderr.write(f"carepath: {line}\n")
 
 
 @token_app.command("add")

@@ -355,6 +355,21 @@ def _routes(app: FastAPI, engine: Engine) -> None:
         """The enrolment as a FHIR R4 Bundle (`export-fhir`)."""
         return door.export_fhir(engine, patient_id, pathway)
 
+    @app.get("/events", responses=PROBLEMS, tags=["events"])
+    def events(
+        _who: Reader,
+        after: Annotated[
+            int, Query(ge=0, description="Cursor: the `cursor` of the last message seen (0: from the start).")
+        ] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000, description="At most this many messages.")] = 100,
+    ) -> dict[str, Any]:
+        """The outbox as a stream for polling: the messages webhooks carry, after a cursor, in order."""
+        from persistence import outbox
+
+        engine.store.ensure_schema()
+        messages = outbox.read_after(engine.store.engine, after, limit)
+        return {"events": [m.to_json() for m in messages], "next": messages[-1].id if messages else after}
+
     @app.get("/definitions", responses=PROBLEMS, tags=["definitions"])
     def definitions(_who: Reader) -> list[dict[str, Any]]:
         """The registered pathway definitions (`pathways --json`)."""
