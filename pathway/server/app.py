@@ -100,6 +100,7 @@ def create_app(
         description="Care pathways as statecharts, with a hash-chained audit log. Errors are RFC 9457 problems.",
     )
     app.state.engine = engine
+    app.state.tokens = tokens
     in_flight = 0
 
     @app.middleware("http")
@@ -159,7 +160,9 @@ def _token_of(request: Request) -> str | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.cookies.get("carepath_token") or None
+    from .web import COOKIE
+
+    return request.cookies.get(COOKIE) or None
 
 
 def _unauthorised(request: Request) -> Problem:
