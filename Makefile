@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean openapi
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest -q -n 2
+
+# The API's OpenAPI document, checked in; tests/test_openapi.py fails when it drifts from the code.
+openapi: install
+	$(BIN)/carepath openapi -o openapi.json
 
 bench: install
 	$(BIN)/python bench/run.py

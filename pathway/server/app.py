@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
@@ -148,11 +149,41 @@ def create_app(
         app.add_exception_handler(kind, domain_problem)
 
     _routes(app, engine)
+    app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
     if web:
         from .web import add_web_routes
 
         add_web_routes(app, engine)
     return app
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details, with a stable snake_case `code` and structured `details`.",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string", "description": "/problems/<code>"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "examples": ["unknown_patient", "event_not_allowed", "invalid_payload"]},
+        "details": {"type": "object"},
+    },
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the problem schema and the bearer scheme every operation needs."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = document.setdefault("components", {})
+        components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        document["security"] = [{"bearer": []}]
+        app.openapi_schema = document
+    return app.openapi_schema
 
 
 def _token_of(request: Request) -> str | None:
@@ -200,7 +231,7 @@ IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", description="Repeat-safe key: a repeat returns the first result.")
 ]
 PROBLEMS: dict[int | str, dict[str, Any]] = {
-    status: {"description": text, "content": {MEDIA_TYPE: {}}}
+    status: {"description": text, "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     for status, text in (
         (401, "No valid bearer token"),
         (403, "The token's roles do not allow this"),

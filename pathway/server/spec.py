@@ -15,6 +15,4 @@ def openapi_document() -> dict[str, Any]:
 
     app = create_app(Engine("sqlite://"), TokenStore([]))
     document: dict[str, Any] = app.openapi()
-    document.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-    document["security"] = [{"bearer": []}]
     return document
