@@ -181,6 +181,8 @@ GRANT USAGE ON SCHEMA {schema} TO {role};
 GRANT SELECT, INSERT ON carepath_audit TO {role};
 GRANT USAGE ON SEQUENCE carepath_audit_id_seq TO {role};
 GRANT SELECT, INSERT, UPDATE ON carepath_patients TO {role};
+GRANT SELECT, INSERT, UPDATE ON carepath_outbox TO {role};
+GRANT USAGE ON SEQUENCE carepath_outbox_id_seq TO {role};
 REVOKE UPDATE, DELETE, TRUNCATE ON carepath_audit FROM {role};
 """
 

@@ -16,6 +16,7 @@ import httpx
 from pathway import Engine
 from tests.conftest import T0
 from tests.helpers import assess_data, reassess_data
+from tests.second_pathway import SECOND
 from tests.server_helpers import Running, serving
 
 PROBLEM = "application/problem+json"
@@ -251,3 +252,15 @@ def test_eight_clients_two_thousand_requests_then_a_clean_verify(engine: Engine)
     assert unexpected == []
     assert {status for what, status in results if what == "missing"} == {404}
     assert verify["ok"] is True and verify["enrolments"] == len(patients)
+
+
+def test_verify_of_a_patient_on_several_pathways(client: httpx.Client, server: Running) -> None:
+    """A patient on several pathways is verified one enrolment at a time (as `verify PATIENT --pathway`)."""
+    enrol(client, server, "p-1")
+    enrol(client, server, "p-1", pathway=SECOND)
+    auditor = server.headers("auditor")
+    assert_problem(client.get("/patients/p-1/verify", headers=auditor), 422, "ambiguous_enrolment")
+    for pathway in ("piriformis", SECOND):
+        report = client.get("/patients/p-1/verify", params={"pathway": pathway}, headers=auditor).json()
+        assert report["ok"] is True and report["enrolments"] == 1
+    assert_problem(client.get("/patients/p-9/verify", headers=auditor), 404, "unknown_patient")

@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from persistence import UnknownPatient
+
 from . import door
 from .auth import Principal, TokenStore
 from .problems import MEDIA_TYPE, Problem, problem_for
@@ -356,7 +358,9 @@ def _routes(app: FastAPI, engine: Engine) -> None:
     @app.get("/patients/{patient_id}/verify", responses=PROBLEMS, tags=["audit"])
     def verify_patient(patient_id: str, _who: Auditor, pathway: PathwayQuery = None) -> dict[str, Any]:
         """Check one patient's hash chains, replay and snapshots (`verify PATIENT --json`)."""
-        engine.resolve(patient_id, pathway)  # an unknown patient or enrolment is a 404, not an empty report
+        # An unknown patient or enrolment is a 404, not an empty report; without a pathway, every enrolment.
+        if not engine.store.exists(patient_id, pathway):
+            raise UnknownPatient(patient_id, pathway)
         return door.verify_json(engine, patient_id, pathway)
 
     @app.get("/verify", responses=PROBLEMS, tags=["audit"])
