@@ -10,18 +10,20 @@ order and a reader polling "after cursor N" never skips a row committed late.
 
 from __future__ import annotations
 
-import uuid
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, BigInteger, Column, Connection, Index, Integer, MetaData, String, Table, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import StorageUnavailable
 from .records import AuditEntry, Snapshot
+from .rows import RowCodec
 from .tables import UTCDateTime
 
 __all__ = [
@@ -40,7 +42,6 @@ __all__ = [
 OUTBOX_TABLE = "carepath_outbox"
 # Serialises outbox writers between their insert and commit (PostgreSQL), see the module docstring.
 _OUTBOX_LOCK = 72514004
-_NAMESPACE = uuid.UUID("5b0c4a52-8d1e-4f57-9a0e-6a1f2c7d3e90")
 
 # (kind, details) for each notice an appended entry gives rise to.
 Notify = Callable[[Snapshot, AuditEntry, Snapshot], list[tuple[str, dict[str, Any]]]]
@@ -108,7 +109,7 @@ def rows_for(before: Snapshot, entry: AuditEntry, after: Snapshot, notify: Notif
         rows.append(
             {
                 # The same entry and kind always get the same id, so a redelivery is recognisable.
-                "event_id": uuid.uuid5(_NAMESPACE, f"{entry.hash}:{kind}").hex,
+                "event_id": hashlib.sha256(f"{entry.hash}:{kind}".encode()).hexdigest()[:32],
                 "patient_id": entry.patient_id,
                 "pathway": entry.pathway,
                 "seq": entry.seq,
@@ -122,11 +123,36 @@ def rows_for(before: Snapshot, entry: AuditEntry, after: Snapshot, notify: Notif
     return rows
 
 
-def insert(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert rows within the caller's transaction (the one writing their audit entries)."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_OUTBOX_LOCK})")
-    conn.execute(outbox.insert(), list(rows))
+_COLUMNS = ("event_id", "patient_id", "pathway", "seq", "kind", "at", "recorded_at", "body")
+
+
+def insert(
+    execute: Callable[[str, Sequence[Any]], Any],
+    execute_many: Callable[[str, Sequence[Sequence[Any]]], int],
+    codec: RowCodec,
+    rows: Sequence[dict[str, Any]],
+) -> None:
+    """Insert rows within the caller's transaction (the one writing their audit entries), on the
+    caller's driver cursor (`execute`, `execute_many`), encoded as `codec` encodes the audit rows."""
+    if codec.postgres:
+        execute(f"SELECT pg_advisory_xact_lock({_OUTBOX_LOCK})", ())
+    marks = ", ".join([codec.mark] * len(_COLUMNS))
+    sql = f"INSERT INTO {OUTBOX_TABLE} ({', '.join(_COLUMNS)}) VALUES ({marks})"
+    encode_time = codec.time
+    params = [
+        (
+            row["event_id"],
+            row["patient_id"],
+            row["pathway"],
+            row["seq"],
+            row["kind"],
+            encode_time(row["at"]),
+            encode_time(row["recorded_at"]),
+            orjson.dumps(row["body"]).decode(),
+        )
+        for row in rows
+    ]
+    execute_many(sql, params)
 
 
 def read_after(engine: Any, cursor: int, limit: int = 100) -> list[Message]:

@@ -696,7 +696,7 @@ class Transaction:
         if self._entries:
             self._execute_many(codec.insert_entry, [codec.entry_params(row) for row in self._entries])
         if self._outbox:
-            outbox.insert(self._conn, self._outbox)
+            outbox.insert(self._execute, self._execute_many, codec, self._outbox)
         updates = [
             codec.update_params(original, snap)
             for key, (original, snap) in self._pending.items()
