@@ -204,3 +204,43 @@ def test_failures_are_retried_with_back_off(engine: Engine) -> None:
         flaky.close()
     assert [d["patient_id"] for d in flaky.received] == ["p-0", "p-1", "p-2"]
     assert flaky.failures_left == 0 and flaky.bad_signatures == 0
+
+
+@pytest.mark.slow
+def test_serve_delivers_its_outbox_to_a_webhook(sqlite_url: str, receiver: Receiver, tmp_path: Any) -> None:
+    """`carepath serve --webhook`: an enrolment over HTTP reaches the receiver, signed, as `enrolled`."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    import httpx
+
+    from pathway.server.auth import add_token
+    from tests.server_helpers import free_port
+
+    tokens = tmp_path / "tokens.json"
+    token = add_token(tokens, "dr-jones", ["clinician"])
+    port = free_port()
+    command = "from pathway.cli import run; run()"
+    argv = [sys.executable, "-c", command, "--db", sqlite_url, "serve", "--port", str(port), "--tokens", str(tokens)]
+    env = {**os.environ, "CAREPATH_WEBHOOK_SECRET": "hook-secret"}
+    server = subprocess.Popen([*argv, "--webhook", receiver.url], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                response = httpx.post(
+                    f"http://127.0.0.1:{port}/enrolments",
+                    json={"patient_id": "p-1", "at": T0.isoformat()},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=60,
+                )
+                break
+            except httpx.ConnectError:
+                assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        assert response.status_code == 201
+        while not receiver.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    assert [(d["kind"], d["patient_id"]) for d in receiver.received] == [("enrolled", "p-1")]
+    assert receiver.bad_signatures == 0

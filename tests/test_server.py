@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -264,3 +265,30 @@ def test_verify_of_a_patient_on_several_pathways(client: httpx.Client, server: R
         report = client.get("/patients/p-1/verify", params={"pathway": pathway}, headers=auditor).json()
         assert report["ok"] is True and report["enrolments"] == 1
     assert_problem(client.get("/patients/p-9/verify", headers=auditor), 404, "unknown_patient")
+
+
+def test_an_oversized_body_is_refused_unread(client: httpx.Client, server: Running) -> None:
+    """A body over the limit is a 413 problem; nothing is enrolled."""
+    from pathway.server.app import MAX_BODY_BYTES
+
+    body = {"patient_id": "p-1", "at": T0.isoformat(), "factors": {"note": "x" * MAX_BODY_BYTES}}
+    response = client.post("/enrolments", json=body, headers=server.headers("clinician"))
+    assert_problem(response, 413, "payload_too_large")
+    assert_problem(client.get("/patients/p-1", headers=server.headers("auditor")), 404, "unknown_patient")
+
+
+def test_token_add_stores_only_a_digest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`carepath token add` prints a new token once and keeps its SHA-256 in a 0600 file; a bad role is exit 2."""
+    from pathway.cli import main
+    from pathway.server.auth import hash_token, load_tokens
+
+    file = tmp_path / "tokens.json"
+    assert main(["token", "add", "dr-jones", "--role", "clinician", "--file", str(file)]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token and token not in file.read_text()
+    assert hash_token(token) in file.read_text()
+    assert file.stat().st_mode & 0o777 == 0o600
+    principal = load_tokens(file).principal(token)
+    assert principal is not None and principal.name == "dr-jones" and principal.roles == {"clinician"}
+    assert main(["token", "add", "dr-x", "--role", "surgeon", "--file", str(file)]) == 2
+    assert "surgeon" in capsys.readouterr().err

@@ -32,6 +32,8 @@ __all__ = ["API_TITLE", "ApiProblem", "create_app"]
 API_TITLE = "carepath"
 API_VERSION = "1"
 DEFAULT_IN_FLIGHT = 16
+# Request bodies larger than this are refused before they are read (413).
+MAX_BODY_BYTES = 1_000_000
 # Paths anyone may reach without a token: the web view's sign-in form.
 OPEN_PATHS = frozenset({"/login"})
 READERS = ("clinician", "auditor")
@@ -114,6 +116,10 @@ def create_app(
             if principal is None:
                 return problem_response(_unauthorised(request))
             request.state.principal = principal
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            detail = f"the request body must be at most {MAX_BODY_BYTES} bytes, with a Content-Length"
+            return problem_response(Problem(413, "payload_too_large", "Payload too large", detail))
         if in_flight >= max_in_flight:
             busy = Problem(503, "busy", "Busy", f"the server is serving {in_flight} requests; retry shortly")
             return problem_response(Problem(**{**busy.__dict__, "headers": {"Retry-After": "1"}}))
