@@ -165,6 +165,9 @@ def test_definitions_are_listed_and_served(client: httpx.Client, server: Running
     assert one["name"] == "piriformis" and one["version"] == 1
     assert "$schema" in client.get("/definitions/schema", headers=auditor).json()
     assert_problem(client.get("/definitions/nothing/1", headers=auditor), 404, "unknown_definition")
+    events = client.get("/definitions/piriformis/1/events", headers=auditor).json()
+    assert {"enroll", "assess", "reassess"} <= set(events) and events["assess"]["type"] == "object"
+    assert_problem(client.get("/definitions/piriformis/99/events", headers=auditor), 404, "unknown_definition")
 
 
 def test_pictures_of_a_patient(client: httpx.Client, server: Running) -> None:

@@ -7,7 +7,8 @@ Retry-After instead of queueing without bound. Every error is a problem document
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
@@ -429,10 +430,23 @@ def _routes(app: FastAPI, engine: Engine) -> None:
     @app.get("/definitions/{name}/{version}", responses=PROBLEMS, tags=["definitions"])
     def definition(name: str, version: int, _who: Reader) -> dict[str, Any]:
         """One definition as data, as its file states it."""
-        from states import UnknownDefinition
-
-        try:
+        with _not_found_when_unknown():
             return door.definition_json(name, version)
-        except UnknownDefinition as err:
-            problem = problem_for(err)
-            raise ApiProblem(Problem(404, problem.code, problem.title, problem.detail, problem.details)) from None
+
+    @app.get("/definitions/{name}/{version}/events", responses=PROBLEMS, tags=["definitions"])
+    def event_schemas(name: str, version: int, _who: Reader) -> dict[str, Any]:
+        """The JSON Schema of each event's data (and of an enrolment's `factors` document) in one definition."""
+        with _not_found_when_unknown():
+            return door.event_schemas(name, version)
+
+
+@contextmanager
+def _not_found_when_unknown() -> Iterator[None]:
+    """An unknown definition named in the path is a 404 (as input elsewhere it is a 422)."""
+    from states import UnknownDefinition
+
+    try:
+        yield
+    except UnknownDefinition as err:
+        problem = problem_for(err)
+        raise ApiProblem(Problem(404, problem.code, problem.title, problem.detail, problem.details)) from None

@@ -23,6 +23,7 @@ __all__ = [
     "diagram_svg",
     "due_json",
     "entry_json",
+    "event_schemas",
     "explain_json",
     "export_fhir",
     "history_json",
@@ -136,3 +137,13 @@ def definition_json(name: str, version: int) -> dict[str, Any]:
 
     document: dict[str, Any] = get_pathway(name, version).model.model_dump(mode="json", by_alias=True)
     return document
+
+
+def event_schemas(name: str, version: int) -> dict[str, Any]:
+    """The JSON Schema of each event's data (and of an enrolment's) in one definition."""
+    from states import get_pathway
+
+    definition = get_pathway(name, version)
+    schemas: dict[str, Any] = {"enroll": definition.enroll_payload.model_json_schema()}
+    schemas.update({event: model.model_json_schema() for event, model in definition.payloads.items()})
+    return schemas
