@@ -122,8 +122,8 @@ def create_app(
             detail = f"the request body must be at most {MAX_BODY_BYTES} bytes, with a Content-Length"
             return problem_response(Problem(413, "payload_too_large", "Payload too large", detail))
         if in_flight >= max_in_flight:
-            busy = Problem(503, "busy", "Busy", f"the server is serving {in_flight} requests; retry shortly")
-            return problem_response(Problem(**{**busy.__dict__, "headers": {"Retry-After": "1"}}))
+            detail = f"the server is serving {in_flight} requests; retry shortly"
+            return problem_response(Problem(503, "busy", "Busy", detail, headers={"Retry-After": "1"}))
         in_flight += 1
         try:
             return await call_next(request)
@@ -222,7 +222,7 @@ def requires(*roles: str) -> Callable[[Request], Principal]:
     def check(request: Request) -> Principal:
         principal: Principal = request.state.principal
         if not principal.may(*roles):
-            needed = " or ".join((*roles, "admin"))
+            needed = " or ".join(dict.fromkeys((*roles, "admin")))
             raise ApiProblem(Problem(403, "forbidden", "Forbidden", f"{principal.name} lacks the role {needed}"))
         return principal
 
