@@ -212,9 +212,15 @@ def error_classes() -> list[type[Error]]:
 
 
 def code_table() -> str:
-    """The error codes as a Markdown table: code, meaning, exit status, HTTP status."""
-    lines = ["| code | meaning | exit | HTTP |", "|---|---|---|---|"]
+    """The error codes as a Markdown table: code, category, exit status, HTTP status, meaning
+    (the first paragraph of the class's docstring)."""
+    lines = ["| code | category | exit | HTTP | meaning |", "|---|---|---|---|---|"]
     for cls in error_classes():
-        meaning = " ".join((cls.__doc__ or "").split("\n\n")[0].split())
-        lines.append(f"| `{cls.code}` | {meaning} | {cls.category.exit_status} | {cls.category.http_status} |")
+        meaning = " ".join((cls.__doc__ or "").split("\n\n")[0].split()).replace("|", "\\|")
+        if meaning.startswith("Raised when "):
+            meaning = meaning[len("Raised when ")].upper() + meaning[len("Raised when ") + 1 :]
+        category = cls.category
+        lines.append(
+            f"| `{cls.code}` | {category.value} | {category.exit_status} | {category.http_status} | {meaning} |"
+        )
     return "\n".join(lines) + "\n"

@@ -39,7 +39,8 @@ Definition = Pathway
 
 
 class DiagramError(CarepathError):
-    """Root of the errors raised when drawing a diagram."""
+    """Raised when a diagram cannot be drawn as asked (states the chart does not have); root of the
+    diagram errors."""
 
     code = "invalid_diagram"
     category = Category.INVALID_INPUT

@@ -76,9 +76,13 @@ class LineOutcome:
     patient: str | None
     outcome: str
     reason: str | None = None
+    code: str | None = None  # a rejected line's error code
 
     def to_json(self) -> dict[str, Any]:
-        return {"line": self.line, "patient": self.patient, "outcome": self.outcome, "reason": self.reason}
+        document = {"line": self.line, "patient": self.patient, "outcome": self.outcome, "reason": self.reason}
+        if self.code is not None:
+            document["code"] = self.code
+        return document
 
 
 @dataclass
@@ -114,7 +118,7 @@ class IngestReport:
     def reject(self, line: int, patient: str | None, error: Exception) -> None:
         code = error.code if isinstance(error, Error) else UNEXPECTED
         self.rejected.append(Rejection(line, patient, str(error), exit_code(error), code))
-        self.outcomes.append(LineOutcome(line, patient, REJECTED, str(error)))
+        self.outcomes.append(LineOutcome(line, patient, REJECTED, str(error), code))
 
     def sort(self) -> None:
         self.rejected.sort(key=lambda r: r.line)
