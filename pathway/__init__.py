@@ -16,19 +16,44 @@ from .errors import (
     exit_code,
 )
 
-# `replay` itself stays in pathway.replay: exporting it here would shadow the module of that name.
-_FROM_REPLAY = ("ReplayDiverged", "ReplayResult", "VerifyReport", "WhatIfReport", "verify", "whatif")
+# Loaded on first use, by the module defining each name: most commands never replay, draw or
+# import, and start-up time counts for the CLI. (`replay` itself stays in pathway.replay:
+# exporting it here would shadow the module of that name.)
+_LAZY = {
+    **dict.fromkeys(
+        ("InvalidPolicy", "NotEnrolledAt", "ReplayDiverged", "ReplayResult", "VerifyReport", "WhatIfReport"), "replay"
+    ),
+    **dict.fromkeys(("verify", "whatif"), "replay"),
+    **dict.fromkeys(("DiagramError", "GraphvizMissing", "UnknownFormat"), "diagram"),
+    "EmptyCohort": "cohort_plot",
+    "ImportStopped": "ingest",
+    "SimulationError": "simulate",
+    "TimelineError": "timeline",
+}
 
 if TYPE_CHECKING:
-    from .replay import ReplayDiverged, ReplayResult, VerifyReport, WhatIfReport, verify, whatif
+    from .cohort_plot import EmptyCohort
+    from .diagram import DiagramError, GraphvizMissing, UnknownFormat
+    from .ingest import ImportStopped
+    from .replay import (
+        InvalidPolicy,
+        NotEnrolledAt,
+        ReplayDiverged,
+        ReplayResult,
+        VerifyReport,
+        WhatIfReport,
+        verify,
+        whatif,
+    )
+    from .simulate import SimulationError
+    from .timeline import TimelineError
 
 
 def __getattr__(name: str) -> Any:
-    # Loaded on first use: most commands never replay, and start-up time counts for the CLI.
-    if name in _FROM_REPLAY:
-        from . import replay
+    if name in _LAZY:
+        from importlib import import_module
 
-        return getattr(replay, name)
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -37,19 +62,28 @@ __all__ = [
     "BeforeBarrier",
     "CarepathError",
     "Clock",
+    "DiagramError",
+    "EmptyCohort",
     "Engine",
     "EventInFuture",
     "FakeClock",
+    "GraphvizMissing",
+    "ImportStopped",
     "InvalidCommand",
     "InvalidPatientId",
+    "InvalidPolicy",
     "LateEvent",
+    "NotEnrolledAt",
     "Rederivation",
     "ReplayDiverged",
     "ReplayResult",
     "SendResult",
+    "SimulationError",
     "Status",
     "SweepReport",
     "TimeWentBackwards",
+    "TimelineError",
+    "UnknownFormat",
     "VerifyReport",
     "WhatIfReport",
     "exit_code",

@@ -50,6 +50,7 @@ class Settings:
 
     db: str = DEFAULT_URL
     debug: bool = False
+    json: bool = False  # the command took --json: an error is also printed as a JSON document
     _engine: Engine | None = field(default=None, repr=False)
 
 
@@ -163,7 +164,19 @@ def _default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout.")]
+def _note_json(value: bool) -> bool:
+    _settings.json = _settings.json or value
+    return value
+
+
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print one JSON document to stdout (on an error: {\"error\": {code, message, details}}).",
+        callback=_note_json,
+    ),
+]
 PathwayOption = Annotated[
     str | None,
     typer.Option(
