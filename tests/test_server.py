@@ -103,7 +103,7 @@ def test_errors_are_problem_details_with_stable_codes(client: httpx.Client, serv
         json={"event": "assess", "at": "2026-01-05T09:00:00", "data": assess_data()},
         headers=server.headers("clinician"),
     )
-    assert_problem(naive, 422, "invalid_payload")
+    assert_problem(naive, 422, "naive_time")
     assert_problem(client.get("/nowhere", headers=server.headers("admin")), 404, "not_found")
 
 

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from carepath.errors import Error
 from persistence import UnknownPatient
 
 from . import door
@@ -136,8 +137,10 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [_validation_text(error) for error in exc.errors()]
-        detail = "invalid request: " + "; ".join(problems)
+        problems = [_validation_problem(error) for error in exc.errors()]
+        detail = "invalid request: " + "; ".join(
+            f"{'.'.join(map(str, p['location']))}: {p['message']}" for p in problems
+        )
         return problem_response(Problem(422, "invalid_payload", "Invalid payload", detail, {"problems": problems}))
 
     @app.exception_handler(StarletteHTTPException)
@@ -148,13 +151,8 @@ def create_app(
     async def domain_problem(_request: Request, exc: Exception) -> JSONResponse:
         return problem_response(problem_for(exc))
 
-    # The package's own errors (handled here; anything else is a 500 the server logs).
-    from persistence import PersistenceError
-    from states import StatesError
-
-    from ..errors import CarepathError
-
-    for kind in (CarepathError, PersistenceError, StatesError, Exception):
+    # carepath's errors (handled here; anything else is a 500 the server logs).
+    for kind in (Error, Exception):
         app.add_exception_handler(kind, domain_problem)
 
     _routes(app, engine)
@@ -211,9 +209,10 @@ def _unauthorised(request: Request) -> Problem:
     return Problem(401, "unauthenticated", "Unauthenticated", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _validation_text(error: Any) -> str:
-    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-    return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
+def _validation_problem(error: Any) -> dict[str, Any]:
+    """A request validation error as the error model's problems read: location, type, message."""
+    location = [part for part in error.get("loc", ()) if part != "body"]
+    return {"location": location, "type": str(error.get("type", "invalid")), "message": str(error.get("msg", ""))}
 
 
 def requires(*roles: str) -> Callable[[Request], Principal]:
