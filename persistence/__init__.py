@@ -16,6 +16,7 @@ from .errors import (
     StorageUnavailable,
     UnknownPatient,
 )
+from .keys import AUDIT_KEY_ENV, AUDIT_KEY_FILE_ENV, DATA_KEY_ENV, DATA_KEY_FILE_ENV, AuditKeys, KeyRing, add_key
 from .records import AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
 from .urls import DEFAULT_URL, is_private_memory, normalise_url
 
@@ -34,15 +35,21 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AUDIT_KEY_ENV",
+    "AUDIT_KEY_FILE_ENV",
+    "DATA_KEY_ENV",
+    "DATA_KEY_FILE_ENV",
     "DEFAULT_URL",
     "GENESIS",
     "AuditEntry",
+    "AuditKeys",
     "IdRange",
     "ConcurrentUpdate",
     "DuplicateEnrolment",
     "DuplicatePatient",
     "EnrolmentKey",
     "IdempotencyConflict",
+    "KeyRing",
     "NewEntry",
     "NoDatabase",
     "PersistenceError",
@@ -52,6 +59,7 @@ __all__ = [
     "Store",
     "Transaction",
     "UnknownPatient",
+    "add_key",
     "canonical_json",
     "entry_hash",
     "is_private_memory",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pathway import Engine
+from pathway import Batch, Engine
 from pathway.cli import main
 from pathway.ingest import ingest
 from tests.conftest import T0
@@ -102,20 +102,14 @@ def test_optimistic_batch_retries_when_a_patient_changed_underneath(sqlite_engin
     sqlite_engine.send("a", "assess", T0, assess_data(pain=8))
     attempts = []
 
-    def work(tx: object) -> None:
-        from persistence import Transaction
-
-        assert isinstance(tx, Transaction)
+    def work(batch: Batch) -> None:
         attempts.append(1)
-        snapshot = tx.load("a", "piriformis")
+        staged = batch.send("a", "reassess", T0 + timedelta(days=2), reassess_data(pain=6))
         if len(attempts) == 1:  # another writer sneaks in between this batch's read and its write
             sqlite_engine.send("a", "reassess", T0 + timedelta(days=1), reassess_data(pain=7))
-        sqlite_engine.send_in(
-            tx, "a", "reassess", T0 + timedelta(days=2), reassess_data(pain=6), now=sqlite_engine.clock()
-        )
-        assert snapshot.patient_id == "a"
+        assert staged.status.patient_id == "a"
 
-    sqlite_engine.store.run(work, optimistic=True)
+    sqlite_engine.run_batch(work, optimistic=True)
     assert len(attempts) == 2
     assert [e.seq for e in sqlite_engine.history("a")] == [1, 2, 3, 4]
 
