@@ -10,6 +10,7 @@ from .clock import Clock, FakeClock, system_clock
 from .engine import (
     DATABASE_ENV,
     DEFAULT_PATHWAY,
+    PAYLOAD_SCHEMA,
     Batch,
     Engine,
     HistoryEntry,
@@ -46,7 +47,18 @@ from .tuning import bulk_allocation
 # Loaded on first use (most commands need none of them, and start-up time counts for the CLI).
 # A name that is also a module's (replay, explain, ingest, simulate...) is an Engine method instead.
 _LAZY = {
-    "replay": ("Problem", "ReplayDiverged", "ReplayResult", "VerifyReport", "WhatIfReport", "verify", "whatif"),
+    "replay": (
+        "InvalidPolicy",
+        "NotEnrolledAt",
+        "Problem",
+        "ReplayDiverged",
+        "ReplayResult",
+        "VerifyReport",
+        "WhatIfReport",
+        "describe_decision",
+        "verify",
+        "whatif",
+    ),
     "explain": ("CohortRow", "Explanation", "TransitionView"),
     "ingest": ("ImportStopped", "IngestReport"),
     "diagram": ("TEXT_FORMATS", "DiagramError", "GraphvizMissing", "UnknownFormat"),
@@ -72,7 +84,18 @@ if TYPE_CHECKING:
     from .explain import CohortRow, Explanation, TransitionView
     from .hints import NEUTRAL_COLOUR, Monitoring, known_colours, monitoring
     from .ingest import ImportStopped, IngestReport
-    from .replay import Problem, ReplayDiverged, ReplayResult, VerifyReport, WhatIfReport, verify, whatif
+    from .replay import (
+        InvalidPolicy,
+        NotEnrolledAt,
+        Problem,
+        ReplayDiverged,
+        ReplayResult,
+        VerifyReport,
+        WhatIfReport,
+        describe_decision,
+        verify,
+        whatif,
+    )
     from .simulate import (
         DEFAULT_WEEKS,
         Scenario,
@@ -102,6 +125,7 @@ __all__ = [
     "DEFAULT_WEEKS",
     "DURATION_HISTOGRAM",
     "NEUTRAL_COLOUR",
+    "PAYLOAD_SCHEMA",
     "TEXT_FORMATS",
     "AmbiguousEnrolment",
     "Batch",
@@ -120,6 +144,7 @@ __all__ = [
     "HistoryEntry",
     "ImportStopped",
     "IngestReport",
+    "InvalidPolicy",
     "InvalidCommand",
     "InvalidPatientId",
     "JsonFormatter",
@@ -128,6 +153,7 @@ __all__ = [
     "MigrationChange",
     "Monitoring",
     "NoMetrics",
+    "NotEnrolledAt",
     "OpenTelemetryMetrics",
     "Problem",
     "Rederivation",
@@ -149,6 +175,7 @@ __all__ = [
     "clinical_time",
     "cohort_start",
     "default_metrics",
+    "describe_decision",
     "entry_json",
     "exit_code",
     "known_colours",

@@ -1222,6 +1222,7 @@ class Engine:
         patients: int = 300,
         seed: int = 7,
         start: datetime | None = None,
+        weeks: int = 26,
         progress: Callable[[int, int], None] | None = None,
         more: Sequence[tuple[Scenario, int]] = (),
     ) -> SimulationResult:
@@ -1235,6 +1236,7 @@ class Engine:
             patients=patients,
             seed=seed,
             start=start or DEFAULT_START,
+            weeks=weeks,
             progress=progress,
             more=more,
         )

@@ -9,9 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pathway import Engine
-from pathway.errors import CarepathError, InvalidCommand, InvalidPatientId, TimeWentBackwards
-from pathway.replay import verify
+from pathway import CarepathError, Engine, InvalidCommand, InvalidPatientId, TimeWentBackwards, verify
 from persistence import PersistenceError, StorageUnavailable
 from states import StatesError
 from tests.conftest import T0
