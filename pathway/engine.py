@@ -482,8 +482,9 @@ class Engine:
             fields["error"] = type(error).__name__
         if self.log_payloads and data is not None:
             fields["data"] = dict(data)
-        moved = f": {before} -> {after}" if after is not None else ""
-        logger.info("%s %s %s%s (%s)", command, event, patient_id, moved, outcome, extra=fields)
+        what = command if event == command else f"{command} {event}"
+        moved = f": {before} -> {after}" if before is not None else f": {after}" if after is not None else ""
+        logger.info("%s %s%s (%s)", what, patient_id, moved, outcome, extra=fields)
 
     # -- commands -------------------------------------------------------------------
 

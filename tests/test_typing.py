@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-USE = '''
+USE = """
 from typing import reveal_type
 
 from pathway import Engine
@@ -19,7 +19,7 @@ def current_state(engine: Engine) -> str:
     reveal_type(status.state)
     reveal_type(status.next_due_at)
     return str(status.stat)
-'''
+"""
 
 
 def test_mypy_reports_a_misspelt_status_attribute(tmp_path: Path) -> None:
