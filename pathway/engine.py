@@ -420,7 +420,7 @@ class Engine:
         self,
         command: str,
         event: str,
-        patient_id: str,
+        patient_id: str | None,
         pathway: str | None,
         data: Mapping[str, Any] | None,
         work: Callable[[], T],
@@ -439,7 +439,7 @@ class Engine:
         self,
         command: str,
         event: str,
-        patient_id: str,
+        patient_id: str | None,
         pathway: str | None,
         data: Mapping[str, Any] | None,
         started: float,
@@ -480,11 +480,25 @@ class Engine:
         }
         if error is not None:
             fields["error"] = type(error).__name__
+        if isinstance(result, SweepReport):
+            fields.update(advanced=result.advanced, unchanged=result.unchanged, skipped=len(result.skipped))
+        elif command == "ingest" and result is not None:
+            from .ingest import IngestReport
+
+            if isinstance(result, IngestReport):
+                fields.update(
+                    accepted=result.accepted,
+                    unchanged=result.unchanged,
+                    duplicates=result.duplicates,
+                    already_applied=result.already_applied,
+                    rejected=len(result.rejected),
+                )
         if self.log_payloads and data is not None:
             fields["data"] = dict(data)
         what = command if event == command else f"{command} {event}"
+        who = f" {patient_id}" if patient_id is not None else ""
         moved = f": {before} -> {after}" if before is not None else f": {after}" if after is not None else ""
-        logger.info("%s %s%s (%s)", what, patient_id, moved, outcome, extra=fields)
+        logger.info("%s%s%s (%s)", what, who, moved, outcome, extra=fields)
 
     # -- commands -------------------------------------------------------------------
 
@@ -932,8 +946,10 @@ class Engine:
             many = limit is None and len(self.store.due_ids(at, limit=2 * batch)) >= 2 * batch
             workers = (os.cpu_count() or 1) if many else 1
         if workers > 1 and limit is None and not is_private_memory(self.url):
-            return self._tick_parallel(at, now, batch, workers)
-        return self._tick_range(at, now, batch, limit, None)
+            sweep = partial(self._tick_parallel, at, now, batch, workers)
+        else:
+            sweep = partial(self._tick_range, at, now, batch, limit, None)
+        return self._observed("tick", "tick", None, None, None, sweep)
 
     def _tick_parallel(self, at: datetime, now: datetime, batch: int, workers: int) -> SweepReport:
         bounds = self.store.id_boundaries(workers)
@@ -1161,7 +1177,8 @@ class Engine:
         rejected alone. `workers` > 1 shares the patients among that many processes."""
         from .ingest import ingest
 
-        return ingest(self, lines, batch=batch, workers=workers)
+        work = partial(ingest, self, lines, batch=batch, workers=workers)
+        return self._observed("ingest", "ingest", None, None, None, work)
 
     @contextmanager
     def batch(self, *, optimistic: bool = False) -> Iterator[Batch]:

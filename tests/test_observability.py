@@ -231,3 +231,18 @@ def test_json_formatter_writes_parseable_lines(tmp_path: Path) -> None:
         "accepted",
         1.5,
     )
+
+
+def test_a_sweep_and_an_import_log_one_summary_each(
+    sqlite_url: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tick and ingest log one record each, with their counts and no patient."""
+    caplog.set_level(logging.INFO, logger="carepath")
+    line = json.dumps({"patient": "q1", "event": "enroll", "at": T0.isoformat(), "version": 1, "factors": {"age": 71}})
+    with Engine(sqlite_url, clock, metrics=NoMetrics()) as engine:
+        engine.ingest([line, "not json"])
+        engine.tick(T0)
+    ingested, swept = _records(caplog)
+    assert (ingested.command, ingested.patient_id, ingested.accepted, ingested.rejected) == ("ingest", None, 1, 1)  # type: ignore[attr-defined]
+    assert (swept.command, swept.outcome, swept.advanced, swept.unchanged) == ("tick", "accepted", 0, 0)  # type: ignore[attr-defined]
+    assert not hasattr(ingested, "data")  # no line's payload or factors
