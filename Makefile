@@ -12,15 +12,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	# Byte-compile once: start-up time matters for the CLI, even where bytecode writing is off.
-	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib pathway states persistence > /dev/null
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib carepath pathway states persistence > /dev/null
 	touch $(STAMP)
 
 demo: install
 	$(BIN)/carepath demo
 
 lint: install
-	$(BIN)/ruff check pathway states persistence tests bench
-	$(BIN)/mypy pathway states persistence tests/typing
+	$(BIN)/ruff check carepath pathway states persistence tests bench
+	$(BIN)/mypy carepath pathway states persistence tests/typing
 
 test: install lint
 	$(BIN)/python -m pytest -q -n 2

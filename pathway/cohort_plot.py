@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from carepath.errors import Category
 from persistence import AuditEntry
 from states import Pathway, get_pathway
 
@@ -38,6 +39,9 @@ WEEK = timedelta(weeks=1)
 
 class EmptyCohort(CarepathError):
     """Raised when a cohort is read from an empty audit log without a time span to show."""
+
+    code = "empty_cohort"
+    category = Category.INVALID_INPUT
 
 
 @dataclass

@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from carepath.errors import Category
 from states import Pathway
 
 from .errors import CarepathError
@@ -38,11 +39,18 @@ Definition = Pathway
 
 
 class DiagramError(CarepathError):
-    """Root of the errors raised when drawing a diagram."""
+    """Raised when a diagram cannot be drawn as asked (states the chart does not have); root of the
+    diagram errors."""
+
+    code = "invalid_diagram"
+    category = Category.INVALID_INPUT
 
 
 class GraphvizMissing(DiagramError):
     """Raised when SVG or PNG is asked for and the Graphviz `dot` binary is not installed."""
+
+    code = "graphviz_missing"
+    category = Category.INTERNAL
 
     def __init__(self, fmt: str) -> None:
         self.format = fmt
@@ -54,6 +62,8 @@ class GraphvizMissing(DiagramError):
 
 class UnknownFormat(DiagramError):
     """Raised when a diagram format other than mermaid, dot, svg or png is asked for."""
+
+    code = "unknown_diagram_format"
 
     def __init__(self, fmt: str) -> None:
         self.format = fmt

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from carepath.errors import UNEXPECTED, Error
 from persistence import ConcurrentUpdate, DuplicatePatient, PersistenceError, StorageUnavailable
 from states import StatesError, definition_for_enrolment, get_pathway
 
@@ -64,6 +65,7 @@ class Rejection:
     patient: str | None
     error: str
     exit_code: int
+    code: str  # the error's code (`invalid_payload`, `unknown_patient`, ...)
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,13 @@ class LineOutcome:
     patient: str | None
     outcome: str
     reason: str | None = None
+    code: str | None = None  # a rejected line's error code
 
     def to_json(self) -> dict[str, Any]:
-        return {"line": self.line, "patient": self.patient, "outcome": self.outcome, "reason": self.reason}
+        document = {"line": self.line, "patient": self.patient, "outcome": self.outcome, "reason": self.reason}
+        if self.code is not None:
+            document["code"] = self.code
+        return document
 
 
 @dataclass
@@ -110,8 +116,9 @@ class IngestReport:
         self.outcomes.append(LineOutcome(line, patient, outcome))
 
     def reject(self, line: int, patient: str | None, error: Exception) -> None:
-        self.rejected.append(Rejection(line, patient, str(error), exit_code(error)))
-        self.outcomes.append(LineOutcome(line, patient, REJECTED, str(error)))
+        code = error.code if isinstance(error, Error) else UNEXPECTED
+        self.rejected.append(Rejection(line, patient, str(error), exit_code(error), code))
+        self.outcomes.append(LineOutcome(line, patient, REJECTED, str(error), code))
 
     def sort(self) -> None:
         self.rejected.sort(key=lambda r: r.line)
@@ -133,6 +140,8 @@ class ImportStopped(StorageUnavailable):
     Every line the report does not list was not applied; running the same file again applies
     exactly those (and reports the others as already applied).
     """
+
+    code = "import_stopped"
 
     def __init__(self, detail: str, report: IngestReport) -> None:
         super().__init__(detail)

@@ -18,7 +18,7 @@ validated. One definition instance (and its memoising chart runner) serves every
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from carepath.errors import Category
+from carepath.errors import Problem as FieldProblem
 from persistence import (
     GENESIS,
     AuditEntry,
@@ -97,6 +99,9 @@ MAX_LISTED_PROBLEMS = 100
 class ReplayDiverged(CarepathError):
     """Raised when re-applying an enrolment's recorded events does not reproduce what was recorded."""
 
+    code = "replay_diverged"
+    category = Category.INTERNAL
+
     def __init__(self, patient_id: str, seq: int, reason: str, pathway: str | None = None) -> None:
         self.patient_id = patient_id
         self.pathway = pathway
@@ -109,6 +114,8 @@ class ReplayDiverged(CarepathError):
 class NotEnrolledAt(UnknownPatient):
     """Raised when replaying an enrolment to a time before it began."""
 
+    code = "not_enrolled_at"
+
     def __init__(self, patient_id: str, until: datetime, pathway: str | None = None) -> None:
         super().__init__(patient_id, pathway)
         self.until = until
@@ -117,12 +124,15 @@ class NotEnrolledAt(UnknownPatient):
 
 
 class InvalidPolicy(CarepathError):
-    """Raised when a what-if policy does not validate against a definition's policy model."""
+    """Raised when a what-if policy does not validate against a definition's policy model (`problems` say where)."""
 
-    def __init__(self, pathway: str, problems: list[str]) -> None:
+    code = "invalid_policy"
+    category = Category.INVALID_INPUT
+
+    def __init__(self, pathway: str, problems: Sequence[FieldProblem]) -> None:
         self.pathway = pathway
-        self.problems = problems
-        super().__init__(f"invalid policy for {pathway}: " + "; ".join(problems))
+        self.problems = tuple(problems)
+        super().__init__(f"invalid policy for {pathway}: " + "; ".join(map(str, self.problems)))
 
 
 class _Mismatch(Exception):
@@ -838,8 +848,7 @@ def _with_policy(policy: Mapping[str, Any]) -> Resolve:
             try:
                 chosen = model.model_validate(dict(policy))
             except ValidationError as err:
-                problems = [f"{'.'.join(map(str, e['loc'])) or 'policy'}: {e['msg']}" for e in err.errors()]
-                raise InvalidPolicy(name, problems) from None
+                raise InvalidPolicy(name, FieldProblem.from_validation(err.errors())) from None
             cache[key] = recorded.with_policy(chosen)
         return cache[key]
 

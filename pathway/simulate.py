@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from carepath.errors import Category
 from states import Pathway, get_pathway, pathways
 from states.registry import BUILTIN_DIR
 
@@ -59,6 +60,9 @@ _CLINIC_OPENS, _CLINIC_HOURS = 8, 9
 
 class SimulationError(CarepathError):
     """Raised when a simulation cannot run as asked (an engine without a fake clock, no patients, a bad scenario)."""
+
+    code = "invalid_simulation"
+    category = Category.INVALID_INPUT
 
 
 # -- the scenario format ----------------------------------------------------------------------------

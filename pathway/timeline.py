@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from carepath.errors import Category
 from persistence import AuditEntry
 from states import Pathway, StatesError
 from states.model import TimelineHints
@@ -38,6 +39,9 @@ _NO_HINTS = TimelineHints(input="", label="")
 
 class TimelineError(CarepathError):
     """Raised when a timeline cannot be drawn (no audit entries to draw)."""
+
+    code = "empty_timeline"
+    category = Category.INVALID_INPUT
 
 
 @dataclass(frozen=True)

@@ -16,21 +16,35 @@ from .errors import (
     StorageUnavailable,
     UnknownPatient,
 )
-from .keys import AUDIT_KEY_ENV, AUDIT_KEY_FILE_ENV, DATA_KEY_ENV, DATA_KEY_FILE_ENV, AuditKeys, KeyRing, add_key
+from .keys import (
+    AUDIT_KEY_ENV,
+    AUDIT_KEY_FILE_ENV,
+    DATA_KEY_ENV,
+    DATA_KEY_FILE_ENV,
+    AuditKeys,
+    KeyConfigError,
+    KeyRing,
+    add_key,
+)
 from .records import AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
 from .urls import DEFAULT_URL, is_private_memory, normalise_url
 
 if TYPE_CHECKING:
+    from .anchors import AnchorError
+    from .crypto import EncryptedData
     from .store import Store, Transaction
+
+# Loaded on first use, by the module defining each name.
+_LAZY = {"Store": "store", "Transaction": "store", "AnchorError": "anchors", "EncryptedData": "crypto"}
 
 
 def __getattr__(name: str) -> Any:
     # The store loads SQLAlchemy and SQLModel; importing it only when first used keeps
     # short commands (one snapshot read) fast to start.
-    if name in ("Store", "Transaction"):
-        from . import store
+    if name in _LAZY:
+        from importlib import import_module
 
-        return getattr(store, name)
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -41,15 +55,18 @@ __all__ = [
     "DATA_KEY_FILE_ENV",
     "DEFAULT_URL",
     "GENESIS",
+    "AnchorError",
     "AuditEntry",
     "AuditKeys",
     "IdRange",
     "ConcurrentUpdate",
     "DuplicateEnrolment",
     "DuplicatePatient",
+    "EncryptedData",
     "EnrolmentKey",
     "IdempotencyConflict",
     "KeyRing",
+    "KeyConfigError",
     "NewEntry",
     "NoDatabase",
     "PersistenceError",

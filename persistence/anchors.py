@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from carepath.errors import Category
+
 from .chain import canonical_json, iso_utc
 from .errors import PersistenceError
 from .keys import AUDIT_KEY_ENV, AUDIT_KEY_FILE_ENV, AuditKeys
@@ -60,6 +62,9 @@ Head = tuple[str, str, int, str]  # patient_id, pathway, seq, hash
 
 class AnchorError(PersistenceError):
     """Raised when an anchor cannot be written (no audit key) or read (not an anchor)."""
+
+    code = "invalid_anchor"
+    category = Category.INVALID_INPUT
 
 
 @dataclass(frozen=True)

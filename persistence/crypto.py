@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from carepath.errors import Category
+
 from .errors import PersistenceError
 from .keys import DATA_KEY_ENV, DATA_KEY_FILE_ENV, KeyConfigError, KeyRing
 from .records import AuditEntry, Snapshot
@@ -36,6 +38,9 @@ NONCE_BYTES = 12
 
 class EncryptedData(PersistenceError):
     """Raised when encrypted data is needed in clear and no configured data key opens it."""
+
+    code = "encrypted_data"
+    category = Category.INTERNAL
 
     def __init__(self, what: str, key_id: object = None) -> None:
         self.key_id = key_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from carepath.errors import Category, Error
+
 __all__ = [
     "ConcurrentUpdate",
     "DuplicateEnrolment",
@@ -14,13 +16,10 @@ __all__ = [
 ]
 
 
-class PersistenceError(Exception):
+class PersistenceError(Error):
     """Root of every error raised by `persistence`."""
 
-    def __reduce__(self) -> tuple[object, ...]:
-        # Errors cross process boundaries (parallel import, tick, verify); their __init__ takes
-        # structured arguments, not the message pickle would pass back, so rebuild them directly.
-        return (_restore, (type(self), self.args, dict(self.__dict__)))
+    code = "persistence_error"
 
 
 def _on(pathway: str | None) -> str:
@@ -29,6 +28,9 @@ def _on(pathway: str | None) -> str:
 
 class UnknownPatient(PersistenceError):
     """Raised when a patient has no enrolment (at all, or on the named pathway)."""
+
+    code = "unknown_patient"
+    category = Category.NOT_FOUND
 
     def __init__(self, patient_id: str, pathway: str | None = None) -> None:
         self.patient_id = patient_id
@@ -42,6 +44,9 @@ class UnknownPatient(PersistenceError):
 class DuplicatePatient(PersistenceError):
     """Raised when enrolling a patient on a pathway it is already enrolled on."""
 
+    code = "duplicate_patient"
+    category = Category.CONFLICT
+
     def __init__(self, patient_id: str, pathway: str | None = None) -> None:
         self.patient_id = patient_id
         self.pathway = pathway
@@ -51,12 +56,17 @@ class DuplicatePatient(PersistenceError):
 class DuplicateEnrolment(DuplicatePatient):
     """Raised when an enrolment (patient id and pathway) already exists."""
 
+    code = "duplicate_enrolment"
+
     def __init__(self, patient_id: str, pathway: str) -> None:
         super().__init__(patient_id, pathway)
 
 
 class ConcurrentUpdate(PersistenceError):
     """Raised when another writer changed the enrolment since it was read (revision mismatch)."""
+
+    code = "concurrent_update"
+    category = Category.CONFLICT
 
     def __init__(self, patient_id: str, expected_revision: int, pathway: str | None = None) -> None:
         self.patient_id = patient_id
@@ -71,6 +81,9 @@ class ConcurrentUpdate(PersistenceError):
 class IdempotencyConflict(PersistenceError):
     """Raised when an idempotency key is reused for the enrolment with a different event."""
 
+    code = "idempotency_conflict"
+    category = Category.CONFLICT
+
     def __init__(self, patient_id: str, key: str, pathway: str | None = None) -> None:
         self.patient_id = patient_id
         self.pathway = pathway
@@ -83,6 +96,9 @@ class IdempotencyConflict(PersistenceError):
 class StorageUnavailable(PersistenceError):
     """Raised when the database cannot be reached or answered with a driver error."""
 
+    code = "storage_unavailable"
+    category = Category.UNAVAILABLE
+
     def __init__(self, detail: str) -> None:
         self.detail = detail
         super().__init__(f"database error: {detail}")
@@ -92,16 +108,10 @@ class NoDatabase(StorageUnavailable):
     """Raised when a command that only reads finds no carepath database: no such file, a folder,
     an in-memory database, or a database without carepath's tables. Reading never creates one."""
 
+    code = "no_database"
+
     def __init__(self, url: str, why: str | None = None) -> None:
         self.url = url
         self.why = why
         self.detail = f"no carepath database at {url}" + (f" ({why})" if why else "")
         PersistenceError.__init__(self, self.detail)
-
-
-def _restore(cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]) -> BaseException:
-    """Rebuild an error from its message and attributes, without calling its __init__ (see __reduce__)."""
-    error = cls.__new__(cls, *args)
-    error.args = args
-    error.__dict__.update(state)
-    return error

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from carepath.errors import Category
+
 from .errors import PersistenceError
 
 __all__ = [
@@ -51,6 +53,9 @@ _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 
 class KeyConfigError(PersistenceError):
     """Raised when a configured key or key file cannot be used (the message says which and why)."""
+
+    code = "invalid_key_config"
+    category = Category.INTERNAL
 
 
 @dataclass(frozen=True)

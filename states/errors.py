@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from carepath.errors import Category, Error, Problem
+
 __all__ = [
     "DefinitionError",
     "EventNotAllowed",
@@ -12,6 +14,7 @@ __all__ = [
     "MigrationFailed",
     "NaiveTime",
     "NoMigration",
+    "Problem",
     "RetiredDefinition",
     "StatesError",
     "UnapprovedDefinition",
@@ -20,21 +23,23 @@ __all__ = [
 ]
 
 
-class StatesError(Exception):
+class StatesError(Error):
     """Root of every error raised by `states`."""
 
-    def __reduce__(self) -> tuple[object, ...]:
-        # Errors cross process boundaries (parallel import, tick, verify); their __init__ takes
-        # structured arguments, not the message pickle would pass back, so rebuild them directly.
-        return (_restore, (type(self), self.args, dict(self.__dict__)))
+    code = "states_error"
 
 
 class InvalidInput(StatesError):
     """Raised when a command's input is malformed; nothing is applied."""
 
+    code = "invalid_input"
+    category = Category.INVALID_INPUT
+
 
 class UnknownEvent(InvalidInput):
     """Raised when an event name is not one the definition knows."""
+
+    code = "unknown_event"
 
     def __init__(self, event: str, known: Sequence[str]) -> None:
         self.event = event
@@ -43,16 +48,23 @@ class UnknownEvent(InvalidInput):
 
 
 class InvalidPayload(InvalidInput):
-    """Raised when an event's data fails its schema: missing, extra, unknown or out of range."""
+    """Raised when an event's data fails its schema: missing, extra, unknown or out of range.
 
-    def __init__(self, event: str, problems: Sequence[str]) -> None:
+    `problems` says what is wrong, each with its `location` (pydantic's `loc`), `type` and `message`.
+    """
+
+    code = "invalid_payload"
+
+    def __init__(self, event: str, problems: Sequence[Problem]) -> None:
         self.event = event
         self.problems = tuple(problems)
-        super().__init__(f"invalid {event} data: " + "; ".join(self.problems))
+        super().__init__(f"invalid {event} data: " + "; ".join(map(str, self.problems)))
 
 
 class NaiveTime(InvalidInput):
     """Raised when a clinical time has no zone (it would be ambiguous)."""
+
+    code = "naive_time"
 
     def __init__(self, field: str, value: object) -> None:
         self.field = field
@@ -62,6 +74,8 @@ class NaiveTime(InvalidInput):
 
 class UnknownDefinition(InvalidInput):
     """Raised when a pathway name or version is not registered in this process."""
+
+    code = "unknown_definition"
 
     def __init__(
         self,
@@ -88,6 +102,8 @@ class UnknownDefinition(InvalidInput):
 class UnapprovedDefinition(InvalidInput):
     """Raised when a new enrolment would use a draft or a version under review without consent."""
 
+    code = "unapproved_definition"
+
     def __init__(self, name: str, version: int, status: str) -> None:
         self.name = name
         self.version = version
@@ -101,6 +117,8 @@ class UnapprovedDefinition(InvalidInput):
 class RetiredDefinition(InvalidInput):
     """Raised when a new enrolment names a retired version."""
 
+    code = "retired_definition"
+
     def __init__(self, name: str, version: int) -> None:
         self.name = name
         self.version = version
@@ -110,6 +128,9 @@ class RetiredDefinition(InvalidInput):
 class EventNotAllowed(StatesError):
     """Raised when a valid event has no transition from the patient's current configuration."""
 
+    code = "event_not_allowed"
+    category = Category.NOT_ALLOWED
+
     def __init__(self, event: str, configuration: Sequence[str]) -> None:
         self.event = event
         self.configuration = tuple(configuration)
@@ -118,6 +139,9 @@ class EventNotAllowed(StatesError):
 
 class DefinitionError(StatesError):
     """Raised when a pathway definition fails its build-time checks."""
+
+    code = "invalid_definition"
+    category = Category.INVALID_INPUT
 
     def __init__(self, name: str, version: int, problems: Sequence[str]) -> None:
         self.name = name
@@ -129,6 +153,8 @@ class DefinitionError(StatesError):
 class NoMigration(InvalidInput):
     """Raised when a version declares no migration from the version a patient is on."""
 
+    code = "no_migration"
+
     def __init__(self, name: str, from_version: int, to_version: int) -> None:
         self.name = name
         self.from_version = from_version
@@ -139,6 +165,8 @@ class NoMigration(InvalidInput):
 class MigrationFailed(InvalidInput):
     """Raised when a patient's state has no place in the newer version (the mapping misses it)."""
 
+    code = "migration_failed"
+
     def __init__(self, name: str, to_version: int, states: Sequence[str]) -> None:
         self.name = name
         self.to_version = to_version
@@ -147,11 +175,3 @@ class MigrationFailed(InvalidInput):
             f"{name} version {to_version} has no state {', '.join(map(repr, self.states))}; "
             "map it under migrations[].states"
         )
-
-
-def _restore(cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]) -> BaseException:
-    """Rebuild an error from its message and attributes, without calling its __init__ (see __reduce__)."""
-    error = cls.__new__(cls, *args)
-    error.args = args
-    error.__dict__.update(state)
-    return error

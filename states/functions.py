@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from carepath.errors import Category
+
 from .errors import StatesError
 
 __all__ = ["InputFunction", "UnknownFunction", "input_function", "named_function", "registered_functions"]
@@ -24,6 +26,9 @@ _FUNCTIONS: dict[str, InputFunction] = {}
 
 class UnknownFunction(StatesError):
     """Raised when a definition names a function that is not registered."""
+
+    code = "unknown_function"
+    category = Category.INVALID_INPUT
 
     def __init__(self, name: str) -> None:
         self.name = name

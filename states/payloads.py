@@ -5,11 +5,11 @@ are rejected with messages that name the field. Each definition generates its pa
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import InvalidPayload, NaiveTime
+from .errors import InvalidPayload, NaiveTime, Problem
 
 __all__ = ["Payload", "parse_payload", "require_aware"]
 
@@ -28,20 +28,11 @@ def parse_payload(event: str, model: type[P], data: object) -> P:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise InvalidPayload(event, [f"data must be a JSON object, got {type(data).__name__}"])
+        raise InvalidPayload(event, [Problem((), "model_type", f"must be a JSON object, got {type(data).__name__}")])
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise InvalidPayload(event, [_describe(e) for e in err.errors()]) from None
-
-
-def _describe(error: Any) -> str:
-    where = ".".join(str(part) for part in error["loc"]) or "data"
-    if error["type"] == "extra_forbidden":
-        return f"{where}: unknown field"
-    if error["type"] == "missing":
-        return f"{where}: required field missing"
-    return f"{where}: {error['msg']} (got {error.get('input')!r})"
+        raise InvalidPayload(event, Problem.from_validation(err.errors())) from None
 
 
 def require_aware(value: datetime, field: str = "at") -> datetime:

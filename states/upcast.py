@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from carepath.errors import Category
+
 from .errors import StatesError
 
 __all__ = [
@@ -39,6 +41,9 @@ _CHAIN: dict[tuple[str, str, int], Upcaster] = {}
 
 class UnknownPayloadSchema(StatesError):
     """Raised when a stored payload's schema is newer than the current one or below the oldest known."""
+
+    code = "unknown_payload_schema"
+    category = Category.INTERNAL
 
     def __init__(self, pathway: str, event: str, schema: int, current: int) -> None:
         self.pathway = pathway

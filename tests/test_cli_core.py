@@ -260,10 +260,15 @@ def test_event_not_allowed_exits_3(treated: Cli) -> None:
     ],
 )
 def test_unknown_patient_exits_4(cli: Cli, args: list[str]) -> None:
-    """Commands naming a patient nobody enrolled (in a carepath database) exit 4, with nothing on stdout."""
+    """Commands naming a patient nobody enrolled (in a carepath database) exit 4; stdout holds nothing,
+    or with --json only the error document."""
     assert cli("migrate")[0] == 0
     code, out, err = cli(*args)
-    assert code == 4 and out == ""
+    assert code == 4
+    if "--json" in args:
+        assert json.loads(out)["error"]["code"] == "unknown_patient"
+    else:
+        assert out == ""
     assert_one_line_error(err, "ghost")
 
 

@@ -155,5 +155,8 @@ def test_a_database_with_an_unknown_definition_gives_one_clear_error(
     )
     assert main(["--db", db_url, *command]) == 2
     captured = capsys.readouterr()
-    assert captured.out == ""
+    if "--json" in command:  # the error as the one JSON document
+        assert json.loads(captured.out)["error"]["code"] == "unknown_definition"
+    else:
+        assert captured.out == ""
     assert captured.err.count("\n") == 1 and "unknown pathway definition toy-gone version 1" in captured.err

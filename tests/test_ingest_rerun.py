@@ -90,7 +90,7 @@ def test_a_different_enrolment_is_still_a_duplicate(sqlite_engine: Engine) -> No
     """An enrolment line that differs from the recorded one (other factors) is rejected, not 'already applied'."""
     sqlite_engine.ingest(_course("a")[:1])
     report = sqlite_engine.ingest([_line("a", "enroll", T0.isoformat(), version=1, factors={"age": 41})])
-    assert [r.exit_code for r in report.rejected] == [2]
+    assert [(r.exit_code, r.code) for r in report.rejected] == [(2, "duplicate_enrolment")]
 
 
 def test_import_report_file_and_exit_status(
@@ -105,6 +105,7 @@ def test_import_report_file_and_exit_status(
     assert [row["line"] for row in rows] == list(range(1, 10))
     assert [row["outcome"] for row in rows].count("applied") == 8
     assert rows[4]["outcome"] == "rejected" and "plausible" in rows[4]["reason"]
+    assert rows[4]["code"] == "invalid_command" and "code" not in rows[0]
     assert "1 rejected" in capsys.readouterr().out
     good = tmp_path / "good.jsonl"
     good.write_text("\n".join([*_course("a"), *_course("b")]) + "\n")

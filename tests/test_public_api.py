@@ -11,11 +11,11 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OUR_PACKAGES = ("pathway", "states", "persistence")
+OUR_PACKAGES = ("carepath", "pathway", "states", "persistence")
 
 # The modules anyone may import: the packages themselves (their `__all__` is the API) and the
 # command line's entry point. Every other module of ours is an implementation detail.
-PUBLIC_MODULES = frozenset({"pathway", "states", "persistence", "pathway.cli"})
+PUBLIC_MODULES = frozenset({"carepath", "pathway", "states", "persistence", "pathway.cli"})
 
 # Tests that check internals (raw rows, table layout, hash-chain and key file formats, definition
 # files on disk, the renderers and the simulator on their own, the command line's rendering)
@@ -39,6 +39,7 @@ WHITE_BOX_MODULES = frozenset(
         "persistence.tables",
         "states.definition",
         "states.guards",
+        "states.payloads",
         "states.registry",
         "states.upcast",
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -12,6 +13,8 @@ from typing import Any
 
 import typer
 from typer.exceptions import TyperException
+
+from carepath import error_document
 
 from .. import exit_code
 from . import audit, core, definitions, demo, exchange, inspect, ops, trust  # noqa: F401  # registers commands
@@ -46,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings().debug:  # the traceback too; the exit status stays the error's
             traceback.print_exc()
         sys.stderr.write(f"carepath: error: {err}\n")
+        if settings().json:  # and, for a caller reading --json output, the error as JSON on stdout
+            sys.stdout.write(json.dumps({"error": error_document(err)}, indent=2, ensure_ascii=False) + "\n")
         return exit_code(err)
     finally:
         if previous is not None:

@@ -53,6 +53,7 @@ class Settings:
 
     db: str = DEFAULT_URL
     debug: bool = False
+    json: bool = False  # the command took --json: an error is also printed as a JSON document
     # The engine of this invocation once a command opened one (closed when the command ends).
     opened: Engine | None = field(default=None, repr=False)
     # The log handler --log-format / --log-level installed (removed when the command ends).
@@ -211,7 +212,19 @@ def _default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout.")]
+def _note_json(value: bool) -> bool:
+    _settings.json = _settings.json or value
+    return value
+
+
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print one JSON document to stdout (on an error: {\"error\": {code, message, details}}).",
+        callback=_note_json,
+    ),
+]
 PathwayOption = Annotated[
     str | None,
     typer.Option(
