@@ -1286,7 +1286,8 @@ class Engine:
 
 class Batch:
     """Commands staged in one transaction (`Engine.batch`, `Engine.run_batch`): each is checked as
-    the engine's own command is, and all are written together, or none."""
+    the engine's own command is, and all are written together, or none. Made by those two
+    methods, not by callers."""
 
     def __init__(self, engine: Engine, tx: Transaction, now: datetime) -> None:
         self._engine, self._tx, self._now = engine, tx, now
