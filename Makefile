@@ -20,7 +20,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check carepath pathway states persistence tests bench
-	$(BIN)/mypy carepath pathway states persistence
+	$(BIN)/mypy carepath pathway states persistence tests/typing
 
 test: install lint
 	$(BIN)/python -m pytest -q -n 2

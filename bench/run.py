@@ -25,8 +25,7 @@ from typing import Any
 
 from statemachine.orderedset import OrderedSet
 
-from pathway import Engine, FakeClock
-from pathway.ingest import ingest
+from pathway import Engine, FakeClock, bulk_allocation
 from persistence import GENESIS
 from persistence.store import patients as patients_table
 from states import get_pathway
@@ -183,7 +182,8 @@ def bulk_sqlite(workdir: Path, patients: int, visits: int) -> tuple[float, Path]
 
     def run() -> None:
         nonlocal report
-        report = ingest(engine, lines, workers=os.cpu_count() or 1)  # as `carepath import` does
+        with bulk_allocation():  # as `carepath import` does
+            report = engine.ingest(lines, workers=os.cpu_count() or 1)
 
     seconds = timed(run)
     assert report is not None and not report.rejected, report
@@ -192,15 +192,14 @@ def bulk_sqlite(workdir: Path, patients: int, visits: int) -> tuple[float, Path]
 
 
 def replay_rate(path: Path) -> tuple[float, str]:
-    from pathway.replay import verify
-
     engine = Engine(f"sqlite:///{path}")
     events = engine.store.count_entries()
     outcome: Any = None
 
     def run() -> None:
         nonlocal outcome
-        outcome = verify(engine.store)
+        with bulk_allocation():  # as `carepath verify` does
+            outcome = engine.verify(workers="auto")
 
     seconds = timed(run)
     engine.store.dispose()
@@ -263,7 +262,8 @@ def sweep(path: Path, sweep_at: datetime) -> tuple[float, float, int]:
         finds.append((time.perf_counter() - start) * 1000)
     start = time.perf_counter()
     # The default batch, and one process per core as `carepath tick` uses for a cohort this size.
-    report = engine.tick(sweep_at, workers=os.cpu_count() or 1)
+    with bulk_allocation():  # as `carepath tick` does
+        report = engine.tick(sweep_at, workers=os.cpu_count() or 1)
     seconds = time.perf_counter() - start
     assert report.advanced == len(due), (report, len(due))
     engine.close()

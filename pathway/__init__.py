@@ -1,9 +1,27 @@
-"""carepath: a statechart-driven care pathway engine with a hash-chained audit log."""
+"""carepath: a statechart-driven care pathway engine with a hash-chained audit log.
+
+`Engine` is the door: commands, queries, replay, verify, what-if, explain, import, export and
+pictures are its methods. The other names here are what those methods take and return.
+"""
 
 from typing import TYPE_CHECKING, Any
 
 from .clock import Clock, FakeClock, system_clock
-from .engine import Engine, Rederivation, SendResult, Status, SweepReport
+from .engine import (
+    DATABASE_ENV,
+    DEFAULT_PATHWAY,
+    PAYLOAD_SCHEMA,
+    Batch,
+    Engine,
+    HistoryEntry,
+    MigrationChange,
+    Rederivation,
+    SendResult,
+    Status,
+    SweepReport,
+    clinical_time,
+    entry_json,
+)
 from .errors import (
     AmbiguousEnrolment,
     BeforeBarrier,
@@ -15,79 +33,160 @@ from .errors import (
     TimeWentBackwards,
     exit_code,
 )
+from .observe import (
+    COMMANDS_COUNTER,
+    DURATION_HISTOGRAM,
+    JsonFormatter,
+    Metrics,
+    NoMetrics,
+    OpenTelemetryMetrics,
+    default_metrics,
+)
+from .tuning import bulk_allocation
 
-# Loaded on first use, by the module defining each name: most commands never replay, draw or
-# import, and start-up time counts for the CLI. (`replay` itself stays in pathway.replay:
-# exporting it here would shadow the module of that name.)
+# Loaded on first use (most commands need none of them, and start-up time counts for the CLI).
+# A name that is also a module's (replay, explain, ingest, simulate...) is an Engine method instead.
 _LAZY = {
-    **dict.fromkeys(
-        ("InvalidPolicy", "NotEnrolledAt", "ReplayDiverged", "ReplayResult", "VerifyReport", "WhatIfReport"), "replay"
+    "replay": (
+        "InvalidPolicy",
+        "NotEnrolledAt",
+        "Problem",
+        "ReplayDiverged",
+        "ReplayResult",
+        "VerifyReport",
+        "WhatIfReport",
+        "describe_decision",
+        "verify",
+        "whatif",
     ),
-    **dict.fromkeys(("verify", "whatif"), "replay"),
-    **dict.fromkeys(("DiagramError", "GraphvizMissing", "UnknownFormat"), "diagram"),
-    "EmptyCohort": "cohort_plot",
-    "ImportStopped": "ingest",
-    "SimulationError": "simulate",
-    "TimelineError": "timeline",
+    "explain": ("CohortRow", "Explanation", "TransitionView"),
+    "ingest": ("ImportStopped", "IngestReport"),
+    "diagram": ("TEXT_FORMATS", "DiagramError", "GraphvizMissing", "UnknownFormat"),
+    "timeline": ("TimelineError",),
+    "cohort_plot": ("CohortHistory", "EmptyCohort", "plot_cohort"),
+    "simulate": (
+        "DEFAULT_WEEKS",
+        "Scenario",
+        "SimulationError",
+        "SimulationResult",
+        "cohort_start",
+        "load_scenario",
+        "pathway_scenarios",
+    ),
+    "hints": ("NEUTRAL_COLOUR", "Monitoring", "known_colours", "monitoring"),
+    "words": ("number_text", "outcome_text", "term_text"),
 }
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
 if TYPE_CHECKING:
-    from .cohort_plot import EmptyCohort
-    from .diagram import DiagramError, GraphvizMissing, UnknownFormat
-    from .ingest import ImportStopped
+    from .cohort_plot import CohortHistory, EmptyCohort, plot_cohort
+    from .diagram import TEXT_FORMATS, DiagramError, GraphvizMissing, UnknownFormat
+    from .explain import CohortRow, Explanation, TransitionView
+    from .hints import NEUTRAL_COLOUR, Monitoring, known_colours, monitoring
+    from .ingest import ImportStopped, IngestReport
     from .replay import (
         InvalidPolicy,
         NotEnrolledAt,
+        Problem,
         ReplayDiverged,
         ReplayResult,
         VerifyReport,
         WhatIfReport,
+        describe_decision,
         verify,
         whatif,
     )
-    from .simulate import SimulationError
+    from .simulate import (
+        DEFAULT_WEEKS,
+        Scenario,
+        SimulationError,
+        SimulationResult,
+        cohort_start,
+        load_scenario,
+        pathway_scenarios,
+    )
     from .timeline import TimelineError
+    from .words import number_text, outcome_text, term_text
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from importlib import import_module
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
 
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{module}", __name__), name)
 
 
 __all__ = [
+    "COMMANDS_COUNTER",
+    "DATABASE_ENV",
+    "DEFAULT_PATHWAY",
+    "DEFAULT_WEEKS",
+    "DURATION_HISTOGRAM",
+    "NEUTRAL_COLOUR",
+    "PAYLOAD_SCHEMA",
+    "TEXT_FORMATS",
     "AmbiguousEnrolment",
+    "Batch",
     "BeforeBarrier",
     "CarepathError",
     "Clock",
+    "CohortHistory",
+    "CohortRow",
     "DiagramError",
     "EmptyCohort",
     "Engine",
     "EventInFuture",
+    "Explanation",
     "FakeClock",
     "GraphvizMissing",
+    "HistoryEntry",
     "ImportStopped",
+    "IngestReport",
+    "InvalidPolicy",
     "InvalidCommand",
     "InvalidPatientId",
-    "InvalidPolicy",
+    "JsonFormatter",
     "LateEvent",
+    "Metrics",
+    "MigrationChange",
+    "Monitoring",
+    "NoMetrics",
     "NotEnrolledAt",
+    "OpenTelemetryMetrics",
+    "Problem",
     "Rederivation",
     "ReplayDiverged",
     "ReplayResult",
+    "Scenario",
     "SendResult",
     "SimulationError",
+    "SimulationResult",
     "Status",
     "SweepReport",
     "TimeWentBackwards",
     "TimelineError",
+    "TransitionView",
     "UnknownFormat",
     "VerifyReport",
     "WhatIfReport",
+    "bulk_allocation",
+    "clinical_time",
+    "cohort_start",
+    "default_metrics",
+    "describe_decision",
+    "entry_json",
     "exit_code",
+    "known_colours",
+    "load_scenario",
+    "monitoring",
+    "number_text",
+    "outcome_text",
+    "pathway_scenarios",
+    "plot_cohort",
     "system_clock",
+    "term_text",
     "verify",
     "whatif",
 ]

@@ -7,12 +7,18 @@ name the pathway, or leave it out when the patient has one enrolment (`resolve_p
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from persistence import (
     DEFAULT_URL,
@@ -46,18 +52,28 @@ from states.payloads import Payload
 
 from .clock import Clock, system_clock
 from .errors import AmbiguousEnrolment, EventInFuture, InvalidCommand, InvalidPatientId, TimeWentBackwards
+from .observe import COMMANDS_COUNTER, DURATION_HISTOGRAM, Metrics, default_metrics, logger
 from .tuning import bulk_allocation, parallel_map
 
 if TYPE_CHECKING:
     from persistence import Store, Transaction
 
+    from .cohort_plot import CohortHistory
+    from .explain import CohortRow, Explanation
     from .fold import Rederived
+    from .ingest import IngestReport
+    from .replay import Problem, ReplayResult, VerifyReport, WhatIfReport
+    from .simulate import Scenario, SimulationResult
 
 __all__ = [
+    "DATABASE_ENV",
+    "DEFAULT_PATHWAY",
     "EARLIEST_YEAR",
     "MAX_FUTURE_SKEW",
     "PAYLOAD_SCHEMA",
+    "Batch",
     "Engine",
+    "HistoryEntry",
     "MigrationChange",
     "Rederivation",
     "SendResult",
@@ -65,6 +81,7 @@ __all__ = [
     "SweepReport",
     "clinical_time",
     "enrolment_label",
+    "entry_json",
     "iso_or_none",
     "pick_enrolment",
     "resolve_pathway",
@@ -75,6 +92,13 @@ MAX_FUTURE_SKEW = timedelta(minutes=5)
 # Shape of stored payloads; bump it and add an upcaster when a payload changes shape.
 PAYLOAD_SCHEMA = 1
 DEFAULT_PATHWAY = "piriformis"
+# The database an engine opens when given none (then persistence.DEFAULT_URL).
+DATABASE_ENV = "CAREPATH_DB"
+# Parallel work from the library only when asked: `workers=AUTO` is one process per core when
+# the work is large enough (what the command line does by default).
+Workers = int | Literal["auto"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -87,16 +111,45 @@ class Status:
     def definition(self) -> Pathway:
         return get_pathway(self.snapshot.pathway, self.snapshot.version)
 
-    patient_id = property(lambda self: self.snapshot.patient_id)
-    pathway = property(lambda self: self.snapshot.pathway)
-    version = property(lambda self: self.snapshot.version)
-    state = property(lambda self: self.snapshot.state)
-    configuration = property(lambda self: list(self.snapshot.configuration))
-    revision = property(lambda self: self.snapshot.revision)
-    next_due_at = property(lambda self: self.snapshot.next_due_at)
-    context = property(lambda self: self.snapshot.context)
-    state_since = property(lambda self: self.snapshot.state_since)
-    last_event_at = property(lambda self: self.snapshot.last_event_at)
+    @property
+    def patient_id(self) -> str:
+        return self.snapshot.patient_id
+
+    @property
+    def pathway(self) -> str:
+        return self.snapshot.pathway
+
+    @property
+    def version(self) -> int:
+        return self.snapshot.version
+
+    @property
+    def state(self) -> str:
+        return self.snapshot.state
+
+    @property
+    def configuration(self) -> list[str]:
+        return list(self.snapshot.configuration)
+
+    @property
+    def revision(self) -> int:
+        return self.snapshot.revision
+
+    @property
+    def next_due_at(self) -> datetime | None:
+        return self.snapshot.next_due_at
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return self.snapshot.context
+
+    @property
+    def state_since(self) -> datetime:
+        return self.snapshot.state_since
+
+    @property
+    def last_event_at(self) -> datetime:
+        return self.snapshot.last_event_at
 
     @cached_property
     def plan(self) -> list[PlanItem]:
@@ -187,6 +240,50 @@ class SendResult:
     rederived: Rederivation | None = None
 
 
+def entry_json(entry: AuditEntry) -> dict[str, Any]:
+    """An audit entry as JSON (the shape of `carepath history --json`).
+
+    `state_before` / `state_after` are state names as `status` reports them (None before
+    enrolment); the full configurations are beside them.
+    """
+    definition = get_pathway(entry.pathway, entry.version)
+    decision = entry.decision or {}
+    return {
+        "seq": entry.seq,
+        "event": entry.event,
+        "at": entry.at.isoformat(),
+        "recorded_at": entry.recorded_at.isoformat(),
+        "actor": entry.actor,
+        "data": entry.payload,
+        "state_before": definition.state_name(entry.config_before) if entry.config_before else None,
+        "state_after": definition.state_name(entry.config_after),
+        "configuration_before": entry.config_before,
+        "configuration_after": entry.config_after,
+        "transitions": entry.transitions,
+        "decision": entry.decision,
+        "idempotency_key": entry.idempotency_key,
+        "late": bool((decision.get("rederived") or {}).get("late")),
+        "rederived": decision.get("rederived"),
+        "payload_schema": entry.payload_schema,
+        "pathway": entry.pathway,
+        "version": entry.version,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
+
+
+@dataclass(frozen=True)
+class HistoryEntry(AuditEntry):
+    """An audit entry of `Engine.history`, with its JSON shape (`to_json`)."""
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> HistoryEntry:
+        return cls(**entry.__dict__)
+
+    def to_json(self) -> dict[str, Any]:
+        return entry_json(self)
+
+
 @dataclass(frozen=True)
 class MigrationChange:
     """What moving one enrolment to another version changes (or would change, in a dry run)."""
@@ -232,7 +329,12 @@ class SweepReport:
 
 
 class Engine:
-    """Enrol patients on pathways, apply events, and answer what state and plan each enrolment has."""
+    """Enrol patients on pathways, apply events, and answer what state and plan each enrolment has.
+
+    The one door of the library: commands, queries, replay and verification, what-if, explain,
+    import, export and pictures are its methods. A context manager: leaving the block closes
+    the store's connections.
+    """
 
     def __init__(
         self,
@@ -241,18 +343,36 @@ class Engine:
         *,
         retries: int = 5,
         read_only: bool = False,
+        pool_size: int | None = None,
+        pool_timeout: float | None = None,
+        metrics: Metrics | None = None,
+        log_payloads: bool = False,
     ) -> None:
-        """`read_only`: open an existing database for queries only (persistence.Store's `create=False`)."""
+        """`store`: a database URL, else $CAREPATH_DB, else sqlite:///carepath.db (or an open Store).
+
+        `read_only`: open an existing database for queries only (persistence.Store's `create=False`).
+        `pool_size` / `pool_timeout` (seconds): the connection pool of the database (SQLAlchemy's
+        defaults when None). `metrics`: where command counts and latencies go (default: an
+        OpenTelemetry meter when `opentelemetry` is installed, else nowhere). `log_payloads`: put
+        event payloads and patient factors in the log records (never by default).
+        """
         self._opening = threading.Lock()
         self.read_only = read_only
         if isinstance(store, str) or store is None:
-            self.url: str = store or DEFAULT_URL
+            self.url: str = store or os.environ.get(DATABASE_ENV) or DEFAULT_URL
             self._store: Store | None = None
         else:
             self.url, self._store = store.url, store
             _attach_outbox(store)
         self.clock = clock
         self.retries = retries
+        for name, value in (("pool_size", pool_size), ("pool_timeout", pool_timeout)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise InvalidCommand(f"{name} must be a positive number, got {value!r}")
+        self.pool_size = pool_size
+        self.pool_timeout = pool_timeout
+        self._metrics = metrics
+        self.log_payloads = log_payloads
 
     @property
     def store(self) -> Store:
@@ -262,13 +382,125 @@ class Engine:
                 if self._store is None:
                     from persistence import Store
 
-                    self._store = _attach_outbox(Store(self.url, create=not self.read_only))
+                    store = Store(
+                        self.url,
+                        create=not self.read_only,
+                        pool_size=self.pool_size,
+                        pool_timeout=self.pool_timeout,
+                    )
+                    self._store = _attach_outbox(store)
         return self._store
+
+    @property
+    def metrics(self) -> Metrics:
+        """Where command counts and latencies go (the default chosen on first use)."""
+        if self._metrics is None:
+            self._metrics = default_metrics()
+        return self._metrics
 
     def close(self) -> None:
         """Release the store's connections (if it was ever opened)."""
         if self._store is not None:
             self._store.dispose()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def shown_url(self) -> str:
+        """The database URL with any password hidden, for messages."""
+        return self.store.engine.url.render_as_string(hide_password=True)
+
+    # -- logs and metrics ---------------------------------------------------------------
+
+    def _observed(
+        self,
+        command: str,
+        event: str,
+        patient_id: str | None,
+        pathway: str | None,
+        data: Mapping[str, Any] | None,
+        work: Callable[[], T],
+    ) -> T:
+        """Run one command, then count it, time it and log it (INFO, structured fields)."""
+        started = time.perf_counter()
+        try:
+            result = work()
+        except Exception as err:
+            self._report(command, event, patient_id, pathway, data, started, None, err)
+            raise
+        self._report(command, event, patient_id, pathway, data, started, result, None)
+        return result
+
+    def _report(
+        self,
+        command: str,
+        event: str,
+        patient_id: str | None,
+        pathway: str | None,
+        data: Mapping[str, Any] | None,
+        started: float,
+        result: object,
+        error: Exception | None,
+    ) -> None:
+        elapsed = (time.perf_counter() - started) * 1000
+        if error is not None:
+            outcome = "rejected"
+        elif isinstance(result, SendResult):
+            outcome = "duplicate" if result.duplicate else "accepted" if result.changed else "unchanged"
+        else:
+            outcome = "accepted"
+        metrics = self.metrics
+        metrics.add(COMMANDS_COUNTER, 1, {"command": command, "outcome": outcome})
+        metrics.record(DURATION_HISTOGRAM, elapsed, {"command": command})
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        before = after = None
+        if isinstance(result, SendResult):
+            status = result.status
+            pathway, after = status.pathway, status.state
+            entry = result.entry
+            before = after
+            if entry is not None and result.changed and entry.config_before:
+                before = status.definition.state_name(entry.config_before)
+        elif isinstance(result, Status):
+            pathway, after = result.pathway, result.state
+        fields: dict[str, Any] = {
+            "command": command,
+            "event": event,
+            "patient_id": patient_id,
+            "pathway": pathway,
+            "state_before": before,
+            "state_after": after,
+            "duration_ms": round(elapsed, 3),
+            "outcome": outcome,
+        }
+        if error is not None:
+            fields["error"] = type(error).__name__
+        if isinstance(result, SweepReport):
+            fields.update(advanced=result.advanced, unchanged=result.unchanged, skipped=len(result.skipped))
+        elif command == "ingest" and result is not None:
+            from .ingest import IngestReport
+
+            if isinstance(result, IngestReport):
+                fields.update(
+                    accepted=result.accepted,
+                    unchanged=result.unchanged,
+                    duplicates=result.duplicates,
+                    already_applied=result.already_applied,
+                    rejected=len(result.rejected),
+                )
+        if self.log_payloads and data is not None:
+            fields["data"] = dict(data)
+        what = command if event == command else f"{command} {event}"
+        who = f" {patient_id}" if patient_id is not None else ""
+        moved = f": {before} -> {after}" if before is not None else f": {after}" if after is not None else ""
+        logger.info("%s%s%s (%s)", what, who, moved, outcome, extra=fields)
 
     # -- commands -------------------------------------------------------------------
 
@@ -300,7 +532,7 @@ class Engine:
         at = clinical_time(at)
         now = self.clock()
         work = partial(
-            self.enroll_in,
+            self._enroll_in,
             patient_id=patient_id,
             at=at,
             pathway=pathway,
@@ -312,7 +544,8 @@ class Engine:
             idempotency_key=idempotency_key,
             now=now,
         )
-        return self.store.run(work, retries=self.retries)
+        run = partial(self.store.run, work, retries=self.retries)
+        return self._observed("enroll", "enroll", patient_id, pathway, factors, run)
 
     def send(
         self,
@@ -336,7 +569,7 @@ class Engine:
         at = clinical_time(at)
         now = self.clock()
         work = partial(
-            self.send_in,
+            self._send_in,
             patient_id=patient_id,
             event=event,
             at=at,
@@ -347,7 +580,8 @@ class Engine:
             late=late,
             now=now,
         )
-        return self.store.run(work, retries=self.retries)
+        run = partial(self.store.run, work, retries=self.retries)
+        return self._observed("send", event, patient_id, pathway, data, run)
 
     def correct(
         self,
@@ -364,7 +598,7 @@ class Engine:
         patient), and re-derive the state. Appends one `correct` entry; nothing is edited."""
         now = self.clock()
         work = partial(
-            self.correct_in,
+            self._correct_in,
             patient_id=patient_id,
             seq=seq,
             reason=reason,
@@ -373,7 +607,8 @@ class Engine:
             actor=actor,
             now=now,
         )
-        return self.store.run(work, retries=self.retries)
+        run = partial(self.store.run, work, retries=self.retries)
+        return self._observed("correct", "correct", patient_id, pathway, data, run)
 
     def migrate_patients(
         self,
@@ -469,7 +704,7 @@ class Engine:
 
     # -- the same commands inside a caller's transaction (bulk ingestion) -------------------
 
-    def enroll_in(
+    def _enroll_in(
         self,
         tx: Transaction,
         patient_id: str,
@@ -547,7 +782,7 @@ class Engine:
         carried = {k: v for k, v in (earlier.context.get("factors") or {}).items() if k in known}
         return {"handover": handover, "factors": carried}
 
-    def send_in(
+    def _send_in(
         self,
         tx: Transaction,
         patient_id: str,
@@ -654,7 +889,7 @@ class Engine:
         status = self._status(tx.load(snapshot.patient_id, snapshot.pathway))
         return SendResult(status, written, changed=True, rederived=Rederivation.from_record(result.record))
 
-    def correct_in(
+    def _correct_in(
         self,
         tx: Transaction,
         patient_id: str,
@@ -698,18 +933,25 @@ class Engine:
         result = rederive(prior, candidate, fold(prior))
         return self._write_rederived(tx, snapshot, candidate, result, now)
 
-    def tick(self, at: datetime, *, batch: int = 2000, limit: int | None = None, workers: int = 1) -> SweepReport:
+    def tick(self, at: datetime, *, batch: int = 2000, limit: int | None = None, workers: Workers = 1) -> SweepReport:
         """Sweep every enrolment due at `at`: advance its monitoring, in batches of `batch`.
 
         With `workers` > 1 (and no `limit`), ranges of patient ids are swept by that many
-        processes, which compute in parallel and write revision-checked batches.
+        processes, which compute in parallel and write revision-checked batches. `workers="auto"`:
+        one per core when more than two batches are due, else this process alone. The default
+        (1) starts no process.
         """
         at = clinical_time(at)
         now = self.clock()
         _check_not_future(at, now)
+        if workers == "auto":
+            many = limit is None and len(self.store.due_ids(at, limit=2 * batch)) >= 2 * batch
+            workers = (os.cpu_count() or 1) if many else 1
         if workers > 1 and limit is None and not is_private_memory(self.url):
-            return self._tick_parallel(at, now, batch, workers)
-        return self._tick_range(at, now, batch, limit, None)
+            sweep = partial(self._tick_parallel, at, now, batch, workers)
+        else:
+            sweep = partial(self._tick_range, at, now, batch, limit, None)
+        return self._observed("tick", "tick", None, None, None, sweep)
 
     def _tick_parallel(self, at: datetime, now: datetime, batch: int, workers: int) -> SweepReport:
         bounds = self.store.id_boundaries(workers)
@@ -741,9 +983,8 @@ class Engine:
                 self._sweep_batch, at=at, now=now, size=size, seen=seen, extra=len(still_due), id_range=id_range
             )
             try:
-                with bulk_allocation():
-                    retries = min(self.retries, 1) if size > 1 else self.retries
-                    claimed, due_again, done = self.store.run(work, retries=retries, optimistic=optimistic)
+                retries = min(self.retries, 1) if size > 1 else self.retries
+                claimed, due_again, done = self.store.run(work, retries=retries, optimistic=optimistic)
             except ConcurrentUpdate:
                 if size == 1:
                     raise
@@ -824,8 +1065,9 @@ class Engine:
     def plan(self, patient_id: str, pathway: str | None = None) -> list[PlanItem]:
         return self.status(patient_id, pathway).plan
 
-    def history(self, patient_id: str, pathway: str | None = None) -> list[AuditEntry]:
-        return self.store.history(patient_id, self.resolve(patient_id, pathway))
+    def history(self, patient_id: str, pathway: str | None = None) -> list[HistoryEntry]:
+        """The audit entries of an enrolment in order (each with `to_json()`)."""
+        return [HistoryEntry.of(e) for e in self.store.history(patient_id, self.resolve(patient_id, pathway))]
 
     def due(self, at: datetime) -> list[Status]:
         """Enrolments a tick at `at` could change."""
@@ -834,6 +1076,194 @@ class Engine:
 
     def patients(self, state: str | None = None) -> Iterator[Status]:
         return (self._status(snap) for snap in self.store.iter_snapshots(state))
+
+    def count_by_state(self) -> dict[str, int]:
+        """Enrolments per state name."""
+        return self.store.count_by_state()
+
+    def count_entries(self) -> int:
+        """Audit entries of every enrolment."""
+        return self.store.count_entries()
+
+    def cohort(self, at: datetime, state: str | None = None) -> Iterator[CohortRow]:
+        """Every enrolment (optionally those in `state`) as seen at `at`: state, dwell, due, overdue, flags."""
+        from .explain import cohort
+
+        return cohort(self.store, at, state)
+
+    def due_cohort(self, at: datetime) -> Iterator[CohortRow]:
+        """The enrolments a tick at `at` could change, earliest first, with what the tick would do."""
+        from .explain import due_cohort
+
+        return due_cohort(self.store, at)
+
+    def explain(self, patient_id: str, at: datetime | None = None, *, pathway: str | None = None) -> Explanation:
+        """What would move the patient next: each outgoing rule with its inputs' current values
+        (`at` defaults to the engine's clock)."""
+        from .explain import explain
+
+        return explain(self, patient_id, at, pathway=pathway)
+
+    # -- audit: replay, verify, what-if -------------------------------------------------
+
+    def replay(
+        self,
+        patient_id: str,
+        pathway: str | None = None,
+        until: datetime | None = None,
+        as_of: datetime | None = None,
+    ) -> ReplayResult:
+        """Rebuild an enrolment from its audit log, checking every recorded step.
+
+        `until` (clinical time): the state at that time as known now; `as_of` (record time): what
+        the record said then. Raises ReplayDiverged when the log does not reproduce the record.
+        """
+        from .replay import replay
+
+        return replay(self.store, patient_id, until, pathway=pathway, as_of=as_of)
+
+    def verify(
+        self,
+        patient_id: str | None = None,
+        *,
+        pathway: str | None = None,
+        workers: Workers = 1,
+        progress: Callable[[int], None] | None = None,
+    ) -> VerifyReport:
+        """Check the hash chains, replay every step and compare the stored snapshots (of one
+        enrolment, or of every one).
+
+        `workers` > 1 shares the patients among that many processes; "auto" takes one per core
+        for 2,000 patients or more. The default (1) starts no process. `progress` is called with
+        numbers of entries checked.
+        """
+        from .replay import verify, worker_count
+
+        count = workers if workers != "auto" else worker_count(self.store) if patient_id is None else 1
+        return verify(self.store, patient_id, pathway=pathway, progress=progress, workers=count)
+
+    def whatif(
+        self,
+        policy: Mapping[str, Any] | None = None,
+        *,
+        version: tuple[str, int] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> WhatIfReport:
+        """Re-run every patient's recorded events under `policy`, or on `version` (pathway, version)
+        of their pathway, and report who would have moved differently."""
+        from .replay import whatif
+
+        return whatif(self.store, policy, version=version, progress=progress)
+
+    def anchor(self) -> dict[str, Any]:
+        """A checkpoint of every enrolment's chain head, authenticated with the audit key."""
+        from persistence.anchors import make_anchor
+
+        return make_anchor(self.store, self.clock())
+
+    def check_anchor(self, document: Any) -> list[Problem]:
+        """What changed since an anchor (`anchor`): truncated chains, missing or unanchored enrolments."""
+        from persistence.anchors import check_anchor
+
+        from .replay import Problem
+
+        return [
+            Problem(found.patient_id, found.seq, found.reason, found.detail, found.pathway)
+            for found in check_anchor(self.store, document)
+        ]
+
+    # -- bulk work, exchange and pictures ----------------------------------------------------
+
+    def ingest(self, lines: Iterable[str], *, batch: int = 1_000, workers: int = 1) -> IngestReport:
+        """Apply every event of a JSON Lines stream, `batch` events per transaction; a bad line is
+        rejected alone. `workers` > 1 shares the patients among that many processes."""
+        from .ingest import ingest
+
+        work = partial(ingest, self, lines, batch=batch, workers=workers)
+        return self._observed("ingest", "ingest", None, None, None, work)
+
+    @contextmanager
+    def batch(self, *, optimistic: bool = False) -> Iterator[Batch]:
+        """Commands staged in one transaction: written together when the block ends, or not at all.
+
+        No retry: a conflict with another writer raises ConcurrentUpdate (see `run_batch`).
+        """
+        with self.store.transaction(optimistic=optimistic) as tx:
+            yield Batch(self, tx, self.clock())
+
+    def run_batch(self, work: Callable[[Batch], T], *, optimistic: bool = False) -> T:
+        """`work(batch)` in one transaction, run again (bounded) when another writer got there first."""
+        now = self.clock()
+        return self.store.run(lambda tx: work(Batch(self, tx, now)), retries=self.retries, optimistic=optimistic)
+
+    def export_fhir(self, patient_id: str, pathway: str | None = None) -> dict[str, Any]:
+        """The enrolment as a FHIR R4 Bundle (CarePlan, Condition, Observation, Provenance)."""
+        from .fhir import export_bundle
+
+        return export_bundle(self, patient_id, pathway)
+
+    def diagram(
+        self,
+        fmt: str = "mermaid",
+        *,
+        patient_id: str | None = None,
+        pathway: str | None = None,
+        version: int | None = None,
+    ) -> bytes:
+        """The statechart of `pathway` (default: the default pathway; `version`: its latest) as
+        mermaid, dot, svg or png; with `patient_id`, that enrolment's definition, active states
+        highlighted. svg and png need Graphviz (GraphvizMissing otherwise)."""
+        from .diagram import render
+
+        if patient_id is not None:
+            status = self.status(patient_id, pathway)
+            return render(status.definition, fmt, status.configuration)
+        return render(get_pathway(pathway or DEFAULT_PATHWAY, version), fmt, [])
+
+    def timeline(self, patient_id: str, output: Path, *, pathway: str | None = None) -> Path:
+        """Plot an enrolment's course (states as bands, events, measured values) into an image file
+        (.png, .svg or .pdf; needs matplotlib). Returns the file written."""
+        from .timeline import plot_timeline
+
+        entries = self.history(patient_id, pathway)
+        definition = get_pathway(entries[0].pathway, entries[0].version)
+        return plot_timeline(entries, definition, output)
+
+    def cohort_history(self, start: datetime | None = None, end: datetime | None = None) -> CohortHistory:
+        """Every enrolment's states over time, from the audit log (for cohort plots)."""
+        from .cohort_plot import read_history
+
+        return read_history(self.store, start, end)
+
+    def simulate(
+        self,
+        scenario: Scenario | None = None,
+        *,
+        patients: int = 300,
+        seed: int = 7,
+        start: datetime | None = None,
+        weeks: int = 26,
+        progress: Callable[[int, int], None] | None = None,
+        more: Sequence[tuple[Scenario, int]] = (),
+    ) -> SimulationResult:
+        """Run a seeded synthetic cohort on this engine (whose clock must be a FakeClock at or
+        before `start`); see `carepath demo`."""
+        from .simulate import DEFAULT_START, simulate
+
+        return simulate(
+            self,
+            scenario=scenario,
+            patients=patients,
+            seed=seed,
+            start=start or DEFAULT_START,
+            weeks=weeks,
+            progress=progress,
+            more=more,
+        )
+
+    def migrate(self) -> list[str]:
+        """Create or upgrade the database schema (idempotent); returns what was upgraded."""
+        return self.store.migrate()
 
     # -- internals ---------------------------------------------------------------------
 
@@ -854,6 +1284,84 @@ class Engine:
     @staticmethod
     def _status(snapshot: Snapshot) -> Status:
         return Status(snapshot)
+
+
+class Batch:
+    """Commands staged in one transaction (`Engine.batch`, `Engine.run_batch`): each is checked as
+    the engine's own command is, and all are written together, or none. Made by those two
+    methods, not by callers."""
+
+    def __init__(self, engine: Engine, tx: Transaction, now: datetime) -> None:
+        self._engine, self._tx, self._now = engine, tx, now
+
+    def enroll(
+        self,
+        patient_id: str,
+        at: datetime,
+        *,
+        pathway: str = DEFAULT_PATHWAY,
+        version: int | None = None,
+        allow_unapproved: bool = False,
+        handover_from: str | None = None,
+        factors: Mapping[str, Any] | None = None,
+        actor: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Status:
+        """Stage an enrolment (see `Engine.enroll`)."""
+        return self._engine._enroll_in(
+            self._tx,
+            patient_id,
+            at,
+            pathway=pathway,
+            version=version,
+            allow_unapproved=allow_unapproved,
+            handover_from=handover_from,
+            factors=factors,
+            actor=actor,
+            idempotency_key=idempotency_key,
+            now=self._now,
+        )
+
+    def send(
+        self,
+        patient_id: str,
+        event: str,
+        at: datetime,
+        data: Mapping[str, Any] | None = None,
+        *,
+        pathway: str | None = None,
+        actor: str | None = None,
+        idempotency_key: str | None = None,
+        late: bool = False,
+    ) -> SendResult:
+        """Stage one event (see `Engine.send`)."""
+        return self._engine._send_in(
+            self._tx,
+            patient_id,
+            event,
+            at,
+            data,
+            pathway=pathway,
+            actor=actor,
+            idempotency_key=idempotency_key,
+            late=late,
+            now=self._now,
+        )
+
+    def correct(
+        self,
+        patient_id: str,
+        seq: int,
+        reason: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        pathway: str | None = None,
+        actor: str | None = None,
+    ) -> SendResult:
+        """Stage a correction (see `Engine.correct`)."""
+        return self._engine._correct_in(
+            self._tx, patient_id, seq, reason, data, pathway=pathway, actor=actor, now=self._now
+        )
 
 
 def resolve_pathway(patient_id: str, pathway: str | None, enrolled: Sequence[str]) -> str:
@@ -975,7 +1483,8 @@ def _tick_in_process(url: str, at: datetime, now: datetime, batch: int, id_range
     """One range of a parallel sweep, in a worker process with its own connections."""
     engine = Engine(url, lambda: now)
     try:
-        return engine._tick_range(at, now, batch, None, id_range)
+        with bulk_allocation():  # a worker process of its own: its collector is nobody else's
+            return engine._tick_range(at, now, batch, None, id_range)
     finally:
         engine.close()
 

@@ -43,7 +43,7 @@ def export_bundle(engine: Engine, patient_id: str, pathway: str | None = None) -
     """The patient's enrolment on `pathway` (optional when it has one) as a FHIR R4 `collection` Bundle."""
     status = engine.status(patient_id, pathway)
     hints = status.definition.presentation.fhir
-    entries = engine.history(patient_id, status.pathway)
+    entries: list[AuditEntry] = list(engine.history(patient_id, status.pathway))
     subject = {"reference": f"Patient/{_fhir_id(patient_id)}"}
     observed = [e for e in entries if hints is not None and e.event in hints.observed_events]
     observations = [

@@ -178,9 +178,8 @@ def ingest(engine: Engine, lines: Iterable[str], *, batch: int = 1_000, workers:
     report = IngestReport()
     records = read_jsonl(lines)
     try:
-        with bulk_allocation():
-            while chunk := list(islice(records, batch)):
-                report.merge(_commit_chunk(engine, chunk, now, optimistic=False))
+        while chunk := list(islice(records, batch)):
+            report.merge(_commit_chunk(engine, chunk, now, optimistic=False))
     except StorageUnavailable as err:
         if isinstance(err, ImportStopped):  # the lines of the chunk written before it stopped
             report.merge(err.report)
@@ -406,7 +405,7 @@ def _apply_line(engine: Engine, tx: Transaction, record: dict[str, Any], now: da
     _check_lookup(patient, pathway)
     if event == "enroll":
         try:
-            engine.enroll_in(
+            engine._enroll_in(
                 tx,
                 patient,
                 at,
@@ -423,7 +422,7 @@ def _apply_line(engine: Engine, tx: Transaction, record: dict[str, Any], now: da
         return APPLIED
     if record.get("idempotency_key") is None and _recorded_alike(tx, record, patient, event, pathway, at):
         return ALREADY_APPLIED
-    result = engine.send_in(
+    result = engine._send_in(
         tx,
         patient,
         event,
@@ -469,7 +468,7 @@ def _recorded_alike(
         data = record.get("data")
         payload = get_pathway(snapshot.pathway, snapshot.version).validate(event, data if data is not None else {})
     except (StatesError, PersistenceError, CarepathError):
-        return False  # the line is judged (and rejected) by send_in
+        return False  # the line is judged (and rejected) by _send_in
     wanted = payload.model_dump(mode="json")
     actor = record.get("actor")
     return any(

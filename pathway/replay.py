@@ -77,6 +77,7 @@ __all__ = [
     "replay",
     "stored_payload",
     "verify",
+    "worker_count",
     "whatif",
 ]
 
@@ -484,7 +485,7 @@ def verify(
     *,
     pathway: str | None = None,
     progress: Progress | None = None,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> VerifyReport:
     """Check the hash chain, replay equality and the snapshot of one enrolment or of every one.
 
@@ -492,29 +493,27 @@ def verify(
 
     Streams entries and snapshots side by side in patient order, so memory does not grow with
     the log. `progress` is called with a number of entries checked as the work advances.
-    Verifying every patient of a large file or server database spreads ranges of patients over
-    `workers` processes (default: one per core); the report is the same as a single pass.
+    Verifying every patient with `workers` > 1 spreads ranges of patients over that many
+    processes (`worker_count` suggests how many); the report is the same as a single pass.
     Raises UnknownPatient when the named patient has no such enrolment, AmbiguousEnrolment
     when it has several and none is named.
     """
     if patient_id is None:
-        workers = _worker_count(store, workers)
-        if workers > 1:
+        if workers > 1 and not is_private_memory(store.url):
             return _verify_parallel(store, workers, progress)
         key = None
     else:
         key = (patient_id, resolve_pathway(patient_id, pathway, store.pathways(patient_id)))
-    with bulk_allocation():
-        return _verify_stream(store, key, None, progress)
+    return _verify_stream(store, key, None, progress)
 
 
 # Below this many patients one process is faster than starting others.
 PARALLEL_MIN_PATIENTS = 2_000
 
 
-def _worker_count(store: Store, workers: int | None) -> int:
-    if workers is not None:
-        return max(1, workers)
+def worker_count(store: Store) -> int:
+    """Processes worth starting to verify every patient: one per core for a large file or server
+    database, else one."""
     if is_private_memory(store.url):
         return 1
     cores = os.cpu_count() or 1

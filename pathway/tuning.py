@@ -24,15 +24,34 @@ T = TypeVar("T")
 _BULK_THRESHOLD = (50_000, 20, 20)
 
 
+# The thresholds are the whole process's: blocks entered from several threads share one setting,
+# taken on the first entry and given back on the last exit.
+_bulk_lock = threading.Lock()
+_bulk_depth = 0
+_bulk_previous: tuple[int, int, int] = gc.get_threshold()
+
+
 @contextmanager
 def bulk_allocation() -> Iterator[None]:
-    """Run the cycle collector less often for the duration of a bulk operation."""
-    previous = gc.get_threshold()
-    gc.set_threshold(*_BULK_THRESHOLD)
+    """Run the cycle collector less often for the duration of a bulk operation.
+
+    This changes the whole process, so the library never does it on its own: a program doing
+    bulk work (the command line's import, tick, verify, what-if and demo) opts in. Nested and
+    concurrent blocks are safe; the thresholds found before the first come back after the last.
+    """
+    global _bulk_depth, _bulk_previous
+    with _bulk_lock:
+        if _bulk_depth == 0:
+            _bulk_previous = gc.get_threshold()
+            gc.set_threshold(*_BULK_THRESHOLD)
+        _bulk_depth += 1
     try:
         yield
     finally:
-        gc.set_threshold(*previous)
+        with _bulk_lock:
+            _bulk_depth -= 1
+            if _bulk_depth == 0:
+                gc.set_threshold(*_bulk_previous)
 
 
 def worker_context() -> Any:

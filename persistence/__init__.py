@@ -16,7 +16,16 @@ from .errors import (
     StorageUnavailable,
     UnknownPatient,
 )
-from .keys import KeyConfigError
+from .keys import (
+    AUDIT_KEY_ENV,
+    AUDIT_KEY_FILE_ENV,
+    DATA_KEY_ENV,
+    DATA_KEY_FILE_ENV,
+    AuditKeys,
+    KeyConfigError,
+    KeyRing,
+    add_key,
+)
 from .records import AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
 from .urls import DEFAULT_URL, is_private_memory, normalise_url
 
@@ -40,10 +49,15 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AUDIT_KEY_ENV",
+    "AUDIT_KEY_FILE_ENV",
+    "DATA_KEY_ENV",
+    "DATA_KEY_FILE_ENV",
     "DEFAULT_URL",
     "GENESIS",
     "AnchorError",
     "AuditEntry",
+    "AuditKeys",
     "IdRange",
     "ConcurrentUpdate",
     "DuplicateEnrolment",
@@ -51,6 +65,7 @@ __all__ = [
     "EncryptedData",
     "EnrolmentKey",
     "IdempotencyConflict",
+    "KeyRing",
     "KeyConfigError",
     "NewEntry",
     "NoDatabase",
@@ -61,6 +76,7 @@ __all__ = [
     "Store",
     "Transaction",
     "UnknownPatient",
+    "add_key",
     "canonical_json",
     "entry_hash",
     "is_private_memory",

@@ -83,6 +83,8 @@ class Store:
         audit_keys: AuditKeys | None = FROM_ENVIRONMENT,
         data_keys: KeyRing | None = FROM_ENVIRONMENT,
         create: bool = True,
+        pool_size: int | None = None,
+        pool_timeout: float | None = None,
     ) -> None:
         """`audit_keys` key the hash chain, `data_keys` encrypt clinical values at rest; by default
         both come from the environment (CAREPATH_AUDIT_KEY[_FILE], CAREPATH_DATA_KEY[_FILE]), None: none.
@@ -93,6 +95,8 @@ class Store:
 
         Worker processes (parallel tick, verify and import) open their own stores from the
         environment: give keys explicitly only to single-process work, or configure them there.
+
+        `pool_size` / `pool_timeout` (seconds) size the connection pool (SQLAlchemy's defaults when None).
         """
         self.url = normalise_url(url)
         if audit_keys is FROM_ENVIRONMENT:
@@ -102,8 +106,12 @@ class Store:
         self.sealer = Sealer(audit_keys)
         self.cipher = DataCipher(data_keys) if data_keys is not None else None
         self.create = create
+        pool = {"pool_size": pool_size, "pool_timeout": pool_timeout}
+        self._pool = {k: v for k, v in pool.items() if v is not None and not is_private_memory(self.url)}
         self._reading: ReadOnlyFile | None = None
-        self.engine: Engine = self._create_engine(self.url, echo) if create else self._open_engine(self.url, echo)
+        self.engine: Engine = (
+            self._create_engine(self.url, echo, self._pool) if create else self._open_engine(self.url, echo)
+        )
         self.codec = RowCodec(self.engine.dialect.name, patients.name, audit.name, self.cipher)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
@@ -117,11 +125,12 @@ class Store:
         return self.engine.dialect.name
 
     @staticmethod
-    def _create_engine(url: str, echo: bool) -> Engine:
+    def _create_engine(url: str, echo: bool, pool: dict[str, Any] | None = None) -> Engine:
+        pool = pool or {}
         try:
             if not url.startswith("sqlite"):
-                return create_engine(url, echo=echo, pool_pre_ping=True, **_JSON_CODEC)
-            engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False}, **_JSON_CODEC)
+                return create_engine(url, echo=echo, pool_pre_ping=True, **pool, **_JSON_CODEC)
+            engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False}, **pool, **_JSON_CODEC)
         except (SQLAlchemyError, ImportError) as err:
             raise StorageUnavailable(f"cannot use {url!r}: {_one_line(err)}") from None
         _create_private(make_url(url).database)
@@ -133,7 +142,7 @@ class Store:
         """An engine on an existing database that reads only and creates nothing."""
         shown = make_url(url).render_as_string(hide_password=True)
         if not url.startswith("sqlite"):
-            engine = self._create_engine(url, echo)
+            engine = self._create_engine(url, echo, self._pool)
             event.listen(engine, "connect", _postgres_read_only)
             return engine
         if is_private_memory(url):
@@ -143,7 +152,7 @@ class Store:
             raise NoDatabase(shown, "read-only commands take a plain sqlite:///PATH")
         self._reading = ReadOnlyFile(path, shown)
         engine = create_engine(
-            "sqlite://", echo=echo, creator=self._reading.connect, poolclass=QueuePool, **_JSON_CODEC
+            "sqlite://", echo=echo, creator=self._reading.connect, poolclass=QueuePool, **self._pool, **_JSON_CODEC
         )
         event.listen(engine, "connect", _sqlite_read_only)
         event.listen(engine, "begin", _sqlite_on_begin)

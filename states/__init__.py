@@ -25,7 +25,7 @@ from .errors import (
 )
 from .functions import UnknownFunction, input_function
 from .guards import Condition, Decision, Guard, Rule
-from .load import json_schema, load_file, parse_definition
+from .load import definition_files, json_schema, load_file, parse_definition
 from .model import PathwayModel
 from .payloads import Payload, require_aware
 from .plan import ItemStatus, PlanItem
@@ -69,6 +69,7 @@ __all__ = [
     "UnknownPayloadSchema",
     "check_model",
     "definition_for_enrolment",
+    "definition_files",
     "get_pathway",
     "input_function",
     "json_schema",

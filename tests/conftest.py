@@ -38,7 +38,7 @@ def postgres_problem() -> str | None:
         try:
             import psycopg
 
-            with psycopg.connect(_libpq(PG_URL), connect_timeout=3):
+            with psycopg.connect(libpq(PG_URL), connect_timeout=3):
                 pass
             _pg_problem = ""
         except Exception as err:  # any failure means: skip, and say why
@@ -46,7 +46,7 @@ def postgres_problem() -> str | None:
     return _pg_problem or None
 
 
-def _libpq(url: str) -> str:
+def libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
@@ -59,11 +59,11 @@ def pg_schema_url() -> Iterator[str]:
     import psycopg
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_libpq(PG_URL), autocommit=True) as conn:
+    with psycopg.connect(libpq(PG_URL), autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     separator = "&" if "?" in PG_URL else "?"
     yield f"{PG_URL}{separator}options={quote(f'-csearch_path={schema}')}"
-    with psycopg.connect(_libpq(PG_URL), autocommit=True) as conn:
+    with psycopg.connect(libpq(PG_URL), autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 

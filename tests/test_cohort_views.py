@@ -13,7 +13,6 @@ import pytest
 
 from pathway import Engine
 from pathway.cli import main
-from pathway.explain import cohort, due_cohort
 from tests.conftest import T0
 from tests.helpers import assess_data, reassess_data
 
@@ -37,7 +36,7 @@ def test_list_gives_state_dwell_due_and_overdue(engine: Engine) -> None:
     """Each row carries the state, the time since entering it, next_due_at and the overdue flag."""
     _cohort(engine)
     at = T0 + 5 * WEEK
-    rows = {row.patient_id: row for row in cohort(engine.store, at)}
+    rows = {row.patient_id: row for row in engine.cohort(at)}
     assert {p: r.state for p, r in rows.items()} == {
         "a": "first_line",
         "b": "first_line",
@@ -59,15 +58,15 @@ def test_list_gives_state_dwell_due_and_overdue(engine: Engine) -> None:
 def test_list_filters_by_state(engine: Engine) -> None:
     """--state keeps only the patients in that state."""
     _cohort(engine)
-    assert [row.patient_id for row in cohort(engine.store, T0 + 5 * WEEK, "first_line")] == ["a", "b"]
-    assert list(cohort(engine.store, T0 + 5 * WEEK, "resolved")) == []
+    assert [row.patient_id for row in engine.cohort(T0 + 5 * WEEK, "first_line")] == ["a", "b"]
+    assert list(engine.cohort(T0 + 5 * WEEK, "resolved")) == []
 
 
 def test_due_predicts_what_the_tick_then_does(engine: Engine) -> None:
     """`due` lists exactly the patients with next_due_at <= at, and a tick then moves them as announced."""
     _cohort(engine)
     at = T0 + 6 * WEEK
-    rows = list(due_cohort(engine.store, at))
+    rows = list(engine.due_cohort(at))
     assert {row.patient_id for row in rows} == {status.patient_id for status in engine.due(at)}
     predicted = {row.patient_id: row.tick for row in rows}
     assert predicted == {"a": "overdue", "c": "due"}
@@ -78,7 +77,7 @@ def test_due_predicts_what_the_tick_then_does(engine: Engine) -> None:
 def test_due_before_anyone_is_due_is_empty(engine: Engine) -> None:
     """Right after assessment nobody is due."""
     _cohort(engine)
-    assert list(due_cohort(engine.store, T0 + 4 * WEEK)) == []
+    assert list(engine.due_cohort(T0 + 4 * WEEK)) == []
 
 
 def test_cli_list_json(sqlite_engine: Engine, sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from pathway import Engine, FakeClock
-from pathway.errors import TimeWentBackwards
+from pathway import Engine, FakeClock, TimeWentBackwards
 from persistence import (
     GENESIS,
     ConcurrentUpdate,

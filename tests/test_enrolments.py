@@ -10,12 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pathway import AmbiguousEnrolment, Engine
+from pathway import AmbiguousEnrolment, Engine, verify, whatif
 from pathway.cli import main
-from pathway.explain import explain
-from pathway.fhir import export_bundle
-from pathway.ingest import ingest
-from pathway.replay import replay, verify, whatif
 from persistence import GENESIS, DuplicateEnrolment, DuplicatePatient, UnknownPatient
 from persistence.store import audit
 from tests.conftest import T0
@@ -75,10 +71,10 @@ def test_no_pathway_named_for_a_patient_on_two_is_ambiguous(engine: Engine) -> N
         lambda: engine.status("p"),
         lambda: engine.plan("p"),
         lambda: engine.history("p"),
-        lambda: replay(engine.store, "p"),
+        lambda: engine.replay("p"),
         lambda: verify(engine.store, "p"),
-        lambda: explain(engine, "p", later),
-        lambda: export_bundle(engine, "p"),
+        lambda: engine.explain("p", later),
+        lambda: engine.export_fhir("p"),
     ]
     for call in calls:
         with pytest.raises(AmbiguousEnrolment) as raised:
@@ -96,11 +92,11 @@ def test_a_named_pathway_selects_the_enrolment_everywhere(engine: Engine) -> Non
     assert result.entry is not None and (result.entry.pathway, result.entry.seq) == (SECOND, 3)
     assert engine.status("p", SECOND).pathway == SECOND
     assert engine.plan("p", SECOND) == engine.status("p", SECOND).plan
-    assert replay(engine.store, "p", pathway=SECOND).seq == 3
-    assert replay(engine.store, "p", pathway=FIRST).seq == 2
+    assert engine.replay("p", pathway=SECOND).seq == 3
+    assert engine.replay("p", pathway=FIRST).seq == 2
     assert verify(engine.store, "p", pathway=SECOND).to_json()["events"] == 3
-    assert explain(engine, "p", later, pathway=FIRST).pathway == FIRST
-    bundle = export_bundle(engine, "p", SECOND)
+    assert engine.explain("p", later, pathway=FIRST).pathway == FIRST
+    bundle = engine.export_fhir("p", SECOND)
     assert any(SECOND in str(e["resource"].get("title", "")) for e in bundle["entry"])
 
 
@@ -111,7 +107,7 @@ def test_an_unknown_pathway_of_an_enrolled_patient_is_an_unknown_enrolment(engin
         lambda: engine.send("p", "assess", T0, assess_data(), pathway=SECOND),
         lambda: engine.status("p", SECOND),
         lambda: engine.history("p", SECOND),
-        lambda: replay(engine.store, "p", pathway=SECOND),
+        lambda: engine.replay("p", pathway=SECOND),
         lambda: verify(engine.store, "p", pathway=SECOND),
     ):
         with pytest.raises(UnknownPatient, match=f"patient 'p' is not enrolled on pathway '{SECOND}'"):
@@ -295,7 +291,7 @@ def test_import_lines_name_the_enrolment(engine: Engine, workers: int) -> None:
         _line("q", "enroll", at, pathway=SECOND),
         _line("q", "assess", at, data=assess_data()),  # q's only enrolment is on the second pathway
     ]
-    report = ingest(engine, lines, batch=3, workers=workers)
+    report = engine.ingest(lines, batch=3, workers=workers)
     assert (report.accepted, report.duplicates) == (6, 0)
     assert [(r.line, r.exit_code) for r in report.rejected] == [(5, 2), (6, 4), (7, 2)]
     assert "--pathway" in report.rejected[0].error

@@ -122,7 +122,7 @@ def _sample(parameter: inspect.Parameter) -> Any:
     if "list" in annotation or "Sequence" in annotation or "tuple" in annotation:
         return ["a", "b"]
     if "IngestReport" in annotation:
-        from pathway.ingest import IngestReport
+        from pathway import IngestReport
 
         return IngestReport(accepted=3)
     return f"{parameter.name}-value"

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pathway import Engine, FakeClock
-from pathway.ingest import ingest
-from pathway.replay import verify
+from pathway import Engine, FakeClock, verify
 from tests.conftest import NOW, T0
 from tests.helpers import assess_data, reassess_data
 
@@ -126,11 +124,11 @@ def test_random_kills_then_verify_and_rerun(db_url: str, tmp_path: Path) -> None
         report = verify(engine.store, workers=1)
         assert report.ok, report.to_json()
         assert time.monotonic() - started < 240
-    final = ingest(engine, lines, batch=50)
+    final = engine.ingest(lines, batch=50)
     assert final.rejected == [] or all("before" in r.error or "not allowed" in r.error for r in final.rejected)
     assert final.accepted + final.already_applied + len(final.rejected) == len(lines)
     assert verify(engine.store, workers=1).ok
-    assert ingest(engine, lines, batch=50).accepted == 0
+    assert engine.ingest(lines, batch=50).accepted == 0
     engine.close()
 
 
@@ -150,7 +148,7 @@ def _sender(url: str, stop: threading.Event, errors: list[BaseException]) -> Non
 
 
 def _cohort(engine: Engine, size: int) -> None:
-    report = ingest(engine, [line for line in _events(size) if '"reassess"' not in line], batch=100)
+    report = engine.ingest([line for line in _events(size) if '"reassess"' not in line], batch=100)
     assert report.rejected == []
 
 
@@ -217,7 +215,7 @@ def big_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('big') / 'carepath.db'}"
     engine = Engine(url, FakeClock(NOW))
     lines = [line for line in _events(4000) if '"reassess"' not in line]
-    assert ingest(engine, lines, batch=500, workers=2).rejected == []
+    assert engine.ingest(lines, batch=500, workers=2).rejected == []
     engine.close()
     return url
 

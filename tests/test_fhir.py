@@ -10,7 +10,6 @@ import pytest
 
 from pathway import Engine
 from pathway.cli import main
-from pathway.fhir import export_bundle
 from tests.conftest import T0
 from tests.helpers import assess_data, reassess_data
 
@@ -30,7 +29,7 @@ def _patient_in_first_line(engine: Engine) -> None:
 def test_bundle_validates_against_fhir_models(sqlite_engine: Engine) -> None:
     """The export parses as a FHIR Bundle and holds one resource of each expected kind."""
     _patient_in_first_line(sqlite_engine)
-    bundle = export_bundle(sqlite_engine, "p1")
+    bundle = sqlite_engine.export_fhir("p1")
     R4B.Bundle.model_validate(bundle)
     kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
     assert kinds.count("CarePlan") == 1 and kinds.count("Provenance") == 1
@@ -40,7 +39,7 @@ def test_bundle_validates_against_fhir_models(sqlite_engine: Engine) -> None:
 def test_careplan_carries_plan_codes_and_contraindications(sqlite_engine: Engine) -> None:
     """NSAIDs at 24 weeks of pregnancy are a do-not-perform activity coded in RxNorm, with the reason."""
     _patient_in_first_line(sqlite_engine)
-    careplan = _resources(export_bundle(sqlite_engine, "p1"), "CarePlan")[0]
+    careplan = _resources(sqlite_engine.export_fhir("p1"), "CarePlan")[0]
     nsaids = next(a["detail"] for a in careplan["activity"] if "NSAIDs" in a["detail"]["description"])
     assert nsaids["doNotPerform"] is True
     assert {c["code"] for c in nsaids["code"]["coding"]} == {"5640", "7258"}
@@ -51,7 +50,7 @@ def test_careplan_carries_plan_codes_and_contraindications(sqlite_engine: Engine
 def test_observations_are_loinc_pain_scores_with_clinical_time(sqlite_engine: Engine) -> None:
     """Each recorded pain becomes a LOINC 72514-3 Observation at the event's clinical time."""
     _patient_in_first_line(sqlite_engine)
-    observations = _resources(export_bundle(sqlite_engine, "p1"), "Observation")
+    observations = _resources(sqlite_engine.export_fhir("p1"), "Observation")
     assert [o["valueQuantity"]["value"] for o in observations] == [8.0, 6.0]
     assert all(o["code"]["coding"][0]["code"] == "72514-3" for o in observations)
     assert observations[1]["effectiveDateTime"] == (T0 + timedelta(weeks=2)).isoformat()
@@ -60,7 +59,7 @@ def test_observations_are_loinc_pain_scores_with_clinical_time(sqlite_engine: En
 def test_provenance_points_at_the_audit_chain_head(sqlite_engine: Engine) -> None:
     """Provenance names the actors and the last audit entry's hash."""
     _patient_in_first_line(sqlite_engine)
-    provenance = _resources(export_bundle(sqlite_engine, "p1"), "Provenance")[0]
+    provenance = _resources(sqlite_engine.export_fhir("p1"), "Provenance")[0]
     head = sqlite_engine.history("p1")[-1]
     assert provenance["entity"][0]["what"]["identifier"]["value"] == f"p1/{head.seq}/{head.hash}"
     assert [a["who"]["display"] for a in provenance["agent"]] == ["dr-a", "dr-b"]

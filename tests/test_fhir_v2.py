@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from pathway import Engine
-from pathway.fhir import export_bundle
 from tests.conftest import T0
 from tests.helpers import assess_data
 from tests.v2_helpers import assess_v2, reassess_v2
@@ -22,7 +21,7 @@ def _resources(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 
 def _bundle(engine: Engine, patient: str) -> dict[str, Any]:
-    bundle = export_bundle(engine, patient, "piriformis")
+    bundle = engine.export_fhir(patient, "piriformis")
     R4B.Bundle.model_validate(bundle)
     return bundle
 

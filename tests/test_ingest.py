@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pathway import Engine
+from pathway import Batch, Engine
 from pathway.cli import main
-from pathway.ingest import ingest
 from tests.conftest import T0
 from tests.helpers import assess_data, reassess_data
 
@@ -29,7 +28,7 @@ def _course(patient: str) -> list[str]:
 
 def test_import_applies_each_line_like_send(engine: Engine) -> None:
     """Imported events produce the same states and hash chain as sending them one by one."""
-    report = ingest(engine, _course("a") + _course("b"), batch=2)
+    report = engine.ingest(_course("a") + _course("b"), batch=2)
     assert (report.accepted, report.rejected) == (6, [])
     assert engine.status("a").state == "second_line"
     assert [e.seq for e in engine.history("b")] == [1, 2, 3]
@@ -47,7 +46,7 @@ def test_rejected_lines_are_reported_and_write_nothing(sqlite_engine: Engine) ->
         json.dumps({"patient": "a", "event": "tick", "at": T0.isoformat(), "colour": "red"}),
         _line("a", "enroll", T0.isoformat(), version=1),
     ]
-    report = ingest(sqlite_engine, lines, batch=100)
+    report = sqlite_engine.ingest(lines, batch=100)
     assert report.accepted == 3
     assert [(r.line, r.exit_code) for r in report.rejected] == [(4, 3), (5, 4), (6, 2), (7, 2), (8, 2), (9, 2)]
     assert "time zone" in report.rejected[2].error
@@ -57,7 +56,7 @@ def test_rejected_lines_are_reported_and_write_nothing(sqlite_engine: Engine) ->
 def test_repeated_idempotency_key_in_one_import_writes_once(sqlite_engine: Engine) -> None:
     """The same key and payload twice in a file counts as a duplicate, not a second event."""
     visit = _line("a", "reassess", (T0 + timedelta(weeks=1)).isoformat(), data=reassess_data(), idempotency_key="v1")
-    report = ingest(sqlite_engine, [*_course("a")[:2], visit, visit])
+    report = sqlite_engine.ingest([*_course("a")[:2], visit, visit])
     assert (report.accepted, report.duplicates) == (3, 1)
     assert len(sqlite_engine.history("a")) == 3
 
@@ -78,18 +77,18 @@ def test_import_command_exits_2_when_a_line_is_rejected(
 
 def test_parallel_import_gives_the_same_states_chains_and_rejections(engine: Engine, tmp_path: Path) -> None:
     """Two worker processes produce the same audit hashes, states and rejected lines as one process."""
-    from pathway.replay import verify
+    from pathway import verify
 
     lines = [line for i in range(40) for line in _course(f"p{i:02d}")]
     lines.insert(5, "{broken")
     lines.insert(
         9, _line("p00", "relapse", (T0 + timedelta(weeks=9)).isoformat(), data={"pain": 1, "fasciculations": "absent"})
     )
-    report = ingest(engine, lines, batch=7, workers=2)
+    report = engine.ingest(lines, batch=7, workers=2)
     assert report.accepted == 120
     assert [(r.line, r.exit_code) for r in report.rejected] == [(6, 2), (10, 3)]
     sequential = Engine(f"sqlite:///{tmp_path / 'one.db'}", engine.clock)
-    assert ingest(sequential, lines, batch=7).to_json() == report.to_json()
+    assert sequential.ingest(lines, batch=7).to_json() == report.to_json()
     for pid in ("p00", "p17", "p39"):
         assert engine.status(pid).state == sequential.status(pid).state == "second_line"
         assert [e.hash for e in engine.history(pid)] == [e.hash for e in sequential.history(pid)]
@@ -102,20 +101,14 @@ def test_optimistic_batch_retries_when_a_patient_changed_underneath(sqlite_engin
     sqlite_engine.send("a", "assess", T0, assess_data(pain=8))
     attempts = []
 
-    def work(tx: object) -> None:
-        from persistence import Transaction
-
-        assert isinstance(tx, Transaction)
+    def work(batch: Batch) -> None:
         attempts.append(1)
-        snapshot = tx.load("a", "piriformis")
+        staged = batch.send("a", "reassess", T0 + timedelta(days=2), reassess_data(pain=6))
         if len(attempts) == 1:  # another writer sneaks in between this batch's read and its write
             sqlite_engine.send("a", "reassess", T0 + timedelta(days=1), reassess_data(pain=7))
-        sqlite_engine.send_in(
-            tx, "a", "reassess", T0 + timedelta(days=2), reassess_data(pain=6), now=sqlite_engine.clock()
-        )
-        assert snapshot.patient_id == "a"
+        assert staged.status.patient_id == "a"
 
-    sqlite_engine.store.run(work, optimistic=True)
+    sqlite_engine.run_batch(work, optimistic=True)
     assert len(attempts) == 2
     assert [e.seq for e in sqlite_engine.history("a")] == [1, 2, 3, 4]
 
@@ -143,7 +136,7 @@ def test_lines_with_badly_typed_fields_are_rejected_alone(sqlite_engine: Engine)
         _line("ok", "assess", T0.isoformat(), data=assess_data(), actor={"name": "dr"}),
         _line("ok", "assess", T0.isoformat(), data=assess_data()),
     ]
-    report = ingest(sqlite_engine, lines)
+    report = sqlite_engine.ingest(lines)
     assert report.accepted == 2
     assert [(r.line, r.exit_code) for r in report.rejected] == [(2, 2), (3, 2), (4, 2), (5, 2)]
     assert sqlite_engine.status("ok").state == "first_line"
@@ -157,4 +150,4 @@ def test_parallel_import_stops_with_an_error_when_the_database_fails(tmp_path: P
     engine = Engine(f"sqlite:///{target}")
     lines = [line for i in range(30) for line in _course(f"p{i:02d}")]
     with pytest.raises(StorageUnavailable):
-        ingest(engine, lines, batch=1, workers=2)
+        engine.ingest(lines, batch=1, workers=2)

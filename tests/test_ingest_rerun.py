@@ -10,10 +10,8 @@ from typing import Any
 
 import pytest
 
-from pathway import Engine
+from pathway import Engine, ImportStopped, verify
 from pathway.cli import main
-from pathway.ingest import ImportStopped, ingest
-from pathway.replay import verify
 from tests.conftest import T0
 from tests.helpers import assess_data, reassess_data
 
@@ -52,7 +50,7 @@ def test_bad_lines_anywhere_never_stop_the_rest(engine: Engine, workers: int) ->
     middle = len(lines) // 2
     lines[middle:middle] = BAD_LINES
     started = time.monotonic()
-    report = ingest(engine, lines, batch=5, workers=workers)
+    report = engine.ingest(lines, batch=5, workers=workers)
     assert time.monotonic() - started < 60
     assert report.accepted == 80
     assert [r.line for r in report.rejected] == list(range(middle + 1, middle + 1 + len(BAD_LINES)))
@@ -68,10 +66,10 @@ def test_running_a_file_again_applies_nothing_twice(engine: Engine, workers: int
     lines.append(
         _line("p000", "reassess", (T0 + timedelta(weeks=7)).isoformat(), data=reassess_data(), idempotency_key="v")
     )
-    first = ingest(engine, lines, batch=3, workers=workers)
+    first = engine.ingest(lines, batch=3, workers=workers)
     assert (first.accepted, first.rejected) == (41, [])
     entries = engine.store.count_entries()
-    again = ingest(engine, lines, batch=3, workers=workers)
+    again = engine.ingest(lines, batch=3, workers=workers)
     assert (again.accepted, again.rejected, again.duplicates, again.already_applied) == (0, [], 1, 40)
     assert engine.store.count_entries() == entries
     assert verify(engine.store, workers=1).ok
@@ -80,9 +78,9 @@ def test_running_a_file_again_applies_nothing_twice(engine: Engine, workers: int
 def test_a_partly_applied_file_is_completed_by_running_it_again(engine: Engine) -> None:
     """Only the lines not yet applied are applied; the result is the same as one clean run."""
     lines = _cohort(6)
-    ingest(engine, lines[::2], batch=4)  # every other line: the later ones of each patient refused or applied
-    ingest(engine, lines, batch=4)
-    report = ingest(engine, lines, batch=4)
+    engine.ingest(lines[::2], batch=4)  # every other line: the later ones of each patient refused or applied
+    engine.ingest(lines, batch=4)
+    report = engine.ingest(lines, batch=4)
     assert (report.accepted, report.rejected) == (0, [])
     for i in range(6):
         assert [e.event for e in engine.history(f"p{i:03d}")] == ["enroll", "assess", "reassess", "tick"]
@@ -90,8 +88,8 @@ def test_a_partly_applied_file_is_completed_by_running_it_again(engine: Engine) 
 
 def test_a_different_enrolment_is_still_a_duplicate(sqlite_engine: Engine) -> None:
     """An enrolment line that differs from the recorded one (other factors) is rejected, not 'already applied'."""
-    ingest(sqlite_engine, _course("a")[:1])
-    report = ingest(sqlite_engine, [_line("a", "enroll", T0.isoformat(), version=1, factors={"age": 41})])
+    sqlite_engine.ingest(_course("a")[:1])
+    report = sqlite_engine.ingest([_line("a", "enroll", T0.isoformat(), version=1, factors={"age": 41})])
     assert [(r.exit_code, r.code) for r in report.rejected] == [(2, "duplicate_enrolment")]
 
 
@@ -121,7 +119,7 @@ def test_a_database_that_fails_stops_the_import_with_what_was_done(tmp_path: Pat
     engine = Engine(f"sqlite:///{target}")
     started = time.monotonic()
     with pytest.raises(ImportStopped) as stopped:
-        ingest(engine, _cohort(30), batch=1, workers=2)
+        engine.ingest(_cohort(30), batch=1, workers=2)
     assert time.monotonic() - started < 30
     assert stopped.value.report.accepted == 0
 
@@ -148,12 +146,12 @@ def test_a_full_disk_stops_the_import_and_a_rerun_finishes_it(sqlite_url: str, t
     event.listen(engine.store.engine, "connect", limit_pages)
     limited["on"] = True
     with pytest.raises(ImportStopped) as stopped:
-        ingest(engine, lines, batch=20)
+        engine.ingest(lines, batch=20)
     done = stopped.value.report
     assert 0 < done.accepted < len(lines)
     limited["on"] = False
     engine.store.dispose()
-    again = ingest(engine, lines, batch=20)
+    again = engine.ingest(lines, batch=20)
     assert again.rejected == []
     assert again.accepted + again.already_applied == len(lines)
     assert again.already_applied == done.accepted

@@ -9,9 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pathway import Engine
-from pathway.errors import CarepathError, InvalidCommand, InvalidPatientId, TimeWentBackwards
-from pathway.replay import verify
+from pathway import CarepathError, Engine, InvalidCommand, InvalidPatientId, TimeWentBackwards, verify
 from persistence import PersistenceError, StorageUnavailable
 from states import StatesError
 from tests.conftest import T0
@@ -129,12 +127,10 @@ def test_a_daylight_saving_fold_compares_in_real_time(engine: Engine) -> None:
     with pytest.raises(TimeWentBackwards):
         engine.send("a", "assess", earlier, assess_data())
 
-    def both_in_one_transaction(tx: Any) -> None:
-        engine.enroll_in(tx, "b", later, version=1, now=engine.clock())
-        engine.send_in(tx, "b", "assess", earlier, assess_data(), now=engine.clock())
-
-    with pytest.raises(TimeWentBackwards):
-        engine.store.run(both_in_one_transaction)
+    with pytest.raises(TimeWentBackwards), engine.batch() as batch:
+        batch.enroll("b", later, version=1)
+        batch.send("b", "assess", earlier, assess_data())
+    assert not engine.enrolments("b")
     assert verify(engine.store, workers=1).ok
 
 

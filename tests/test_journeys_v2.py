@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathway import Engine
-from pathway.replay import verify
+from pathway import Engine, verify
 from states import ItemStatus, get_pathway
 from tests.conftest import T0
 from tests.helpers import assess_data, reassess_data

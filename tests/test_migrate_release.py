@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect
 
-from pathway import Engine, FakeClock
+from pathway import Engine, FakeClock, verify
 from pathway.cli import main
-from pathway.replay import replay, verify
 from persistence import AuditEntry, Snapshot, Store
 from persistence.records import AUDIT_COLUMNS
 from persistence.rows import AUDIT_TABLE, PATIENTS_TABLE, RowCodec
@@ -198,7 +197,7 @@ def test_old_chains_verify_and_replay_unchanged_after_migrate(store: Store) -> N
     report = verify(store, workers=1)
     assert report.to_json() == {"ok": True, "patients": 6, "enrolments": 6, "events": 19, "keyed": False}
     for snapshot in RECORDED.snapshots:
-        result = replay(store, snapshot.patient_id)
+        result = Engine(store).replay(snapshot.patient_id)
         assert result.snapshot == snapshot
 
 

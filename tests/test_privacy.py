@@ -15,15 +15,14 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import update
 
-from pathway import Engine, FakeClock
+from pathway import Engine, FakeClock, verify
 from pathway.cli import main
-from pathway.replay import replay, verify
 from persistence import StorageUnavailable, Store
 from persistence.anchors import check_anchor, make_anchor
 from persistence.crypto import EncryptedData, is_sealed
 from persistence.keys import AuditKeys, KeyRing
 from persistence.store import audit
-from tests.conftest import NOW, PG_URL, T0, _libpq
+from tests.conftest import NOW, PG_URL, T0, libpq
 from tests.helpers import TYPICAL_FINDINGS, assess_data, reassess_data
 
 DATA = KeyRing((("d1", bytes.fromhex("33" * 32)),), "test")
@@ -82,7 +81,7 @@ def test_encrypted_values_round_trip(encrypted: Engine) -> None:
     assert all(e.sealed is not None and is_sealed(e.sealed["payload"]) for e in entries)
     status = encrypted.status("a")
     assert status.context["factors"]["peptic_ulcer"] is True
-    assert replay(encrypted.store, "a").snapshot == status.snapshot
+    assert encrypted.replay("a").snapshot == status.snapshot
 
 
 def test_without_the_data_key_only_ids_states_and_times_show(encrypted: Engine) -> None:
@@ -124,7 +123,7 @@ def test_encrypted_database_verifies_with_and_without_the_data_key(encrypted: En
     anchor = make_anchor(without, NOW)
     assert check_anchor(without, anchor) == []
     with pytest.raises(EncryptedData, match="CAREPATH_DATA_KEY"):
-        replay(without, "a")
+        Engine(without).replay("a")
     without.dispose()
 
 
@@ -196,7 +195,7 @@ def test_service_role_works_and_cannot_update_or_delete_audit_rows(pg_schema_url
     owner.dispose()
     schema = pg_schema_url.rsplit("search_path%3D", 1)[1]
     role = f"carepath_svc_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(_libpq(PG_URL), autocommit=True) as conn:
+    with psycopg.connect(libpq(PG_URL), autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {role} NOLOGIN")
         conn.execute(f"SET search_path = {schema}")
         for statement in SERVICE_ROLE_SQL.format(schema=schema, role=role).split(";"):
@@ -216,6 +215,6 @@ def test_service_role_works_and_cannot_update_or_delete_audit_rows(pg_schema_url
                 engine.store.execute_raw(statement)
         engine.store.dispose()
     finally:
-        with psycopg.connect(_libpq(PG_URL), autocommit=True) as conn:
+        with psycopg.connect(libpq(PG_URL), autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")

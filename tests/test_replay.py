@@ -9,15 +9,7 @@ from typing import Any
 
 import pytest
 
-from pathway import Engine
-from pathway.replay import (
-    InvalidPolicy,
-    NotEnrolledAt,
-    ReplayDiverged,
-    describe_decision,
-    replay,
-    whatif,
-)
+from pathway import Engine, InvalidPolicy, NotEnrolledAt, ReplayDiverged, describe_decision, whatif
 from persistence import UnknownPatient
 from persistence.store import audit
 from states import EventNotAllowed, NaiveTime, get_pathway
@@ -79,7 +71,7 @@ def _status_document(engine: Engine, patient_id: str) -> dict[str, Any]:
 
 
 def _replay_document(engine: Engine, patient_id: str, until: datetime | None = None) -> dict[str, Any]:
-    document = replay(engine.store, patient_id, until).to_json()
+    document = engine.replay(patient_id, until=until).to_json()
     document.pop("seq")
     document.pop("until")
     document.pop("as_of")
@@ -107,7 +99,7 @@ def test_replay_equals_status_after_random_histories(engine: Engine) -> None:
 def test_replay_reports_the_last_seq_and_revision(engine: Engine) -> None:
     """The replay result counts the entries applied and names the last seq replayed."""
     _escalated_patient(engine)
-    result = replay(engine.store, "p1")
+    result = engine.replay("p1")
     assert (result.seq, result.revision, result.state) == (5, 5, "second_line")
     assert result.to_json()["seq"] == 5
 
@@ -124,7 +116,7 @@ def test_time_travel_answers_the_state_at_several_instants(engine: Engine) -> No
         (T0 + timedelta(weeks=30), "second_line", 5, ["treatment", "line", "second_line", "monitoring", "scheduled"]),
     ]
     for until, state, seq, configuration in cases:
-        result = replay(engine.store, "p1", until)
+        result = engine.replay("p1", until=until)
         assert (result.state, result.seq, result.configuration) == (state, seq, configuration), until
     assert _replay_document(engine, "p1", T0 + timedelta(weeks=30)) == _status_document(engine, "p1")
 
@@ -132,7 +124,7 @@ def test_time_travel_answers_the_state_at_several_instants(engine: Engine) -> No
 def test_time_travel_keeps_the_plan_and_due_time_of_that_moment(engine: Engine) -> None:
     """The state as of a past time has that time's next_due_at and plan, not today's."""
     _escalated_patient(engine)
-    then = replay(engine.store, "p1", T0 + timedelta(days=1))
+    then = engine.replay("p1", until=T0 + timedelta(days=1))
     assert then.next_due_at == T0 + timedelta(weeks=2)
     assert {item.id for item in then.plan} != {item.id for item in engine.status("p1").plan}
 
@@ -141,20 +133,20 @@ def test_time_travel_before_enrolment_is_refused(engine: Engine) -> None:
     """Asking for a time before the patient was enrolled names the patient and the time."""
     _escalated_patient(engine)
     with pytest.raises(NotEnrolledAt, match="not enrolled yet"):
-        replay(engine.store, "p1", T0 - timedelta(seconds=1))
+        engine.replay("p1", until=T0 - timedelta(seconds=1))
 
 
 def test_time_travel_needs_an_aware_time(engine: Engine) -> None:
     """A naive `until` is ambiguous and rejected."""
     _escalated_patient(engine)
     with pytest.raises(NaiveTime):
-        replay(engine.store, "p1", datetime(2026, 2, 1))
+        engine.replay("p1", until=datetime(2026, 2, 1))
 
 
 def test_replay_of_an_unknown_patient_raises(engine: Engine) -> None:
     """Replaying a patient id that was never enrolled raises UnknownPatient."""
     with pytest.raises(UnknownPatient):
-        replay(engine.store, "nobody")
+        engine.replay("nobody")
 
 
 def test_replay_names_the_first_step_that_does_not_reproduce(engine: Engine) -> None:
@@ -166,10 +158,10 @@ def test_replay_names_the_first_step_that_does_not_reproduce(engine: Engine) -> 
             audit.update().where((audit.c.patient_id == "p1") & (audit.c.seq == 4)).values(config_after=forged)
         )
     with pytest.raises(ReplayDiverged) as caught:
-        replay(engine.store, "p1")
+        engine.replay("p1")
     assert caught.value.seq == 4
     assert caught.value.reason.startswith("replay diverged: configuration after")
-    assert replay(engine.store, "p1", T0 + timedelta(weeks=3)).state == "first_line"
+    assert engine.replay("p1", until=T0 + timedelta(weeks=3)).state == "first_line"
 
 
 def test_replay_builds_no_chart_runner_per_event(sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,7 +175,7 @@ def test_replay_builds_no_chart_runner_per_event(sqlite_engine: Engine, monkeypa
         original(self, chart)
 
     monkeypatch.setattr(definition_module.ChartRunner, "__init__", counting)
-    replay(sqlite_engine.store, "p1")
+    sqlite_engine.replay("p1")
     assert built == []
 
 

@@ -312,7 +312,7 @@ def test_a_piriformis_patient_is_handed_over(engine: Engine) -> None:
 
 def test_a_hand_over_needs_the_enrolment_and_a_declared_source(engine: Engine) -> None:
     """Handing over from a pathway the patient is not on, or that the target does not accept, is refused."""
-    from pathway.errors import InvalidCommand
+    from pathway import InvalidCommand
     from persistence import UnknownPatient
 
     with pytest.raises(UnknownPatient):

@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pathway import Engine, InvalidCommand, LateEvent, TimeWentBackwards
-from pathway.replay import replay, verify
+from pathway import Engine, InvalidCommand, LateEvent, TimeWentBackwards, verify
 from persistence import DuplicatePatient
 from tests.conftest import NOW, T0
 from tests.helpers import reassess_data
@@ -151,10 +150,9 @@ def test_late_red_flag_reports_the_escalation_it_undoes(eng: Engine, clock: Cloc
     ]
     assert rederived.skipped == [3]
     _verified(eng)
-    assert replay(eng.store, "p").state == "urgent_referral"
-    from pathway.explain import explain
+    assert eng.replay("p").state == "urgent_referral"
 
-    explanation = explain(eng, "p", T0 + 6 * WEEK)
+    explanation = eng.explain("p", T0 + 6 * WEEK)
     assert explanation.rederived[0]["changes"][0]["before"] == "reassess.escalate_to_second_line"
 
 
@@ -169,10 +167,10 @@ def test_replay_until_includes_late_entries(eng: Engine, clock: Clock) -> None:
     _assessed(eng, "p")
     clock.now = T0 + 6 * WEEK
     eng.send("p", "reassess", T0 + 5 * WEEK, reassess_data(pain=7))
-    assert replay(eng.store, "p", until=T0 + 4 * WEEK).state == "first_line"
+    assert eng.replay("p", until=T0 + 4 * WEEK).state == "first_line"
     eng.send("p", "reassess", T0 + 3 * WEEK, reassess_data(red_flags=["cauda_equina"]), late=True)
-    assert replay(eng.store, "p", until=T0 + 4 * WEEK).state == "urgent_referral"
-    assert replay(eng.store, "p", until=T0 + 2 * WEEK).state == "first_line"
+    assert eng.replay("p", until=T0 + 4 * WEEK).state == "urgent_referral"
+    assert eng.replay("p", until=T0 + 2 * WEEK).state == "first_line"
 
 
 # -- 3. corrections ---------------------------------------------------------------------------------
@@ -196,9 +194,9 @@ def test_corrected_pain_score_rederives_and_verifies(eng: Engine, clock: Clock) 
     assert entries[3].actor == "dr-lee"
     _verified(eng)
     # Bitemporal: what the record said before the correction, and now.
-    assert replay(eng.store, "p", as_of=before_correction).state == "second_line"
-    assert replay(eng.store, "p").state == "first_line"
-    both = replay(eng.store, "p", until=T0 + 6 * WEEK, as_of=before_correction)
+    assert eng.replay("p", as_of=before_correction).state == "second_line"
+    assert eng.replay("p").state == "first_line"
+    both = eng.replay("p", until=T0 + 6 * WEEK, as_of=before_correction)
     assert both.state == "second_line" and both.as_of == before_correction
 
 

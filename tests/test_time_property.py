@@ -13,8 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pathway import Engine, TimeWentBackwards
-from pathway.replay import verify
+from pathway import Engine, TimeWentBackwards, verify
 from states import EventNotAllowed
 from tests.conftest import NOW, T0
 from tests.helpers import TYPICAL_FINDINGS

@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 
-from pathway import Engine, FakeClock
+from pathway import Engine, FakeClock, VerifyReport, verify
 from pathway.cli import main
-from pathway.replay import VerifyReport, replay, verify
 from persistence import GENESIS, AuditEntry, Snapshot, Store, entry_hash
 from persistence.anchors import (
     ANCHOR_NOT_AUTHENTIC,
@@ -119,7 +118,7 @@ def _rewrite(engine: Engine, patient_id: str, entries: list[AuditEntry], *, keep
     _execute(engine, delete(audit).where(_enrolment(patient_id)))
     for row in rows:
         _execute(engine, audit.insert().values(**row))
-    _write_snapshot(engine, replay(engine.store, patient_id).snapshot)
+    _write_snapshot(engine, engine.replay(patient_id).snapshot)
 
 
 def _write_snapshot(engine: Engine, snapshot: Snapshot) -> None:
@@ -166,7 +165,7 @@ def _edit_idempotency_key(engine: Engine) -> None:
 def _truncate_last_two(engine: Engine) -> None:
     """The newest two entries deleted (the rest left as they are), the snapshot rewound by replay."""
     _execute(engine, delete(audit).where(_enrolment("b") & (audit.c.seq > 4)))
-    _write_snapshot(engine, replay(engine.store, "b").snapshot)
+    _write_snapshot(engine, engine.replay("b").snapshot)
 
 
 def _delete_middle_entry(engine: Engine) -> None:

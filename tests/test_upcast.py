@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from pathway import Engine
-from pathway.engine import PAYLOAD_SCHEMA
-from pathway.replay import replay, verify
+from pathway import PAYLOAD_SCHEMA, Engine, verify
 from persistence import NewEntry, SnapshotUpdate, Transaction
 from states import get_pathway
 from states.upcast import (
@@ -92,7 +90,7 @@ def test_old_rows_keep_their_stored_shape_and_schema(engine: Engine, schema_zero
 def test_old_rows_are_replayed_and_verified_by_current_code(engine: Engine, schema_zero: None) -> None:
     """Replay upcasts schema 0 payloads and reaches the stored state; verify finds nothing wrong."""
     _old_patient(engine)
-    result = replay(engine.store, "old")
+    result = engine.replay("old")
     assert result.state == "second_line"
     assert result.to_json() | {"seq": None, "until": None} == engine.status("old").to_json() | {
         "seq": None,
@@ -107,7 +105,7 @@ def test_current_code_continues_a_patient_with_old_rows(engine: Engine, schema_z
     _old_patient(engine)
     engine.send("old", "reassess", T0 + timedelta(weeks=6), reassess_data(pain=2, fasciculations="improving"))
     assert [e.payload_schema for e in engine.history("old")] == [1, 1, 0, 0, PAYLOAD_SCHEMA]
-    assert replay(engine.store, "old").state == "resolved"
+    assert engine.replay("old").state == "resolved"
     assert verify(engine.store).ok
 
 

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, update
 
-from pathway import Engine
+from pathway import Engine, VerifyReport, verify
 from pathway.cli import main
-from pathway.replay import VerifyReport, verify
 from persistence import UnknownPatient, entry_hash
 from persistence.store import audit, patients
 from states import get_pathway

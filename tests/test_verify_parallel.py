@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pathway import Engine
-from pathway.replay import verify
+from pathway import Engine, verify
 from tests.conftest import T0
 from tests.helpers import assess_data, reassess_data
 

@@ -96,9 +96,8 @@ def test_migrated_patients_follow_the_new_version(engine: Engine) -> None:
     engine.send("p1", "reassess", T0 + 3 * WEEK, reassess_data(pain=7))  # 3 weeks, 12.5 %: escalates on v90
     assert engine.status("p1").state == "second_line"
     assert engine.history("p1")[-1].version == DRAFT
-    from pathway.replay import replay
 
-    assert replay(engine.store, "p1").state == "second_line"
+    assert engine.replay("p1").state == "second_line"
     assert verify(engine.store).ok
 
 
@@ -116,7 +115,7 @@ def test_whatif_on_another_version_reports_who_moves_differently(engine: Engine)
     engine.send("p1", "reassess", T0 + 3 * WEEK, reassess_data(pain=7))
     engine.enroll("p2", T0, version=1)
     engine.send("p2", "assess", T0, assess_data(pain=8))
-    from pathway.replay import whatif
+    from pathway import whatif
 
     report = whatif(engine.store, version=("piriformis", DRAFT))
     assert [(c.patient_id, c.recorded_state, c.whatif_state) for c in report.changes] == [

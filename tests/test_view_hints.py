@@ -9,12 +9,8 @@ from typing import Any
 
 import pytest
 
-from pathway import Engine, FakeClock
+from pathway import NEUTRAL_COLOUR, Engine, FakeClock, Scenario, SimulationError, monitoring, plot_cohort
 from pathway.cli.render import state_style, styled_state
-from pathway.cohort_plot import plot_cohort, read_history
-from pathway.fhir import export_bundle
-from pathway.hints import NEUTRAL_COLOUR, monitoring
-from pathway.simulate import Scenario, SimulationError, simulate
 from pathway.timeline import plot_timeline
 from states import Pathway, model_problems, parse_definition, register
 from tests.conftest import T0
@@ -145,7 +141,7 @@ def test_the_cohort_plot_reads_stages_goal_and_order_from_the_definition(
     """Weeks to the goal count from entering the first stage; moves between stages are counted; order is hinted."""
     _course(sqlite_engine, "g1")
     sqlite_engine.enroll("g2", T0, pathway="gauge")
-    history = read_history(sqlite_engine.store)
+    history = sqlite_engine.cohort_history()
     assert history.stages == ["working", "paused"] and history.goals == ["done"]
     assert history.resolution_weeks == [5.0]
     assert history.escalated("paused", "pause") == 1
@@ -161,7 +157,7 @@ def test_fhir_export_uses_the_hinted_codes_and_statuses(definition: Pathway, sql
     from fhir.resources.R4B.bundle import Bundle
 
     _course(sqlite_engine)
-    bundle = export_bundle(sqlite_engine, "g1")
+    bundle = sqlite_engine.export_fhir("g1")
     Bundle.model_validate(bundle)
     resources = [e["resource"] for e in bundle["entry"]]
     conditions = [r for r in resources if r["resourceType"] == "Condition"]
@@ -213,12 +209,12 @@ def test_a_scenario_drives_another_pathway(definition: Pathway, sqlite_url: str)
     )
     engine = Engine(sqlite_url, FakeClock(T0))
     try:
-        result = simulate(engine, scenario=scenario, patients=8, seed=1, start=T0, weeks=8)
+        result = engine.simulate(scenario=scenario, patients=8, seed=1, start=T0, weeks=8)
         states = {s.state for s in engine.patients()}
         assert states <= {"working", "paused", "done"} and "done" in states
         assert result.definition is definition
         assert {p.archetype for p in result.profiles.values()} == {"steady", "leaver"}
-        history = read_history(engine.store, result.start, result.end)
+        history = engine.cohort_history(result.start, result.end)
         assert history.escalated("paused", "pause") >= 1
     finally:
         engine.store.dispose()
@@ -239,7 +235,7 @@ def test_a_scenario_that_does_not_fit_its_pathway_is_refused(definition: Pathway
     engine = Engine(sqlite_url, FakeClock(T0))
     try:
         with pytest.raises(SimulationError) as caught:
-            simulate(engine, scenario=scenario, patients=2, start=T0)
+            engine.simulate(scenario=scenario, patients=2, start=T0)
         message = str(caught.value)
         assert "no event 'begin'" in message and "no payload field 'pain'" in message and "'nowhere'" in message
     finally:
@@ -286,10 +282,9 @@ def test_hints_naming_unknown_states_or_fields_are_reported(hints: dict[str, Any
 
 def test_cohort_rows_flag_the_definitions_overdue_state(definition: Pathway, sqlite_engine: Engine) -> None:
     """A gauge patient whose watch went stale is overdue in the cohort view, by the gauge's own schedule."""
-    from pathway.explain import cohort
 
     sqlite_engine.enroll("g1", T0, pathway="gauge")
     sqlite_engine.send("g1", "start", T0, {"score": 15})
     sqlite_engine.tick(T0 + 4 * WEEK)
-    (row,) = cohort(sqlite_engine.store, T0 + 4 * WEEK)
+    (row,) = sqlite_engine.cohort(T0 + 4 * WEEK)
     assert "stale" in row.configuration and row.overdue and not row.due

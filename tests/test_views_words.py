@@ -9,10 +9,8 @@ from datetime import timedelta
 import pytest
 from freezegun import freeze_time
 
-from pathway import Engine
+from pathway import Engine, outcome_text
 from pathway.cli import main, render
-from pathway.explain import explain
-from pathway.words import outcome_text
 from tests.conftest import NOW, T0
 from tests.helpers import assess_data, reassess_data
 from tests.v2_helpers import assess_v2, reassess_v2
@@ -89,7 +87,7 @@ def test_explain_states_rules_in_words(engine: Engine) -> None:
     engine.enroll("p1", T0, version=1)
     engine.send("p1", "assess", T0, assess_data(pain=7))
     engine.send("p1", "reassess", T0 + 2 * WEEK, reassess_data(pain=4, fasciculations="improving"))
-    x = explain(engine, "p1", T0 + 2 * WEEK)
+    x = engine.explain("p1", T0 + 2 * WEEK)
     escalate = next(t for t in x.transitions if t.rule == "reassess.escalate_to_second_line")
     assert escalate.sentence.startswith("escalates to second line when improvement is below 30 % at 4 weeks in line")
     assert escalate.needs_words == ["6 weeks in line: from 2026-02-16 09:00 UTC"]

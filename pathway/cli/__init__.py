@@ -14,11 +14,11 @@ from typing import Any
 import typer
 from typer.exceptions import TyperException
 
-from carepath.errors import error_document
+from carepath import error_document
 
-from ..errors import exit_code
+from .. import exit_code
 from . import audit, core, definitions, demo, exchange, inspect, ops, serve, trust  # noqa: F401  # registers commands
-from .app import app, reset_settings, settings
+from .app import app, reset_settings, settings, stop_logging
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "Terminated", "app", "main", "run"]
 
@@ -55,9 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        engine = settings()._engine
+        engine = settings().opened
         if engine is not None:
             engine.close()
+        stop_logging()
     return int(result) if isinstance(result, int) else 0
 
 

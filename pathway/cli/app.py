@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -12,12 +13,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from persistence.urls import DEFAULT_URL
+from persistence import DEFAULT_URL
 
-from ..errors import InvalidCommand
+from .. import InvalidCommand
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from .. import Engine
 
 __all__ = [
     "AtOption",
@@ -32,6 +33,8 @@ __all__ = [
     "read_json_file",
     "reading",
     "settings",
+    "start_logging",
+    "stop_logging",
 ]
 
 app = typer.Typer(
@@ -51,7 +54,10 @@ class Settings:
     db: str = DEFAULT_URL
     debug: bool = False
     json: bool = False  # the command took --json: an error is also printed as a JSON document
-    _engine: Engine | None = field(default=None, repr=False)
+    # The engine of this invocation once a command opened one (closed when the command ends).
+    opened: Engine | None = field(default=None, repr=False)
+    # The log handler --log-format / --log-level installed (removed when the command ends).
+    log_handler: logging.Handler | None = field(default=None, repr=False)
 
 
 _settings = Settings()
@@ -72,6 +78,16 @@ def _global(
         str | None, typer.Option("--db", help="Database URL (default: $CAREPATH_DB, else sqlite:///carepath.db).")
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    log_format: Annotated[
+        str | None,
+        typer.Option("--log-format", help="Log each command to stderr: text, or json (one JSON object a line)."),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level", help="Least level logged: debug, info, warning or error (default: info with --log-format)."
+        ),
+    ] = None,
     pathways: Annotated[
         list[str] | None,
         typer.Option(
@@ -86,6 +102,8 @@ def _global(
     """
     _settings.db = db or os.environ.get("CAREPATH_DB") or DEFAULT_URL
     _settings.debug = debug
+    if log_format is not None or log_level is not None:
+        _settings.log_handler = start_logging(log_format or "text", log_level or "info")
     if pathways:
         from states import load_pathways
 
@@ -97,28 +115,58 @@ def engine() -> Engine:
 
     An in-memory SQLite database (`--db sqlite://`) is refused: it would keep nothing.
     """
-    if _settings._engine is None:
-        from persistence.urls import is_private_memory
+    if _settings.opened is None:
+        from persistence import is_private_memory
 
-        from ..engine import Engine
+        from .. import Engine
 
         if is_private_memory(_settings.db):
             raise InvalidCommand(
                 f"--db {_settings.db}: an in-memory database keeps nothing once the command ends; "
                 "give a file (sqlite:///carepath.db) or a PostgreSQL URL"
             )
-        _settings._engine = Engine(_settings.db)
-    return _settings._engine
+        _settings.opened = Engine(_settings.db)
+    return _settings.opened
 
 
 def reading() -> Engine:
     """The engine of a command that only reads: it creates nothing (no file, schema or table) and
     fails with NoDatabase (exit 5) where there is no carepath database."""
-    if _settings._engine is None:
-        from ..engine import Engine
+    if _settings.opened is None:
+        from .. import Engine
 
-        _settings._engine = Engine(_settings.db, read_only=True)
-    return _settings._engine
+        _settings.opened = Engine(_settings.db, read_only=True)
+    return _settings.opened
+
+
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def start_logging(fmt: str, level: str) -> logging.Handler:
+    """Send the `carepath` logger's records at `level` and above to stderr, as text or JSON lines."""
+    from .. import JsonFormatter
+
+    if fmt not in LOG_FORMATS:
+        raise InvalidCommand(f"--log-format {fmt!r}: give one of {', '.join(LOG_FORMATS)}")
+    if level.lower() not in LOG_LEVELS:
+        raise InvalidCommand(f"--log-level {level!r}: give one of {', '.join(LOG_LEVELS)}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("carepath")
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return handler
+
+
+def stop_logging() -> None:
+    """Remove the handler `start_logging` installed for this invocation."""
+    handler = _settings.log_handler
+    if handler is not None:
+        root = logging.getLogger("carepath")
+        root.removeHandler(handler)
+        root.setLevel(logging.NOTSET)
+        _settings.log_handler = None
 
 
 def parse_time(text: str, option: str = "--at") -> datetime:

@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..engine import DEFAULT_PATHWAY
-from ..errors import InvalidCommand
+from .. import DEFAULT_PATHWAY, InvalidCommand, bulk_allocation
 from .app import JsonOption, PathwayOption, app, emit_json, parse_time, read_json_file, reading
 from .render import console, print_status, styled_state
 from .text import shown
 
 if TYPE_CHECKING:
-    from ..replay import VerifyReport, WhatIfReport
+    from .. import VerifyReport, WhatIfReport
 
 # Exit status when the log does not reproduce what was recorded (DESIGN.md section 6).
 EXIT_PROBLEM = 1
@@ -43,13 +42,12 @@ def replay_command(
     Example: carepath replay p-001 --pathway sciatica --until 2026-02-01T00:00:00+00:00 --json
     What the record said before a correction: carepath replay p-001 --as-of 2026-02-03T12:00:00+00:00
     """
-    from ..replay import ReplayDiverged
-    from ..replay import replay as replay_log
+    from .. import ReplayDiverged
 
     try:
         when = parse_time(until, "--until") if until else None
         recorded = parse_time(as_of, "--as-of") if as_of else None
-        result = replay_log(reading().store, patient, when, pathway=pathway, as_of=recorded)
+        result = reading().replay(patient, pathway, until=when, as_of=recorded)
     except ReplayDiverged as err:
         if json_:
             emit_json(
@@ -99,19 +97,17 @@ def verify_command(
     """
     if patient is None and pathway is not None:
         raise InvalidCommand("--pathway names one enrolment of a PATIENT: give the patient id too")
-    store = reading().store
+    eng = reading()
     show_progress = patient is None and not json_
-    with _progress("verifying", store.count_entries() if show_progress else 0) as advance:
-        from ..replay import verify as verify_log
-
-        report = verify_log(store, patient, pathway=pathway, progress=advance, workers=workers)
+    with _progress("verifying", eng.count_entries() if show_progress else 0) as advance, bulk_allocation():
+        report = eng.verify(patient, pathway=pathway, progress=advance, workers=workers or "auto")
     anchored = None
     if anchor is not None:
         if patient is not None:
             raise InvalidCommand("--anchor checks every enrolment: give no PATIENT")
         from .trust import check_anchor_file
 
-        anchored = check_anchor_file(store, anchor, report)
+        anchored = check_anchor_file(eng, anchor, report)
     if json_:
         document = report.to_json()
         if anchored is not None:
@@ -148,11 +144,9 @@ def whatif_command(
     if (policy is None) == (version is None):
         raise InvalidCommand("give exactly one of --policy FILE or --version N")
     data = _read_policy(policy) if policy is not None else None
-    store = reading().store
-    with _progress("what-if", 0 if json_ else store.count_entries()) as advance:
-        from ..replay import whatif as whatif_log
-
-        report = whatif_log(store, data, version=(pathway, version) if version else None, progress=advance)
+    eng = reading()
+    with _progress("what-if", 0 if json_ else eng.count_entries()) as advance, bulk_allocation():
+        report = eng.whatif(data, version=(pathway, version) if version else None, progress=advance)
     if json_:
         emit_json(report.to_json())
     else:

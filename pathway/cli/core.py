@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..engine import DEFAULT_PATHWAY, clinical_time
+from .. import DEFAULT_PATHWAY, bulk_allocation, entry_json
 from .app import AtOption, JsonOption, PathwayOption, app, emit_json, engine, parse_data, parse_time, reading
-from .render import console, entry_json, print_history, print_status, rederivation_lines
+from .render import console, print_history, print_status, rederivation_lines
 
 if TYPE_CHECKING:
-    from ..engine import SendResult
+    from .. import SendResult
 
 
 @app.command()
@@ -165,11 +164,8 @@ def tick(
 
     Example: carepath tick --at 2026-03-01T00:00:00+00:00
     """
-    when = parse_time(at)
-    if workers is None:
-        many = len(engine().store.due_ids(clinical_time(when), limit=2 * batch)) >= 2 * batch
-        workers = (os.cpu_count() or 1) if many else 1
-    report = engine().tick(when, batch=batch, workers=workers)
+    with bulk_allocation():
+        report = engine().tick(parse_time(at), batch=batch, workers=workers or "auto")
     if json_:
         emit_json(
             {"at": report.at, "advanced": report.advanced, "unchanged": report.unchanged, "skipped": report.skipped}
@@ -210,7 +206,7 @@ def history(
     """
     entries = reading().history(patient, pathway)
     if json_:
-        emit_json([entry_json(e) for e in entries])
+        emit_json([e.to_json() for e in entries])
     else:
         print_history(patient, entries)
 
@@ -224,6 +220,6 @@ def migrate() -> None:
 
     Example: carepath --db postgresql+psycopg://postgres@127.0.0.1/test migrate
     """
-    for step in engine().store.migrate():
+    for step in engine().migrate():
         console().print(f"upgraded {step}")
-    console().print(f"schema ready on {engine().store.engine.url.render_as_string(hide_password=True)}")
+    console().print(f"schema ready on {engine().shown_url}")

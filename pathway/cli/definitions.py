@@ -27,7 +27,7 @@ def check(
 
     Exit status 2 when any file has a problem. Example: carepath check my-pathway.yaml
     """
-    from states.load import definition_files
+    from states import definition_files
 
     report: list[dict[str, Any]] = []
     for path in files:

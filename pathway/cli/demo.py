@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..engine import DEFAULT_PATHWAY
+from .. import DEFAULT_PATHWAY, bulk_allocation
 from .app import app
 from .render import console, styled_state
 
@@ -24,13 +24,9 @@ if TYPE_CHECKING:
     from rich.progress import ProgressColumn
     from rich.table import Table
 
-    from persistence import Store
     from states import Pathway
 
-    from ..cohort_plot import CohortHistory
-    from ..engine import Engine
-    from ..replay import VerifyReport
-    from ..simulate import Scenario, SimulationResult
+    from .. import CohortHistory, Engine, Scenario, SimulationResult, VerifyReport
 
 __all__ = ["DIAGRAM_STEM", "PLOT_NAME", "Dashboard", "demo"]
 
@@ -70,10 +66,7 @@ def demo(
 
     Example: carepath demo --dir /tmp/carepath-demo --patients 300 --seed 7
     """
-    from ..clock import FakeClock, system_clock
-    from ..cohort_plot import plot_cohort, read_history
-    from ..engine import Engine
-    from ..simulate import cohort_start, load_scenario, pathway_scenarios
+    from .. import Engine, FakeClock, cohort_start, load_scenario, pathway_scenarios, plot_cohort, system_clock
 
     directory.mkdir(parents=True, exist_ok=True)
     for name in _OUTPUTS:
@@ -84,20 +77,18 @@ def demo(
     start = cohort_start(system_clock())
     engine = Engine(url, FakeClock(start))
     out = console()
-    try:
+    with engine, bulk_allocation():
         scenarios = [load_scenario(name) for name in scenario or pathway_scenarios()]
         result = _simulate(engine, _cohorts(scenarios, patients), seed, start)
-        history = read_history(engine.store, result.start, result.end)
+        history = engine.cohort_history(result.start, result.end)
         dashboard = Dashboard.read(engine, history)
         dashboard.print(out, result)
-        report = _verify(engine.store)
+        report = _verify(engine)
         _print_verify(out, report)
-        diagram = _write_diagram(directory, result.definition)
+        diagram = _write_diagram(engine, directory, result.definition)
         plot = plot_cohort(history, directory / PLOT_NAME, title=f"{result.definition.presentation.title}, seed {seed}")
         _print_files(out, database, diagram, plot)
         _print_next_steps(out, url, dashboard, directory)
-    finally:
-        engine.store.dispose()
     if not report.ok:
         raise typer.Exit(1)
 
@@ -129,7 +120,7 @@ def _cohorts(scenarios: list[Scenario], patients: int) -> list[tuple[Scenario, i
 def _simulate(engine: Engine, cohorts: list[tuple[Scenario, int]], seed: int, start: datetime) -> SimulationResult:
     from rich.progress import Progress
 
-    from ..simulate import DEFAULT_WEEKS, simulate
+    from .. import DEFAULT_WEEKS
 
     (scenario, first), *more = cohorts
     patients = sum(size for _, size in cohorts)
@@ -138,9 +129,8 @@ def _simulate(engine: Engine, cohorts: list[tuple[Scenario, int]], seed: int, st
     started = time.perf_counter()
     with Progress(*columns, console=stderr) as bar:
         task = bar.add_task(f"simulating {patients} patients, week", total=DEFAULT_WEEKS)
-        result = simulate(
-            engine,
-            scenario=scenario,
+        result = engine.simulate(
+            scenario,
             patients=first,
             seed=seed,
             start=start,
@@ -159,15 +149,13 @@ def _simulate(engine: Engine, cohorts: list[tuple[Scenario, int]], seed: int, st
     return result
 
 
-def _verify(store: Store) -> VerifyReport:
+def _verify(engine: Engine) -> VerifyReport:
     from rich.progress import Progress
-
-    from ..replay import verify
 
     stderr, columns = _progress()
     with Progress(*columns, console=stderr) as bar:
-        task = bar.add_task("verifying the audit log, events", total=store.count_entries())
-        return verify(store, progress=lambda entries: bar.advance(task, entries))
+        task = bar.add_task("verifying the audit log, events", total=engine.count_entries())
+        return engine.verify(progress=lambda entries: bar.advance(task, entries), workers="auto")
 
 
 def _print_verify(out: Console, report: VerifyReport) -> None:
@@ -216,7 +204,7 @@ class Dashboard:
 
     @classmethod
     def read(cls, engine: Engine, history: CohortHistory) -> Dashboard:
-        from ..hints import monitoring
+        from .. import monitoring
 
         due = overdue = 0
         outcomes: dict[str, Counter[str]] = {}
@@ -248,7 +236,7 @@ class Dashboard:
                 came = enrolled.payload.get("handover") if enrolled.event == "enroll" else None
                 if isinstance(came, dict):
                     handovers.append((patient, str(came.get("pathway")), name, str(came.get("reason") or "")))
-        by_state = engine.store.count_by_state()
+        by_state = engine.count_by_state()
         return cls(
             by_state,
             due,
@@ -360,14 +348,15 @@ def _counter_table(title: str, key: str, counts: Counter[str]) -> Table:
 # -- files and what to try next ------------------------------------------------------------------
 
 
-def _write_diagram(directory: Path, definition: Pathway) -> Path:
+def _write_diagram(engine: Engine, directory: Path, definition: Pathway) -> Path:
     """The statechart as SVG through Graphviz, or as Mermaid text when Graphviz is missing."""
-    from ..diagram import GraphvizMissing, render
+    from .. import GraphvizMissing
 
+    name, version = definition.name, definition.version
     try:
-        path, data = directory / f"{DIAGRAM_STEM}.svg", render(definition, "svg")
+        path, data = directory / f"{DIAGRAM_STEM}.svg", engine.diagram("svg", pathway=name, version=version)
     except GraphvizMissing:
-        path, data = directory / f"{DIAGRAM_STEM}.mmd", render(definition, "mermaid")
+        path, data = directory / f"{DIAGRAM_STEM}.mmd", engine.diagram("mermaid", pathway=name, version=version)
     path.write_bytes(data)
     return path
 

@@ -12,13 +12,13 @@ import typer
 
 from persistence import is_private_memory
 
-from ..errors import exit_code
+from .. import bulk_allocation, exit_code
 from .app import JsonOption, PathwayOption, app, emit_json, engine, reading
 from .render import console
 from .text import escape_controls
 
 if TYPE_CHECKING:
-    from ..ingest import IngestReport
+    from .. import IngestReport
 
 
 @app.command("import")
@@ -46,18 +46,19 @@ def import_(
 
     Example: carepath import events.jsonl --report import-report.jsonl
     """
-    from ..ingest import ImportStopped, ingest
+    from .. import ImportStopped
 
     eng = engine()
     if workers is None:
         workers = 1 if is_private_memory(eng.url) else (os.cpu_count() or 1)
     stopped: ImportStopped | None = None
     try:
-        if str(file) == "-":
-            report = ingest(eng, sys.stdin, batch=batch, workers=workers)
-        else:
-            with file.open(encoding="utf-8") as handle:
-                report = ingest(eng, handle, batch=batch, workers=workers)
+        with bulk_allocation():
+            if str(file) == "-":
+                report = eng.ingest(sys.stdin, batch=batch, workers=workers)
+            else:
+                with file.open(encoding="utf-8") as handle:
+                    report = eng.ingest(handle, batch=batch, workers=workers)
     except ImportStopped as err:
         stopped, report = err, err.report
     if report_file is not None:
@@ -100,6 +101,4 @@ def export_fhir(
 
     Example: carepath export-fhir p-001 --pathway sciatica > p-001.fhir.json
     """
-    from ..fhir import export_bundle
-
-    emit_json(export_bundle(reading(), patient, pathway))
+    emit_json(reading().export_fhir(patient, pathway))

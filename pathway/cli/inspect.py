@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..engine import DEFAULT_PATHWAY, clinical_time
-from ..errors import InvalidCommand
+from .. import DEFAULT_PATHWAY, InvalidCommand, clinical_time
 from .app import JsonOption, PathwayOption, app, emit_json, parse_time, reading
 from .render import console, rederivation_lines, styled_state
 from .text import shown
 
 if TYPE_CHECKING:
-    from ..explain import CohortRow, Explanation, TransitionView
+    from .. import CohortRow, Explanation, TransitionView
 
 OptionalAt = Annotated[
     str | None,
@@ -48,9 +47,7 @@ def explain(
 
     Example: carepath explain p-001 --pathway sciatica --at 2026-02-02T09:00:00+00:00
     """
-    from ..explain import explain as explain_patient
-
-    explanation = explain_patient(reading(), patient, parse_time(at) if at is not None else None, pathway=pathway)
+    explanation = reading().explain(patient, parse_time(at) if at is not None else None, pathway=pathway)
     if json_:
         emit_json(explanation.to_json())
     else:
@@ -114,12 +111,9 @@ def list_patients(
 
     Example: carepath list --state second_line --json
     """
-    from ..explain import cohort
-
     when = _at(at)
-    store = reading().store
-    rows = list(cohort(store, when, state))
-    counts = store.count_by_state()
+    rows = list(reading().cohort(when, state))
+    counts = reading().count_by_state()
     if json_:
         emit_json(
             {
@@ -145,10 +139,8 @@ def due(
 
     Example: carepath due --at 2026-03-01T00:00:00+00:00 --json
     """
-    from ..explain import due_cohort
-
     when = _at(at)
-    rows = list(due_cohort(reading().store, when))
+    rows = list(reading().due_cohort(when))
     actions: dict[str, int] = {}
     for row in rows:
         key = row.tick or "nothing"
@@ -252,19 +244,15 @@ def diagram(
 
     Example: carepath diagram --patient p-001 --pathway sciatica --format svg -o p-001.svg
     """
-    from states import get_pathway
-
-    from ..diagram import TEXT_FORMATS, render
+    from .. import TEXT_FORMATS
 
     chosen = fmt or _format_from(output)
     if output is None and chosen not in TEXT_FORMATS:
         raise InvalidCommand(f"--format {chosen} is binary: give -o FILE")
     if patient is not None:
-        status = reading().status(patient, pathway)
-        definition, active = status.definition, status.configuration
+        data = reading().diagram(chosen, patient_id=patient, pathway=pathway)
     else:
-        definition, active = get_pathway(pathway or DEFAULT_PATHWAY), []
-    data = render(definition, chosen, active)
+        data = reading().diagram(chosen, pathway=pathway or DEFAULT_PATHWAY)
     if output is None:
         sys.stdout.write(data.decode())
         return
@@ -287,11 +275,5 @@ def timeline(
 
     Example: carepath timeline p-001 --pathway sciatica -o p-001.png
     """
-    from states import get_pathway
-
-    from ..timeline import plot_timeline
-
-    entries = reading().history(patient, pathway)
-    definition = get_pathway(entries[0].pathway, entries[0].version)
-    written = plot_timeline(entries, definition, output)
+    written = reading().timeline(patient, output, pathway=pathway)
     console().print(f"wrote {written}")

@@ -18,7 +18,7 @@ import typer
 
 from persistence import StorageUnavailable
 
-from ..engine import SweepReport
+from .. import SweepReport
 from .app import JsonOption, app, emit_json, engine, parse_time
 from .render import console
 

@@ -15,12 +15,11 @@ if TYPE_CHECKING:
     from persistence import AuditEntry
     from states import Pathway
 
-    from ..engine import Status
+    from .. import Status
 
 __all__ = [
     "STATUS_STYLE",
     "console",
-    "entry_json",
     "print_history",
     "rederivation_lines",
     "print_status",
@@ -48,42 +47,9 @@ def console() -> Console:
     return _console
 
 
-def entry_json(entry: AuditEntry) -> dict[str, Any]:
-    """The `history --json` shape of one audit entry (DESIGN.md section 6).
-
-    `state_before` / `state_after` are state names as `status` reports them (None before
-    enrolment); the full configurations are beside them.
-    """
-    from states import get_pathway
-
-    definition = get_pathway(entry.pathway, entry.version)
-    return {
-        "seq": entry.seq,
-        "event": entry.event,
-        "at": entry.at.isoformat(),
-        "recorded_at": entry.recorded_at.isoformat(),
-        "actor": entry.actor,
-        "data": entry.payload,
-        "state_before": definition.state_name(entry.config_before) if entry.config_before else None,
-        "state_after": definition.state_name(entry.config_after),
-        "configuration_before": entry.config_before,
-        "configuration_after": entry.config_after,
-        "transitions": entry.transitions,
-        "decision": entry.decision,
-        "idempotency_key": entry.idempotency_key,
-        "late": bool(((entry.decision or {}).get("rederived") or {}).get("late")),
-        "rederived": (entry.decision or {}).get("rederived"),
-        "payload_schema": entry.payload_schema,
-        "pathway": entry.pathway,
-        "version": entry.version,
-        "prev_hash": entry.prev_hash,
-        "hash": entry.hash,
-    }
-
-
 def state_style(state: str, definition: Pathway | None = None) -> str:
     """The rich style of a state: its colour in the definition (or any registered one), else neutral."""
-    from ..hints import NEUTRAL_COLOUR, known_colours
+    from .. import NEUTRAL_COLOUR, known_colours
 
     colours = definition.presentation.colours if definition is not None else known_colours()
     return colours.get(state, NEUTRAL_COLOUR)
@@ -101,7 +67,7 @@ def print_status(status: Status, entries: Sequence[AuditEntry] = (), now: dateti
     from rich.markup import escape
     from rich.table import Table
 
-    from ..words import outcome_text, term_text
+    from .. import outcome_text, term_text
 
     out = console()
     state = styled_state(status.state, status.definition)
@@ -130,7 +96,7 @@ def print_status(status: Status, entries: Sequence[AuditEntry] = (), now: dateti
 def why_here(status: Status, entries: Sequence[AuditEntry], now: datetime) -> list[str]:
     """Why the patient is where they are, from the definition's timeline hints (nothing without them):
     the stage start and baseline, the last value of the plotted input, the weeks since the episode start."""
-    from ..words import number_text, term_text
+    from .. import number_text, term_text
 
     hints = status.definition.presentation.timeline
     if hints is None:

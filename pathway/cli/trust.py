@@ -12,14 +12,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import InvalidCommand
+from .. import InvalidCommand
 from .app import JsonOption, app, emit_json, read_json_file, reading
 from .render import console
 
 if TYPE_CHECKING:
-    from persistence import Store
-
-    from ..replay import VerifyReport
+    from .. import Engine, VerifyReport
 
 __all__ = ["check_anchor_file", "write_anchor"]
 
@@ -65,7 +63,7 @@ def rotate_key_command(
 
     Example: CAREPATH_AUDIT_KEY_FILE=/etc/carepath/audit.keys carepath rotate-key
     """
-    from persistence.keys import AUDIT_KEY_ENV, AUDIT_KEY_FILE_ENV, DATA_KEY_ENV, DATA_KEY_FILE_ENV, add_key
+    from persistence import AUDIT_KEY_ENV, AUDIT_KEY_FILE_ENV, DATA_KEY_ENV, DATA_KEY_FILE_ENV, add_key
 
     one, file = (DATA_KEY_ENV, DATA_KEY_FILE_ENV) if data else (AUDIT_KEY_ENV, AUDIT_KEY_FILE_ENV)
     path = key_file or (Path(os.environ[file]) if os.environ.get(file) else None)
@@ -81,11 +79,8 @@ def rotate_key_command(
         sys.stderr.write(f"carepath: note: ${one} is set and takes precedence over the key file\n")
 
 
-def _anchor_now(store: Store | None = None) -> dict[str, Any]:
-    from persistence.anchors import make_anchor
-
-    eng = reading()  # the worker's own engine when it anchors
-    return make_anchor(store or eng.store, eng.clock())
+def _anchor_now() -> dict[str, Any]:
+    return reading().anchor()  # the worker's own engine when it anchors
 
 
 def write_anchor(path: Path, document: dict[str, Any]) -> None:
@@ -109,16 +104,12 @@ def anchor_to_folder(folder: Path) -> Path:
     return path
 
 
-def check_anchor_file(store: Store, path: Path, report: VerifyReport) -> dict[str, Any]:
+def check_anchor_file(engine: Engine, path: Path, report: VerifyReport) -> dict[str, Any]:
     """Check the database against an anchor file; problems go into `report`. Returns a summary."""
-    from persistence.anchors import check_anchor
-
-    from ..replay import Problem
-
     document = read_json_file(path, "--anchor")
-    problems = check_anchor(store, document)
+    problems = engine.check_anchor(document)
     for problem in problems:
-        report.add(Problem(problem.patient_id, problem.seq, problem.reason, problem.detail, problem.pathway))
+        report.add(problem)
     return {
         "file": str(path),
         "created_at": document.get("created_at"),
