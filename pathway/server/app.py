@@ -365,8 +365,10 @@ def _routes(app: FastAPI, engine: Engine) -> None:
     def verify_patient(patient_id: str, _who: Auditor, pathway: PathwayQuery = None) -> dict[str, Any]:
         """Check one patient's hash chains, replay and snapshots (`verify PATIENT --json`)."""
         # An unknown patient or enrolment is a 404, not an empty report; without a pathway, every enrolment.
-        if not engine.store.exists(patient_id, pathway):
-            raise UnknownPatient(patient_id, pathway)
+        if pathway is not None:
+            engine.resolve(patient_id, pathway)
+        elif not engine.enrolments(patient_id):
+            raise UnknownPatient(patient_id)
         return door.verify_json(engine, patient_id, pathway)
 
     @app.get("/verify", responses=PROBLEMS, tags=["audit"])

@@ -1,8 +1,5 @@
-"""The engine operations the server calls beyond enrol/send/status, in one place.
-
-Each is a thin call into the module that does the work today (replay, explain, fhir, diagram,
-timeline); when `Engine` grows methods of the same names, only this module changes.
-"""
+"""The engine operations the server calls beyond enrol/send/status, in one place, each a thin
+call of the `Engine` method of that name, shaped as the CLI's `--json` prints it."""
 
 from __future__ import annotations
 
@@ -11,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cli.render import entry_json
+from ..engine import entry_json
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -34,59 +31,40 @@ __all__ = [
 
 
 def history_json(engine: Engine, patient_id: str, pathway: str | None) -> list[dict[str, Any]]:
-    return [entry_json(entry) for entry in engine.history(patient_id, pathway)]
+    return [entry.to_json() for entry in engine.history(patient_id, pathway)]
 
 
 def explain_json(engine: Engine, patient_id: str, at: datetime | None, pathway: str | None) -> dict[str, Any]:
-    from ..explain import explain
-
-    return explain(engine, patient_id, at, pathway=pathway).to_json()
+    return engine.explain(patient_id, at, pathway=pathway).to_json()
 
 
 def replay_json(
     engine: Engine, patient_id: str, until: datetime | None, as_of: datetime | None, pathway: str | None
 ) -> dict[str, Any]:
-    from ..replay import replay
-
-    return replay(engine.store, patient_id, until, pathway=pathway, as_of=as_of).to_json()
+    return engine.replay(patient_id, pathway, until, as_of).to_json()
 
 
 def verify_json(engine: Engine, patient_id: str | None, pathway: str | None) -> dict[str, Any]:
-    from ..replay import verify
-
-    return verify(engine.store, patient_id, pathway=pathway, workers=1).to_json()
+    return engine.verify(patient_id, pathway=pathway).to_json()
 
 
 def export_fhir(engine: Engine, patient_id: str, pathway: str | None) -> dict[str, Any]:
-    from ..fhir import export_bundle
-
-    return export_bundle(engine, patient_id, pathway)
+    return engine.export_fhir(patient_id, pathway)
 
 
 def diagram_svg(engine: Engine, patient_id: str, pathway: str | None) -> bytes:
-    from ..diagram import render
-
-    status = engine.status(patient_id, pathway)
-    return render(status.definition, "svg", status.configuration)
+    return engine.diagram("svg", patient_id=patient_id, pathway=pathway)
 
 
 def timeline_png(engine: Engine, patient_id: str, pathway: str | None) -> bytes:
-    from states import get_pathway
-
-    from ..timeline import plot_timeline
-
-    entries = engine.history(patient_id, pathway)
-    definition = get_pathway(entries[0].pathway, entries[0].version)
     with tempfile.TemporaryDirectory() as folder:
-        return plot_timeline(entries, definition, Path(folder) / "timeline.png").read_bytes()
+        return engine.timeline(patient_id, Path(folder) / "timeline.png", pathway=pathway).read_bytes()
 
 
 def cohort_json(engine: Engine, at: datetime, state: str | None) -> dict[str, Any]:
     """The `list --json` document."""
-    from ..explain import cohort
-
-    rows = list(cohort(engine.store, at, state))
-    counts = engine.store.count_by_state()
+    rows = list(engine.cohort(at, state))
+    counts = engine.count_by_state()
     return {
         "at": at.isoformat(),
         "state": state,
@@ -99,9 +77,7 @@ def cohort_json(engine: Engine, at: datetime, state: str | None) -> dict[str, An
 
 def due_json(engine: Engine, at: datetime) -> dict[str, Any]:
     """The `due --json` document."""
-    from ..explain import due_cohort
-
-    rows = list(due_cohort(engine.store, at))
+    rows = list(engine.due_cohort(at))
     actions: dict[str, int] = {}
     for row in rows:
         key = row.tick or "nothing"

@@ -189,7 +189,6 @@ def add_web_routes(app: FastAPI, engine: Engine) -> None:
     @app.get("/ui/patients/{patient_id}", response_class=HTMLResponse, include_in_schema=False)
     def patient_page(patient_id: str, who: Reader, pathway: Annotated[str | None, Query()] = None) -> HTMLResponse:
         from ..cli.render import why_here
-        from ..explain import explain
         from ..hints import NEUTRAL_COLOUR
         from ..words import outcome_text, term_text
 
@@ -205,8 +204,8 @@ def add_web_routes(app: FastAPI, engine: Engine) -> None:
             why=why_here(status, entries, max(now, status.last_event_at)),
             flags=[term_text(flag) for flag in status.flags],
             outcome=outcome_text(status.outcome) if status.outcome else None,
-            x=explain(engine, patient_id, max(now, status.last_event_at), pathway=status.pathway),
-            history=[door.entry_json(entry) for entry in entries],
+            x=engine.explain(patient_id, max(now, status.last_event_at), pathway=status.pathway),
+            history=[entry.to_json() for entry in entries],
         )
 
 
