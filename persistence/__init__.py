@@ -32,10 +32,17 @@ from .urls import DEFAULT_URL, is_private_memory, normalise_url
 if TYPE_CHECKING:
     from .anchors import AnchorError
     from .crypto import EncryptedData
+    from .outbox import OutboxMessage, count_outbox_pending, mark_outbox_delivered, pending_outbox, read_outbox
     from .store import Store, Transaction
 
 # Loaded on first use, by the module defining each name.
 _LAZY = {"Store": "store", "Transaction": "store", "AnchorError": "anchors", "EncryptedData": "crypto"}
+# The outbox of transitions for webhooks and polling (persistence/outbox.py).
+_LAZY.update(
+    dict.fromkeys(
+        ("OutboxMessage", "count_outbox_pending", "mark_outbox_delivered", "pending_outbox", "read_outbox"), "outbox"
+    )
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -69,6 +76,7 @@ __all__ = [
     "KeyConfigError",
     "NewEntry",
     "NoDatabase",
+    "OutboxMessage",
     "PersistenceError",
     "Snapshot",
     "SnapshotUpdate",
@@ -78,6 +86,10 @@ __all__ = [
     "UnknownPatient",
     "add_key",
     "canonical_json",
+    "count_outbox_pending",
+    "mark_outbox_delivered",
+    "pending_outbox",
+    "read_outbox",
     "entry_hash",
     "is_private_memory",
     "normalise_url",

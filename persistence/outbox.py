@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import JSON, BigInteger, Column, Connection, Index, Integer, MetaData, String, Table, func, select
@@ -24,18 +24,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from .errors import StorageUnavailable
 from .records import AuditEntry, Snapshot
 from .rows import RowCodec
+
+if TYPE_CHECKING:
+    from .store import Store
 from .tables import UTCDateTime
 
 __all__ = [
     "OUTBOX_TABLE",
-    "Message",
+    "OutboxMessage",
     "Notify",
-    "count_pending",
+    "count_outbox_pending",
     "create",
     "insert",
-    "mark_delivered",
-    "pending",
-    "read_after",
+    "mark_outbox_delivered",
+    "pending_outbox",
+    "read_outbox",
     "rows_for",
 ]
 
@@ -65,7 +68,7 @@ outbox = Table(
 
 
 @dataclass(frozen=True)
-class Message:
+class OutboxMessage:
     """One outbox row: `id` is its place in the stream, `event_id` its identity on every delivery."""
 
     id: int
@@ -155,47 +158,48 @@ def insert(
     execute_many(sql, params)
 
 
-def read_after(engine: Any, cursor: int, limit: int = 100) -> list[Message]:
+def read_outbox(store: Store, cursor: int, limit: int = 100) -> list[OutboxMessage]:
     """Up to `limit` messages with an id above `cursor`, in stream order (delivered or not)."""
     query = select(outbox).where(outbox.c.id > cursor).order_by(outbox.c.id).limit(limit)
-    with _connect(engine) as conn:
+    with _connect(store) as conn:
         return [_message(row) for row in conn.execute(query)]
 
 
-def pending(engine: Any, limit: int = 100) -> list[Message]:
+def pending_outbox(store: Store, limit: int = 100) -> list[OutboxMessage]:
     """Up to `limit` undelivered messages, in stream order."""
     query = select(outbox).where(outbox.c.delivered_at.is_(None)).order_by(outbox.c.id).limit(limit)
-    with _connect(engine) as conn:
+    with _connect(store) as conn:
         return [_message(row) for row in conn.execute(query)]
 
 
-def count_pending(engine: Any) -> int:
+def count_outbox_pending(store: Store) -> int:
     query = select(func.count()).select_from(outbox).where(outbox.c.delivered_at.is_(None))
-    with _connect(engine) as conn:
+    with _connect(store) as conn:
         return int(conn.execute(query).scalar_one())
 
 
-def mark_delivered(engine: Any, ids: Sequence[int], at: datetime) -> None:
+def mark_outbox_delivered(store: Store, ids: Sequence[int], at: datetime) -> None:
     """Record that these messages were delivered (a redelivery after a crash is still possible)."""
     if not ids:
         return
-    with _connect(engine) as conn, conn.begin():
+    with _connect(store) as conn, conn.begin():
         conn.execute(outbox.update().where(outbox.c.id.in_(list(ids))).values(delivered_at=at))
 
 
 @contextmanager
-def _connect(engine: Any) -> Iterator[Connection]:
-    """A connection of the store's SQLAlchemy engine; driver errors become StorageUnavailable."""
+def _connect(store: Store) -> Iterator[Connection]:
+    """A connection of the store (its schema made first); driver errors become StorageUnavailable."""
+    store.ensure_schema()
     try:
-        with engine.connect() as conn:
+        with store.engine.connect() as conn:
             yield conn
     except SQLAlchemyError as err:
         detail = "; ".join(line.strip() for line in str(getattr(err, "orig", err)).splitlines() if line.strip())
         raise StorageUnavailable(detail) from None
 
 
-def _message(row: Any) -> Message:
-    return Message(
+def _message(row: Any) -> OutboxMessage:
+    return OutboxMessage(
         id=int(row.id),
         event_id=row.event_id,
         patient_id=row.patient_id,

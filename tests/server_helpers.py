@@ -24,7 +24,7 @@ def token_for(role: str) -> str:
 
 
 def token_store() -> object:
-    from pathway.server.auth import Principal, TokenStore, hash_token
+    from pathway.server import Principal, TokenStore, hash_token
 
     return TokenStore(
         [(hash_token(token_for(role)), Principal(name, frozenset(roles))) for role, (name, roles) in TOKENS.items()]
@@ -51,7 +51,7 @@ def serving(engine: Engine, *, max_in_flight: int = 16) -> Iterator[Running]:
     """Serve the API on `engine` until the block ends."""
     import uvicorn
 
-    from pathway.server.app import create_app
+    from pathway.server import create_app
 
     app = create_app(engine, token_store(), max_in_flight=max_in_flight)  # type: ignore[arg-type]
     port = free_port()

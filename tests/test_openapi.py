@@ -14,7 +14,7 @@ CHECKED_IN = Path(__file__).parent.parent / "openapi.json"
 
 def test_openapi_json_matches_the_code() -> None:
     """openapi.json at the repository root equals the generated document; `make openapi` rewrites it."""
-    from pathway.server.spec import openapi_document
+    from pathway.server import openapi_document
 
     generated = json.loads(json.dumps(openapi_document()))
     assert json.loads(CHECKED_IN.read_text(encoding="utf-8")) == generated, (

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pathway import Engine
-from persistence import outbox
+from persistence import count_outbox_pending, read_outbox
 from states import EventNotAllowed
 from tests.conftest import T0
 from tests.helpers import assess_data, reassess_data
@@ -26,10 +26,9 @@ from tests.v2_helpers import assess_v2, reassess_v2
 
 
 def kinds(engine: Engine, patient: str | None = None) -> list[tuple[str, int, str]]:
-    engine.store.ensure_schema()
     return [
         (m.patient_id, m.seq, m.kind)
-        for m in outbox.read_after(engine.store.engine, 0, 1000)
+        for m in read_outbox(engine.store, 0, 1000)
         if patient is None or m.patient_id == patient
     ]
 
@@ -49,7 +48,7 @@ def test_transitions_are_classified_from_the_definition(engine: Engine) -> None:
         ("p-2", 1, "enrolled"),
         ("p-2", 2, "ended"),
     ]
-    ended = outbox.read_after(engine.store.engine, 0, 1000)[-1].to_json()
+    ended = read_outbox(engine.store, 0, 1000)[-1].to_json()
     assert ended["state_after"] == "urgent_referral" and ended["state_before"] == "assessment"
     assert "data" not in ended and "payload" not in ended
 
@@ -90,7 +89,7 @@ def test_polling_by_cursor_over_http(engine: Engine) -> None:
 
 def test_signatures_verify_and_refuse_tampering() -> None:
     """A signed body verifies under its secret; another body, secret or an old timestamp does not."""
-    from pathway.server.deliver import sign, verify_signature
+    from pathway.server import sign, verify_signature
 
     now = time.time()
     header = sign("s3cret", b'{"a":1}', int(now))
@@ -104,7 +103,7 @@ class Receiver:
     """A webhook receiver on 127.0.0.1 that records every delivery and answers slowly."""
 
     def __init__(self, secret: str, fail_first: int = 0) -> None:
-        from pathway.server.deliver import verify_signature
+        from pathway.server import verify_signature
 
         self.received: list[dict[str, Any]] = []
         self.bad_signatures = 0
@@ -161,7 +160,7 @@ def test_a_killed_deliverer_loses_nothing_and_keeps_ids(engine: Engine, db_url: 
     for n in range(30):
         engine.enroll(f"p-{n:02d}", T0, version=1)
         engine.send(f"p-{n:02d}", "assess", T0, assess_data(red_flags=["cauda_equina"] if n % 3 == 0 else []))
-    expected = {m.event_id: m for m in outbox.read_after(engine.store.engine, 0, 1000)}
+    expected = {m.event_id: m for m in read_outbox(engine.store, 0, 1000)}
     assert len(expected) == 40
 
     first = _deliver(db_url, receiver.url)
@@ -171,7 +170,7 @@ def test_a_killed_deliverer_loses_nothing_and_keeps_ids(engine: Engine, db_url: 
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     assert 10 <= len(receiver.received) < len(expected), "the kill did not land mid-stream"
-    assert outbox.count_pending(engine.store.engine) > 0
+    assert count_outbox_pending(engine.store) > 0
 
     second = _deliver(db_url, receiver.url, "--drain")
     _out, err = second.communicate(timeout=300)
@@ -184,12 +183,12 @@ def test_a_killed_deliverer_loses_nothing_and_keeps_ids(engine: Engine, db_url: 
     for patient in {m.patient_id for m in expected.values()}:
         firsts = list(dict.fromkeys(d["cursor"] for d in receiver.received if d["patient_id"] == patient))
         assert firsts == sorted(firsts)
-    assert outbox.count_pending(engine.store.engine) == 0
+    assert count_outbox_pending(engine.store) == 0
 
 
 def test_failures_are_retried_with_back_off(engine: Engine) -> None:
     """A receiver failing twice gets the same first message again, and everything after it in order."""
-    from pathway.server.deliver import Deliverer
+    from pathway.server import Deliverer
 
     flaky = Receiver("hook-secret", fail_first=2)
     try:
@@ -212,7 +211,7 @@ def test_serve_delivers_its_outbox_to_a_webhook(sqlite_url: str, receiver: Recei
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     import httpx
 
-    from pathway.server.auth import add_token
+    from pathway.server import add_token
     from tests.server_helpers import free_port
 
     tokens = tmp_path / "tokens.json"

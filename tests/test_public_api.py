@@ -15,7 +15,7 @@ OUR_PACKAGES = ("carepath", "pathway", "states", "persistence")
 
 # The modules anyone may import: the packages themselves (their `__all__` is the API) and the
 # command line's entry point. Every other module of ours is an implementation detail.
-PUBLIC_MODULES = frozenset({"carepath", "pathway", "states", "persistence", "pathway.cli"})
+PUBLIC_MODULES = frozenset({"carepath", "pathway", "states", "persistence", "pathway.cli", "pathway.server"})
 
 # Tests that check internals (raw rows, table layout, hash-chain and key file formats, definition
 # files on disk, the renderers and the simulator on their own, the command line's rendering)
@@ -163,7 +163,7 @@ def test_the_checker_finds_each_kind_of_forbidden_import() -> None:
     ]
 
 
-@pytest.mark.parametrize("package", [*OUR_PACKAGES, "pathway.cli"])
+@pytest.mark.parametrize("package", [*OUR_PACKAGES, "pathway.cli", "pathway.server"])
 def test_every_exported_name_exists(package: str) -> None:
     """Each name in a package's __all__ can be imported from it."""
     module = importlib.import_module(package)

@@ -272,7 +272,7 @@ def test_verify_of_a_patient_on_several_pathways(client: httpx.Client, server: R
 
 def test_an_oversized_body_is_refused_unread(client: httpx.Client, server: Running) -> None:
     """A body over the limit is a 413 problem; nothing is enrolled."""
-    from pathway.server.app import MAX_BODY_BYTES
+    from pathway.server import MAX_BODY_BYTES
 
     body = {"patient_id": "p-1", "at": T0.isoformat(), "factors": {"note": "x" * MAX_BODY_BYTES}}
     response = client.post("/enrolments", json=body, headers=server.headers("clinician"))
@@ -283,7 +283,7 @@ def test_an_oversized_body_is_refused_unread(client: httpx.Client, server: Runni
 def test_token_add_stores_only_a_digest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`carepath token add` prints a new token once and keeps its SHA-256 in a 0600 file; a bad role is exit 2."""
     from pathway.cli import main
-    from pathway.server.auth import hash_token, load_tokens
+    from pathway.server import hash_token, load_tokens
 
     file = tmp_path / "tokens.json"
     assert main(["token", "add", "dr-jones", "--role", "clinician", "--file", str(file)]) == 0

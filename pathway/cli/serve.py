@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import InvalidCommand
+from .. import InvalidCommand
 from .app import app, settings
 from .render import console
 
@@ -47,8 +47,7 @@ def serve(
         import uvicorn
     except ImportError:
         raise InvalidCommand("the server needs its extra: pip install 'carepath[server]'") from None
-    from ..server import DB_ENV, IN_FLIGHT_ENV, TOKENS_FILE_ENV
-    from ..server.auth import load_tokens
+    from ..server import DB_ENV, IN_FLIGHT_ENV, TOKENS_FILE_ENV, load_tokens
 
     if tokens is not None:
         os.environ[TOKENS_FILE_ENV] = str(tokens.resolve())
@@ -59,7 +58,7 @@ def serve(
     os.environ[IN_FLIGHT_ENV] = str(max_in_flight)
     deliverer = None
     if webhook is not None:
-        from ..server.deliver import Deliverer
+        from ..server import Deliverer
 
         deliverer = Deliverer(settings().db, webhook, secret, log=_log)
         deliverer.start()
@@ -94,7 +93,7 @@ def deliver(
 
     Example: carepath deliver --webhook https://example.org/hooks/carepath --secret "$SECRET"
     """
-    from ..server.deliver import Deliverer
+    from ..server import Deliverer
 
     deliverer = Deliverer(settings().db, webhook, secret, log=_log)
     try:
@@ -118,7 +117,7 @@ def token_add(
 
     Example: carepath token add dr-jones --role clinician --file tokens.json
     """
-    from ..server.auth import add_token
+    from ..server import add_token
 
     token = add_token(file, principal, role)
     sys.stdout.write(token + "\n")
@@ -133,7 +132,7 @@ def openapi(
 
     Example: carepath openapi -o openapi.json
     """
-    from ..server.spec import openapi_document
+    from ..server import openapi_document
 
     text = json.dumps(openapi_document(), indent=2, ensure_ascii=False) + "\n"
     if output is None:

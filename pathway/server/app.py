@@ -410,10 +410,9 @@ def _routes(app: FastAPI, engine: Engine) -> None:
         limit: Annotated[int, Query(ge=1, le=1000, description="At most this many messages.")] = 100,
     ) -> dict[str, Any]:
         """The outbox as a stream for polling: the messages webhooks carry, after a cursor, in order."""
-        from persistence import outbox
+        from persistence import read_outbox
 
-        engine.store.ensure_schema()
-        messages = outbox.read_after(engine.store.engine, after, limit)
+        messages = read_outbox(engine.store, after, limit)
         return {"events": [m.to_json() for m in messages], "next": messages[-1].id if messages else after}
 
     @app.get("/definitions", responses=PROBLEMS, tags=["definitions"])

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from persistence import outbox
+from persistence import OutboxMessage, mark_outbox_delivered, pending_outbox
 
 from ..errors import InvalidCommand
 
@@ -91,15 +91,15 @@ class Deliverer:
     def deliver_pending(self) -> int:
         """Deliver one batch of pending messages in order; returns how many were delivered."""
         sent = 0
-        for message in outbox.pending(self._engine.store.engine, self.batch):
+        for message in pending_outbox(self._engine.store, self.batch):
             if not self._post_until_accepted(message):
                 break  # stopping
-            outbox.mark_delivered(self._engine.store.engine, [message.id], datetime.now(UTC))
+            mark_outbox_delivered(self._engine.store, [message.id], datetime.now(UTC))
             sent += 1
             self.delivered += 1
         return sent
 
-    def _post_until_accepted(self, message: outbox.Message) -> bool:
+    def _post_until_accepted(self, message: OutboxMessage) -> bool:
         body = orjson.dumps(message.to_json())
         delay = self.first_delay
         while not self.stopping.is_set():
@@ -111,7 +111,7 @@ class Deliverer:
             delay = min(delay * 2, self.max_delay)
         return False
 
-    def _post(self, message: outbox.Message, body: bytes) -> str | None:
+    def _post(self, message: OutboxMessage, body: bytes) -> str | None:
         headers = {"Content-Type": "application/json", EVENT_ID_HEADER: message.event_id}
         if self.secret:
             headers[SIGNATURE_HEADER] = sign(self.secret, body, int(time.time()))
