@@ -117,6 +117,10 @@ class Store:
                 return create_engine(url, echo=echo, pool_pre_ping=True, **_JSON_CODEC)
             engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False}, **_JSON_CODEC)
         except (SQLAlchemyError, ImportError) as err:
+            if isinstance(err, ImportError) and url.startswith("postgresql"):
+                raise StorageUnavailable(
+                    f"cannot use {url!r}: PostgreSQL needs the psycopg package: pip install 'carepath[postgres]'"
+                ) from None
             raise StorageUnavailable(f"cannot use {url!r}: {_one_line(err)}") from None
         _create_private(make_url(url).database)
         event.listen(engine, "connect", _sqlite_on_connect)
