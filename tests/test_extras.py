@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -139,3 +140,31 @@ def test_command_line_without_its_extra_prints_one_line(missing: str) -> None:
     assert done.returncode == 2
     assert done.stderr == CLI_MISSING + "\n"
     assert "pip install 'carepath[cli]'" in CLI_MISSING
+
+
+@pytest.mark.slow
+def test_core_install_without_extras_runs_the_library(tmp_path: Path) -> None:
+    """`pip install carepath` without extras, in a fresh virtual environment, enrols, sends, ticks and verifies."""
+    source = tmp_path / "src"
+    for name in ("pathway", "states", "persistence"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)])
+    python = venv / "bin" / "python"
+    _run([str(python), "-m", "pip", "install", "--quiet", str(source)])
+    listed = _run([str(python), "-m", "pip", "list", "--format", "freeze"]).stdout.lower()
+    installed = {line.split("==")[0].replace("_", "-") for line in listed.splitlines()}
+    assert not installed & {"matplotlib", "typer", "rich", "graphviz", "psycopg", "psycopg-binary", "cryptography"}
+    done = _run([str(python), str(CORE_USAGE)], cwd=tmp_path)
+    assert done.stdout.startswith("ok: ")
+    script = subprocess.run([str(venv / "bin" / "carepath")], capture_output=True, text=True, timeout=60, check=False)
+    assert (script.returncode, script.stderr) == (2, CLI_MISSING + "\n")
+
+
+def _run(command: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run a set-up command, failing the test with its output when it fails."""
+    done = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300, check=False)
+    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}"
+    return done
