@@ -95,6 +95,11 @@ class TableDecl:
         return frozenset(f.name for f in self.fields if f.kind == kind and f.in_record)
 
     @property
+    def key(self) -> tuple[str, ...]:
+        """The primary key's columns."""
+        return tuple(f.name for f in self.fields if f.primary_key)
+
+    @property
     def updated(self) -> tuple[str, ...]:
         """The columns an UPDATE of a row writes: all but the key and the written-once ones."""
         return tuple(f.name for f in self.fields if f.in_record and not (f.primary_key or f.written_once))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .columns import AUDIT, PATIENTS
+from .columns import AUDIT, PATIENTS, TableDecl
 from .records import AUDIT_COLUMNS, SNAPSHOT_COLUMNS, AuditEntry, Snapshot
 
 if TYPE_CHECKING:
@@ -27,9 +27,8 @@ __all__ = ["AUDIT_TABLE", "PATIENTS_TABLE", "RowCodec"]
 PATIENTS_TABLE = PATIENTS.name
 AUDIT_TABLE = AUDIT.name
 
-_JSON = PATIENTS.of_kind("json") | AUDIT.of_kind("json")
-_TIMES = PATIENTS.of_kind("time") | AUDIT.of_kind("time")
 _UPDATED = PATIENTS.updated
+_KEY = PATIENTS.key
 
 
 def _json_out(value: Any) -> str | None:
@@ -97,20 +96,24 @@ class RowCodec:
         )
         self.update_patient = (
             f"UPDATE {patients} SET {', '.join(f'{c} = {mark}' for c in _UPDATED)} "
-            f"WHERE patient_id = {mark} AND pathway = {mark} AND revision = {mark}"
+            f"WHERE {' AND '.join(f'{c} = {mark}' for c in (*_KEY, 'revision'))}"
         )
-        decode = {name: _json_in for name in _JSON} | {name: self._time_in for name in _TIMES}
-        self._snapshot_in = _compile_decoder(Snapshot, SNAPSHOT_COLUMNS, decode)
-        self._entry_in = _compile_decoder(AuditEntry, AUDIT_COLUMNS, decode)
-        encode = {name: _json_out for name in _JSON} | {name: self._time_out for name in _TIMES}
+        # Each JSON and time column through its codec, every other value as it is.
+        decode_patient = _converters(PATIENTS, _json_in, self._time_in)
+        decode_audit = _converters(AUDIT, _json_in, self._time_in)
+        encode_patient = _converters(PATIENTS, _json_out, self._time_out)
+        encode_audit = _converters(AUDIT, _json_out, self._time_out)
+        self._snapshot_in = _compile_decoder(Snapshot, SNAPSHOT_COLUMNS, decode_patient)
+        self._entry_in = _compile_decoder(AuditEntry, AUDIT_COLUMNS, decode_audit)
         # With a data key the context is stored sealed, under associated data naming its row.
         sealed: dict[str, Callable[[Any], Any]] = {}
         if cipher is not None:
             sealed["context"] = lambda snap: _json_out(cipher.seal_context(snap))
-        self._entry_out = _compile_encoder("row", AUDIT_COLUMNS, encode, by_key=True)
-        self._snapshot_out = _compile_encoder("snap", SNAPSHOT_COLUMNS, encode, from_record=sealed)
+        self._entry_out = _compile_encoder("row", AUDIT_COLUMNS, encode_audit, by_key=True)
+        self._snapshot_out = _compile_encoder("snap", SNAPSHOT_COLUMNS, encode_patient, from_record=sealed)
+        # The UPDATE's values: the changed columns, the row's key, then the revision it was read at.
         self._update_out = _compile_encoder(
-            "snap", (*_UPDATED, "patient_id", "pathway"), encode, from_record=sealed, extra="revision"
+            "snap", (*_UPDATED, *_KEY), encode_patient, from_record=sealed, extra="revision"
         )
 
     def claim_due(self, *, low: bool, high: bool, lock: bool) -> str:
@@ -165,6 +168,12 @@ class RowCodec:
         """The UPDATE's values: the changed columns, then the row's key and the revision read."""
         params: tuple[Any, ...] = self._update_out(snap, original_revision)
         return params
+
+
+def _converters(
+    table: TableDecl, json: Callable[[Any], Any], time: Callable[[Any], Any]
+) -> dict[str, Callable[[Any], Any]]:
+    return {f.name: json if f.kind == "json" else time for f in table.fields if f.kind in ("json", "time")}
 
 
 # The codecs run for every row of every send, sweep and replay, so each converts a row with one
