@@ -23,7 +23,7 @@ __all__ = [
     "TableDecl",
 ]
 
-# How a column is stored: TEXT of a maximum length, INTEGER, JSON, or an aware UTC timestamp.
+# How a column is stored: VARCHAR of a maximum length, INTEGER, JSON, or an aware UTC timestamp.
 SqlKind = Literal["text", "integer", "json", "time"]
 
 _SCALAR_TYPES: dict[str, Any] = {"text": str, "integer": int, "time": datetime}

@@ -101,7 +101,7 @@ def test_sql_tables_follow_the_declarations(table: typing.Any, decl: TableDecl) 
     assert [c.name for c in table.columns] == [f.name for f in decl.fields]
     for f in decl.fields:
         column = table.c[f.name]
-        assert (column.nullable, column.primary_key) == (f.nullable or False, f.primary_key), f.name
+        assert (column.nullable, column.primary_key, bool(column.index)) == (f.nullable, f.primary_key, f.index), f.name
         if f.kind == "text":
             assert column.type.length == f.length, f.name
         if f.kind == "time":
