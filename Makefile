@@ -10,7 +10,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,server]'
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	# Byte-compile once: start-up time matters for the CLI, even where bytecode writing is off.
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib carepath pathway states persistence > /dev/null
 	touch $(STAMP)

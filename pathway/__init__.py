@@ -33,6 +33,7 @@ from .errors import (
     TimeWentBackwards,
     exit_code,
 )
+from .extras import MissingExtra
 from .observe import (
     COMMANDS_COUNTER,
     DURATION_HISTOGRAM,
@@ -141,6 +142,7 @@ __all__ = [
     "Explanation",
     "FakeClock",
     "GraphvizMissing",
+    "MissingExtra",
     "HistoryEntry",
     "ImportStopped",
     "IngestReport",

@@ -1,3 +1,3 @@
-from pathway.cli import run
+from pathway.console import run
 
 run()

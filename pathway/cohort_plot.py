@@ -24,6 +24,7 @@ from persistence import AuditEntry
 from states import Pathway, get_pathway
 
 from .errors import CarepathError
+from .extras import require
 from .hints import NEUTRAL_COLOUR, merged_colours, monitoring, state_order
 
 if TYPE_CHECKING:
@@ -189,6 +190,7 @@ def plot_cohort(history: CohortHistory, path: Path, *, title: str | None = None)
 
     `title` defaults to the titles (else names) of the pathways in the cohort.
     """
+    require("matplotlib", "drawing a cohort plot")
     from matplotlib.figure import Figure  # lazily: matplotlib is slow to import
 
     fig = Figure(figsize=(13, 5.5), dpi=110, layout="constrained")

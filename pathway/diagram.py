@@ -16,6 +16,7 @@ from carepath.errors import Category
 from states import Pathway
 
 from .errors import CarepathError
+from .extras import require
 
 __all__ = [
     "DiagramError",
@@ -127,6 +128,7 @@ def render(definition: Definition, fmt: str, active: Collection[str] = ()) -> by
         return to_dot(definition, active).encode()
     if fmt not in FORMATS:
         raise UnknownFormat(fmt)
+    require("graphviz", f"rendering a diagram as {fmt}")
     import graphviz  # lazily: the CLI must start fast
 
     try:

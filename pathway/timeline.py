@@ -22,6 +22,7 @@ from states import Pathway, StatesError
 from states.model import TimelineHints
 
 from .errors import CarepathError
+from .extras import require
 from .hints import FALLBACK_COLOURS
 from .replay import stored_payload
 
@@ -58,6 +59,7 @@ def plot_timeline(
     """Draw the patient's measure, states, events and thresholds to `path` (format from its suffix)."""
     if not entries:
         raise TimelineError("no audit entries: nothing to draw")
+    require("matplotlib", "drawing a timeline")
     from matplotlib.figure import Figure  # lazily: importing matplotlib costs the CLI's cold start
 
     target = Path(path)

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from .columns import AUDIT, HASHED_FIELDS
 from .keys import AUDIT_KEY_ENV, AUDIT_KEY_FILE_ENV, AuditKeys
 
 __all__ = [
@@ -36,27 +37,6 @@ __all__ = [
 
 GENESIS = "0" * 64
 
-# Every audit column except the surrogate id and the hash itself.
-HASHED_FIELDS = (
-    "patient_id",
-    "seq",
-    "event",
-    "payload",
-    "payload_schema",
-    "at",
-    "recorded_at",
-    "actor",
-    "pathway",
-    "version",
-    "config_before",
-    "config_after",
-    "transitions",
-    "decision",
-    "idempotency_key",
-    "prev_hash",
-)
-
-
 @lru_cache(maxsize=4096)  # the same `at` and `recorded_at` recur across a command's rows
 def iso_utc(value: datetime) -> str:
     """One spelling per instant: UTC, microseconds, explicit offset."""
@@ -73,7 +53,8 @@ def canonical_json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME).decode()
 
 
-_HASHED_TIMES = ("at", "recorded_at")
+# HASHED_FIELDS (persistence/columns.py): every audit column but the surrogate id, `hash` and `key_id`.
+_HASHED_TIMES = tuple(name for name in HASHED_FIELDS if name in AUDIT.of_kind("time"))
 
 
 def _material(row: Mapping[str, Any], key_id: str | None = None) -> bytes:

@@ -24,12 +24,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Index, Table, inspect
 
-from .tables import DUE_INDEX, IDEMPOTENCY_INDEX, SEQ_CONSTRAINT, AuditRow, PatientRow
+from .tables import DUE_INDEX, IDEMPOTENCY_INDEX, SEQ_CONSTRAINT, audit, patients
 
 __all__ = ["upgrade"]
-
-patients: Table = PatientRow.__table__  # type: ignore[attr-defined]
-audit: Table = AuditRow.__table__  # type: ignore[attr-defined]
 
 PATIENT_KEY = ["patient_id", "pathway"]
 SEQ_KEY = ["patient_id", "pathway", "seq"]

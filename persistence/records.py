@@ -1,4 +1,8 @@
-"""Plain records the store takes and returns; the layers above never see a row object."""
+"""Plain records the store takes and returns; the layers above never see a row object.
+
+Their fields are the columns declared in persistence/columns.py, in the same order and with the
+same types (the test suite checks it); the store's codecs build them by column name.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["AuditEntry", "EnrolmentKey", "IdRange", "NewEntry", "Snapshot", "SnapshotUpdate"]
+from .columns import AUDIT, PATIENTS
+
+__all__ = [
+    "AUDIT_COLUMNS",
+    "SNAPSHOT_COLUMNS",
+    "AuditEntry",
+    "EnrolmentKey",
+    "IdRange",
+    "NewEntry",
+    "Snapshot",
+    "SnapshotUpdate",
+]
 
 # Patients with low <= patient_id < high; None leaves that side open.
 IdRange = tuple[str | None, str | None]
@@ -56,7 +71,10 @@ class SnapshotUpdate:
 
 @dataclass(frozen=True)
 class NewEntry:
-    """An accepted event as the application hands it over; the store adds seq, time and hashes."""
+    """An accepted event as the application hands it over; the store adds seq, time and hashes.
+
+    Each field is the audit column of the same name.
+    """
 
     event: str
     payload: dict[str, Any]
@@ -112,4 +130,7 @@ class AuditEntry:
         return row
 
 
-AUDIT_COLUMNS = tuple(name for name in AuditEntry.__dataclass_fields__ if name != "sealed")
+SNAPSHOT_COLUMNS = PATIENTS.names
+"""The snapshot table's columns, each a field of Snapshot."""
+AUDIT_COLUMNS = AUDIT.names
+"""The audit table's columns but its surrogate id, each a field of AuditEntry."""

@@ -9,40 +9,26 @@ PostgreSQL (psycopg 3): timestamptz and json; the driver parses json results its
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .records import AUDIT_COLUMNS, AuditEntry, Snapshot
+from .columns import AUDIT, PATIENTS, TableDecl
+from .records import AUDIT_COLUMNS, SNAPSHOT_COLUMNS, AuditEntry, Snapshot
 
 if TYPE_CHECKING:
     from .crypto import DataCipher
 
 __all__ = ["AUDIT_TABLE", "PATIENTS_TABLE", "RowCodec"]
 
-PATIENTS_TABLE = "carepath_patients"
-AUDIT_TABLE = "carepath_audit"
+PATIENTS_TABLE = PATIENTS.name
+AUDIT_TABLE = AUDIT.name
 
-SNAPSHOT_COLUMNS = tuple(Snapshot.__dataclass_fields__)
-_JSON = frozenset({"configuration", "context", "payload", "config_before", "config_after", "transitions", "decision"})
-_TIMES = frozenset({"state_since", "next_due_at", "last_event_at", "created_at", "updated_at", "at", "recorded_at"})
-_UPDATED = (
-    "version",
-    "configuration",
-    "context",
-    "state",
-    "state_since",
-    "revision",
-    "next_due_at",
-    "last_event_at",
-    "last_seq",
-    "last_hash",
-    "updated_at",
-)
-_UPDATED_AT = tuple(SNAPSHOT_COLUMNS.index(name) for name in _UPDATED)
+_UPDATED = PATIENTS.updated
+_KEY = PATIENTS.key
 
 
 def _json_out(value: Any) -> str | None:
@@ -110,10 +96,25 @@ class RowCodec:
         )
         self.update_patient = (
             f"UPDATE {patients} SET {', '.join(f'{c} = {mark}' for c in _UPDATED)} "
-            f"WHERE patient_id = {mark} AND pathway = {mark} AND revision = {mark}"
+            f"WHERE {' AND '.join(f'{c} = {mark}' for c in (*_KEY, 'revision'))}"
         )
-        self._snapshot_in = self._decoders(SNAPSHOT_COLUMNS)
-        self._entry_in = self._decoders(AUDIT_COLUMNS)
+        # Each JSON and time column through its codec, every other value as it is.
+        decode_patient = _converters(PATIENTS, _json_in, self._time_in)
+        decode_audit = _converters(AUDIT, _json_in, self._time_in)
+        encode_patient = _converters(PATIENTS, _json_out, self._time_out)
+        encode_audit = _converters(AUDIT, _json_out, self._time_out)
+        self._snapshot_in = _compile_decoder(Snapshot, SNAPSHOT_COLUMNS, decode_patient)
+        self._entry_in = _compile_decoder(AuditEntry, AUDIT_COLUMNS, decode_audit)
+        # With a data key the context is stored sealed, under associated data naming its row.
+        sealed: dict[str, Callable[[Any], Any]] = {}
+        if cipher is not None:
+            sealed["context"] = lambda snap: _json_out(cipher.seal_context(snap))
+        self._entry_out = _compile_encoder("row", AUDIT_COLUMNS, encode_audit, by_key=True)
+        self._snapshot_out = _compile_encoder("snap", SNAPSHOT_COLUMNS, encode_patient, from_record=sealed)
+        # The UPDATE's values: the changed columns, the row's key, then the revision it was read at.
+        self._update_out = _compile_encoder(
+            "snap", (*_UPDATED, *_KEY), encode_patient, from_record=sealed, extra="revision"
+        )
 
     def claim_due(self, *, low: bool, high: bool, lock: bool) -> str:
         """Due enrolments, earliest first, optionally within a patient-id range; locked rows skipped."""
@@ -137,78 +138,90 @@ class RowCodec:
 
     # -- decoding ---------------------------------------------------------------------
 
-    def _decoders(self, columns: Sequence[str]) -> list[tuple[int, Any]]:
-        decoders: list[tuple[int, Any]] = []
-        for i, name in enumerate(columns):
-            if name in _JSON:
-                decoders.append((i, _json_in))
-            elif name in _TIMES:
-                decoders.append((i, self._time_in))
-        return decoders
-
     def snapshot(self, row: Sequence[Any]) -> Snapshot:
-        values = list(row)
-        for i, decode in self._snapshot_in:
-            values[i] = decode(values[i])
-        snap = Snapshot(*values)
+        """The snapshot of a row selected with `select_snapshots` (columns SNAPSHOT_COLUMNS)."""
+        snap: Snapshot = self._snapshot_in(row)
         if self.cipher is not None and type(snap.context) is dict and "$enc" in snap.context:
             return self.cipher.open_snapshot(snap)
         return snap
 
     def entry(self, row: Sequence[Any]) -> AuditEntry:
-        values = list(row)
-        for i, decode in self._entry_in:
-            values[i] = decode(values[i])
-        entry = AuditEntry(*values)
+        """The entry of a row selected with `select_entries` (columns AUDIT_COLUMNS)."""
+        entry: AuditEntry = self._entry_in(row)
         if self.cipher is not None and type(entry.payload) is dict and "$enc" in entry.payload:
             return self.cipher.open_entry(entry)
         return entry
 
     # -- encoding ---------------------------------------------------------------------
 
-    def entry_params(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        t, j = self._time_out, _json_out
-        return (
-            row["patient_id"],
-            row["seq"],
-            row["event"],
-            j(row["payload"]),
-            row["payload_schema"],
-            t(row["at"]),
-            t(row["recorded_at"]),
-            row["actor"],
-            row["pathway"],
-            row["version"],
-            j(row["config_before"]),
-            j(row["config_after"]),
-            j(row["transitions"]),
-            j(row["decision"]),
-            row["idempotency_key"],
-            row["prev_hash"],
-            row["hash"],
-            row["key_id"],
-        )
+    def entry_params(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The INSERT values of an audit row (a mapping of every column of AUDIT_COLUMNS)."""
+        params: tuple[Any, ...] = self._entry_out(row)
+        return params
 
     def snapshot_params(self, snap: Snapshot) -> tuple[Any, ...]:
-        t, j = self._time_out, _json_out
-        return (
-            snap.patient_id,
-            snap.pathway,
-            snap.version,
-            j(snap.configuration),
-            j(snap.context if self.cipher is None else self.cipher.seal_context(snap)),
-            snap.state,
-            t(snap.state_since),
-            snap.revision,
-            t(snap.next_due_at),
-            t(snap.last_event_at),
-            snap.last_seq,
-            snap.last_hash,
-            t(snap.created_at),
-            t(snap.updated_at),
-        )
+        """The INSERT values of a snapshot (context sealed when a data key is configured)."""
+        params: tuple[Any, ...] = self._snapshot_out(snap)
+        return params
 
     def update_params(self, original_revision: int, snap: Snapshot) -> tuple[Any, ...]:
         """The UPDATE's values: the changed columns, then the row's key and the revision read."""
-        encoded = self.snapshot_params(snap)
-        return (*(encoded[i] for i in _UPDATED_AT), snap.patient_id, snap.pathway, original_revision)
+        params: tuple[Any, ...] = self._update_out(snap, original_revision)
+        return params
+
+
+def _converters(
+    table: TableDecl, json: Callable[[Any], Any], time: Callable[[Any], Any]
+) -> dict[str, Callable[[Any], Any]]:
+    return {f.name: json if f.kind == "json" else time for f in table.fields if f.kind in ("json", "time")}
+
+
+# The codecs run for every row of every send, sweep and replay, so each converts a row with one
+# generated function that names every column once (as `collections.namedtuple` and `dataclasses`
+# generate theirs): no per-value loop, no intermediate dict, and nothing tied to a position by hand.
+
+
+def _compile_decoder(
+    record: type[Any], columns: Sequence[str], converters: Mapping[str, Callable[[Any], Any]]
+) -> Callable[[Sequence[Any]], Any]:
+    """`record(name=value, ...)` from a row of `columns` in that order, converting where `converters` say."""
+    args = ", ".join(
+        f"{name}=_{name}(row[{i}])" if name in converters else f"{name}=row[{i}]" for i, name in enumerate(columns)
+    )
+    namespace: dict[str, Any] = {f"_{name}": converters[name] for name in columns if name in converters}
+    namespace["_record"] = record
+    exec(f"def decode(row):\n    return _record({args})\n", namespace)
+    decode: Callable[[Sequence[Any]], Any] = namespace["decode"]
+    return decode
+
+
+def _compile_encoder(
+    source: str,
+    columns: Sequence[str],
+    converters: Mapping[str, Callable[[Any], Any]],
+    *,
+    by_key: bool = False,
+    from_record: Mapping[str, Callable[[Any], Any]] | None = None,
+    extra: str | None = None,
+) -> Callable[..., tuple[Any, ...]]:
+    """A function giving the tuple of the values of `columns` of a record (`by_key`: of a mapping),
+    converted where `converters` say; `from_record` computes a column from the whole record instead.
+    `extra` names one more argument, appended to the tuple."""
+    from_record = from_record or {}
+    namespace: dict[str, Any] = {}
+    values = []
+    for name in columns:
+        if name in from_record:
+            namespace[f"_{name}"] = from_record[name]
+            values.append(f"_{name}({source})")
+        elif name in converters:
+            namespace[f"_{name}"] = converters[name]
+            values.append(f"_{name}({source}[{name!r}])" if by_key else f"_{name}({source}.{name})")
+        else:
+            values.append(f"{source}[{name!r}]" if by_key else f"{source}.{name}")
+    params = source if extra is None else f"{source}, {extra}"
+    if extra is not None:
+        values.append(extra)
+    exec(f"def encode({params}):\n    return ({', '.join(values)},)\n", namespace)
+    encode: Callable[..., tuple[Any, ...]] = namespace["encode"]
+    return encode

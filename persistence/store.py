@@ -45,7 +45,7 @@ from .migrations import upgrade
 from .readonly import ReadOnlyFile
 from .records import AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
 from .rows import RowCodec
-from .tables import AuditRow, PatientRow, metadata
+from .tables import audit, metadata, patients
 from .urls import DEFAULT_URL, is_private_memory, normalise_url
 
 __all__ = ["DEFAULT_URL", "Store", "Transaction", "normalise_url"]
@@ -54,9 +54,6 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # FULL: every commit reaches the disk before `send` returns (WAL + NORMAL could lose the last
 # commits on power loss).
 SQLITE_SYNCHRONOUS = "FULL"
-
-patients = PatientRow.__table__  # type: ignore[attr-defined]
-audit = AuditRow.__table__  # type: ignore[attr-defined]
 
 
 T = TypeVar("T")
@@ -132,6 +129,10 @@ class Store:
                 return create_engine(url, echo=echo, pool_pre_ping=True, **pool, **_JSON_CODEC)
             engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False}, **pool, **_JSON_CODEC)
         except (SQLAlchemyError, ImportError) as err:
+            if isinstance(err, ImportError) and url.startswith("postgresql"):
+                raise StorageUnavailable(
+                    f"cannot use {url!r}: PostgreSQL needs the psycopg package: pip install 'carepath[postgres]'"
+                ) from None
             raise StorageUnavailable(f"cannot use {url!r}: {_one_line(err)}") from None
         _create_private(make_url(url).database)
         event.listen(engine, "connect", _sqlite_on_connect)
@@ -637,21 +638,12 @@ class Transaction:
             raise IdempotencyConflict(snapshot.patient_id, entry.idempotency_key, snapshot.pathway)
         version = update.version if update.version is not None else snapshot.version
         row: dict[str, Any] = {
+            **entry.__dict__,  # the audit columns the application supplies (NewEntry's fields)
             "patient_id": snapshot.patient_id,
             "seq": snapshot.last_seq + 1,
-            "event": entry.event,
-            "payload": entry.payload,
-            "payload_schema": entry.payload_schema,
-            "at": entry.at,
             "recorded_at": recorded_at,
-            "actor": entry.actor,
             "pathway": snapshot.pathway,
             "version": version,
-            "config_before": entry.config_before,
-            "config_after": entry.config_after,
-            "transitions": entry.transitions,
-            "decision": entry.decision,
-            "idempotency_key": entry.idempotency_key,
             "prev_hash": snapshot.last_hash,
         }
         cipher = self._codec.cipher
@@ -674,20 +666,20 @@ class Transaction:
         else:
             since = entry.at if changed_state else snapshot.state_since
         after = Snapshot(
-            snapshot.patient_id,
-            snapshot.pathway,
-            version,
-            update.configuration,
-            update.context,
-            update.state,
-            since,
-            snapshot.revision + 1,
-            update.next_due_at,
-            update.last_event_at,
-            written.seq,
-            written.hash,
-            snapshot.created_at,
-            recorded_at,
+            patient_id=snapshot.patient_id,
+            pathway=snapshot.pathway,
+            version=version,
+            configuration=update.configuration,
+            context=update.context,
+            state=update.state,
+            state_since=since,
+            revision=snapshot.revision + 1,
+            next_due_at=update.next_due_at,
+            last_event_at=update.last_event_at,
+            last_seq=written.seq,
+            last_hash=written.hash,
+            created_at=snapshot.created_at,
+            updated_at=recorded_at,
         )
         original = self._pending.get(snapshot.key, (snapshot.revision, snapshot))[0]
         self._pending[snapshot.key] = (original, after)
@@ -706,14 +698,15 @@ class Transaction:
             self._execute_many(codec.insert_entry, [codec.entry_params(row) for row in self._entries])
         if self._outbox:
             outbox.insert(self._execute, self._execute_many, codec, self._outbox)
-        updates = [
-            codec.update_params(original, snap)
+        changed = [
+            (original, snap)
             for key, (original, snap) in self._pending.items()
             if key not in enrolled and snap.revision != original
         ]
+        updates = [codec.update_params(original, snap) for original, snap in changed]
         if updates and self._execute_many(codec.update_patient, updates) != len(updates):
-            first = updates[0]
-            raise ConcurrentUpdate(str(first[-3]), int(first[-1]), str(first[-2]))
+            original, snap = changed[0]
+            raise ConcurrentUpdate(snap.patient_id, original, snap.pathway)
         self._loaded.update((key, snap) for key, (_, snap) in self._pending.items())
         self._entries = []
         self._enrolled = []

@@ -76,6 +76,7 @@ EXPECTED: dict[str, tuple[str, int, int]] = {
     "pathway.replay.InvalidPolicy": ("invalid_policy", 2, 422),
     "pathway.diagram.DiagramError": ("invalid_diagram", 2, 422),
     "pathway.diagram.GraphvizMissing": ("graphviz_missing", 2, 500),
+    "pathway.extras.MissingExtra": ("missing_extra", 2, 500),
     "pathway.diagram.UnknownFormat": ("unknown_diagram_format", 2, 422),
     "pathway.simulate.SimulationError": ("invalid_simulation", 2, 422),
     "pathway.ingest.ImportStopped": ("import_stopped", 5, 503),

@@ -89,9 +89,9 @@ class Recorded:
 
 
 # The audit columns of release 0.1.0: all of today's but the audit key id (added since, last).
-OLD_AUDIT_COLUMNS = AUDIT_COLUMNS[:-1]
-assert AUDIT_COLUMNS[-1] == "key_id"
-SELECT_OLD_ENTRIES = f"SELECT {', '.join(OLD_AUDIT_COLUMNS)} FROM {AUDIT_TABLE}"
+OLD_AUDIT_COLUMNS = tuple(name for name in AUDIT_COLUMNS if name != "key_id")
+assert (*OLD_AUDIT_COLUMNS, "key_id") == AUDIT_COLUMNS
+SELECT_OLD_ENTRIES = f"SELECT {', '.join(OLD_AUDIT_COLUMNS)}, NULL AS key_id FROM {AUDIT_TABLE}"
 
 
 def _read_fixture() -> Recorded:

@@ -15,7 +15,9 @@ OUR_PACKAGES = ("carepath", "pathway", "states", "persistence")
 
 # The modules anyone may import: the packages themselves (their `__all__` is the API) and the
 # command line's entry point. Every other module of ours is an implementation detail.
-PUBLIC_MODULES = frozenset({"carepath", "pathway", "states", "persistence", "pathway.cli", "pathway.server"})
+PUBLIC_MODULES = frozenset(
+    {"carepath", "pathway", "states", "persistence", "pathway.cli", "pathway.console", "pathway.server"}
+)
 
 # Tests that check internals (raw rows, table layout, hash-chain and key file formats, definition
 # files on disk, the renderers and the simulator on their own, the command line's rendering)
@@ -30,6 +32,7 @@ WHITE_BOX_MODULES = frozenset(
         "pathway.timeline",
         "persistence.anchors",
         "persistence.chain",
+        "persistence.columns",
         "persistence.crypto",
         "persistence.keys",
         "persistence.readonly",

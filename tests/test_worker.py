@@ -18,7 +18,7 @@ import pytest
 from pathway import Engine, FakeClock
 from pathway.cli import main
 from persistence import Store
-from persistence.tables import PatientRow
+from persistence.tables import patients as patients_table
 from tests.conftest import NOW, T0
 from tests.helpers import assess_data
 
@@ -52,7 +52,7 @@ def _ticks(url: str) -> Counter[str]:
 
 def _set_next_due(store: Store, patients: list[str], when: datetime | None) -> None:
     """Hide or reveal a cohort to the scheduler in one statement."""
-    table = PatientRow.__table__  # type: ignore[attr-defined]
+    table = patients_table
     with store.engine.begin() as conn:
         conn.execute(table.update().where(table.c.patient_id.in_(patients)).values(next_due_at=when))
 

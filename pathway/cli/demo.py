@@ -350,12 +350,12 @@ def _counter_table(title: str, key: str, counts: Counter[str]) -> Table:
 
 def _write_diagram(engine: Engine, directory: Path, definition: Pathway) -> Path:
     """The statechart as SVG through Graphviz, or as Mermaid text when Graphviz is missing."""
-    from .. import GraphvizMissing
+    from .. import GraphvizMissing, MissingExtra
 
     name, version = definition.name, definition.version
     try:
         path, data = directory / f"{DIAGRAM_STEM}.svg", engine.diagram("svg", pathway=name, version=version)
-    except GraphvizMissing:
+    except (GraphvizMissing, MissingExtra):
         path, data = directory / f"{DIAGRAM_STEM}.mmd", engine.diagram("mermaid", pathway=name, version=version)
     path.write_bytes(data)
     return path
@@ -368,8 +368,8 @@ def _print_files(out: Console, database: Path, diagram: Path, plot: Path) -> Non
         out.print(f"statechart    {diagram.resolve()}  (SVG, drawn by Graphviz)")
     else:
         out.print(
-            f"statechart    {diagram.resolve()}  (Mermaid text: Graphviz 'dot' is not installed; "
-            "paste it into any Mermaid viewer, or install Graphviz for SVG)"
+            f"statechart    {diagram.resolve()}  (Mermaid text: Graphviz is not installed; "
+            "paste it into any Mermaid viewer, or install Graphviz and carepath[diagrams] for SVG)"
         )
     out.print(f"cohort plot   {plot.resolve()}  (patients per state over time; weeks to resolution)")
 
