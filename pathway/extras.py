@@ -21,6 +21,9 @@ EXTRAS = {
     "graphviz": "diagrams",
     "psycopg": "postgres",
     "cryptography": "crypto",
+    "fastapi": "server",
+    "uvicorn": "server",
+    "jinja2": "server",
 }
 """The extra that installs each optional package."""
 

@@ -148,7 +148,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _deliver(db_url: str, webhook: str, *extra: str) -> subprocess.Popen[bytes]:
-    command = "from pathway.cli import run; run()"
+    command = "from pathway.console import run; run()"
     argv = [sys.executable, "-c", command, "--db", db_url, "deliver", "--webhook", webhook, "--poll", "0.1", *extra]
     env = {**os.environ, "CAREPATH_WEBHOOK_SECRET": "hook-secret"}
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -217,7 +217,7 @@ def test_serve_delivers_its_outbox_to_a_webhook(sqlite_url: str, receiver: Recei
     tokens = tmp_path / "tokens.json"
     token = add_token(tokens, "dr-jones", ["clinician"])
     port = free_port()
-    command = "from pathway.cli import run; run()"
+    command = "from pathway.console import run; run()"
     argv = [sys.executable, "-c", command, "--db", sqlite_url, "serve", "--port", str(port), "--tokens", str(tokens)]
     env = {**os.environ, "CAREPATH_WEBHOOK_SECRET": "hook-secret"}
     server = subprocess.Popen([*argv, "--webhook", receiver.url], env=env, stderr=subprocess.PIPE)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .. import InvalidCommand
+from .. import InvalidCommand, MissingExtra
 from .app import app, settings
 from .render import console
 
@@ -44,9 +44,11 @@ def serve(
     Example: carepath --db sqlite:///carepath.db serve --tokens tokens.json --port 8000
     """
     try:
+        import fastapi  # noqa: F401  # checked here: the server processes would fail one by one
+        import jinja2  # noqa: F401
         import uvicorn
-    except ImportError:
-        raise InvalidCommand("the server needs its extra: pip install 'carepath[server]'") from None
+    except ModuleNotFoundError as err:
+        raise MissingExtra("carepath serve", err.name or "fastapi") from None
     from ..server import DB_ENV, IN_FLIGHT_ENV, TOKENS_FILE_ENV, load_tokens
 
     if tokens is not None:
