@@ -311,7 +311,7 @@ class Engine:
             idempotency_key=idempotency_key,
             now=now,
         )
-        return self.store.run(work, retries=self.retries)
+        return self.store.run_read_first(work, retries=self.retries)
 
     def send(
         self,
@@ -346,7 +346,8 @@ class Engine:
             late=late,
             now=now,
         )
-        return self.store.run(work, retries=self.retries)
+        # Decided before the write lock is taken: a rejected event takes none.
+        return self.store.run_read_first(work, retries=self.retries)
 
     def correct(
         self,

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import orjson
-from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, make_url, select, text
+from sqlalchemy import Connection, Dialect, Engine, create_engine, event, func, inspect, make_url, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import QueuePool
 
@@ -45,13 +45,13 @@ from .readonly import ReadOnlyFile
 from .records import AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
 from .rows import RowCodec
 from .tables import AuditRow, PatientRow, metadata
-from .urls import DEFAULT_URL, is_private_memory, normalise_url
+from .urls import DEFAULT_URL, is_private_memory, normalise_url, split_synchronous
 
 __all__ = ["DEFAULT_URL", "Store", "Transaction", "normalise_url"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # FULL: every commit reaches the disk before `send` returns (WAL + NORMAL could lose the last
-# commits on power loss).
+# commits on power loss). The default; a URL chooses another level with `?synchronous=normal`.
 SQLITE_SYNCHRONOUS = "FULL"
 
 patients = PatientRow.__table__  # type: ignore[attr-defined]
@@ -104,6 +104,8 @@ class Store:
         self._reading: ReadOnlyFile | None = None
         self.engine: Engine = self._create_engine(self.url, echo) if create else self._open_engine(self.url, echo)
         self.codec = RowCodec(self.engine.dialect.name, patients.name, audit.name, self.cipher)
+        # Writable SQLite: write transactions are run on the driver's connection directly.
+        self._direct = create and self.engine.dialect.name == "sqlite"
         self._schema_ready = False
         self._schema_lock = threading.Lock()
 
@@ -118,11 +120,16 @@ class Store:
         try:
             if not url.startswith("sqlite"):
                 return create_engine(url, echo=echo, pool_pre_ping=True, **_JSON_CODEC)
+            url, synchronous = split_synchronous(url, SQLITE_SYNCHRONOUS)
             engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False}, **_JSON_CODEC)
-        except (SQLAlchemyError, ImportError) as err:
+        except (SQLAlchemyError, ImportError, ValueError) as err:
             raise StorageUnavailable(f"cannot use {url!r}: {_one_line(err)}") from None
         _create_private(make_url(url).database)
-        event.listen(engine, "connect", _sqlite_on_connect)
+
+        def on_connect(dbapi_connection: Any, record: Any) -> None:
+            _sqlite_on_connect(dbapi_connection, record, synchronous)
+
+        event.listen(engine, "connect", on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
 
@@ -135,6 +142,7 @@ class Store:
             return engine
         if is_private_memory(url):
             raise NoDatabase(shown, "an in-memory database holds nothing")
+        url = split_synchronous(url, SQLITE_SYNCHRONOUS)[0]  # reading writes nothing: durability is moot
         path = make_url(url).database or ""
         if path.startswith("file:") or make_url(url).query:
             raise NoDatabase(shown, "read-only commands take a plain sqlite:///PATH")
@@ -201,22 +209,50 @@ class Store:
         PostgreSQL: FOR UPDATE), so concurrent writers queue. `optimistic` reads without locks
         and takes the write lock only to flush, where every update checks the revision it read
         and raises ConcurrentUpdate on a mismatch: several bulk writers on different patients
-        then compute in parallel instead of queueing.
+        then compute in parallel instead of queueing, and a transaction that staged nothing
+        (a rejected or idle event) never takes the write lock.
         """
         self.ensure_schema()
+        if self._direct:
+            with self._guard():
+                yield from self._sqlite_transaction(optimistic)
+            return
         if not optimistic:
             with self._guard(), self.engine.connect().execution_options(carepath_write=True) as conn, conn.begin():
-                tx = Transaction(conn, self.codec, self.sealer)
+                tx = Transaction(conn.connection.dbapi_connection, conn.dialect, self.codec, self.sealer)
                 yield tx
                 tx.flush()
             return
         with self._guard(), self.engine.connect() as conn:
-            tx = Transaction(conn, self.codec, self.sealer, lock=False)
+            tx = Transaction(conn.connection.dbapi_connection, conn.dialect, self.codec, self.sealer, lock=False)
             with conn.begin():
                 yield tx
+            if not tx.staged:
+                return
             conn.execution_options(carepath_write=True)
             with conn.begin():
                 tx.flush()
+
+    def _sqlite_transaction(self, optimistic: bool) -> Iterator[Transaction]:
+        """A SQLite write transaction run on the driver's connection: BEGIN IMMEDIATE (or, optimistic,
+        a read transaction, then BEGIN IMMEDIATE only when something was staged), flush, COMMIT."""
+        fairy = self.engine.raw_connection()
+        tx = Transaction(fairy.dbapi_connection, self.engine.dialect, self.codec, self.sealer, lock=not optimistic)
+        try:
+            if optimistic:
+                tx.control("BEGIN")
+                yield tx
+                tx.control("ROLLBACK")  # the reads end here; nothing was written in them
+                if not tx.staged:
+                    return
+            tx.control("BEGIN IMMEDIATE")
+            if not optimistic:
+                yield tx
+            tx.flush()
+            tx.control("COMMIT")
+        finally:
+            tx.end()
+            fairy.close()
 
     def run(self, work: Callable[[Transaction], T], *, retries: int = 5, optimistic: bool = False) -> T:
         """Run `work` in a transaction, retrying it (bounded) when another writer got there first."""
@@ -228,6 +264,21 @@ class Store:
                 if attempt == retries:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def run_read_first(self, work: Callable[[Transaction], T], *, retries: int = 5) -> T:
+        """`run` for one command: on SQLite `work` first reads and decides without the write lock,
+        which is taken only to write what it staged (revision-checked), so a rejected event takes
+        none; after a conflict it runs again with the lock taken up front, queueing as `run` does.
+        On PostgreSQL, where row locks cost no extra round trip, it is `run`."""
+        if self._direct:
+            try:
+                with self.transaction(optimistic=True) as tx:
+                    return work(tx)
+            except ConcurrentUpdate:
+                if retries == 0:
+                    raise
+                retries -= 1
+        return self.run(work, retries=retries)
 
     # -- reads -----------------------------------------------------------------------
 
@@ -427,14 +478,17 @@ class Store:
 class Transaction:
     """A write transaction on one connection; appends are buffered and written in bulk."""
 
-    def __init__(self, conn: Connection, codec: RowCodec, sealer: Sealer, *, lock: bool = True) -> None:
-        self._conn = conn
+    def __init__(
+        self, dbapi_connection: Any, dialect: Dialect, codec: RowCodec, sealer: Sealer, *, lock: bool = True
+    ) -> None:
+        self._dbapi_connection = dbapi_connection
+        self._dialect = dialect
         self._codec = codec
         self._sealer = sealer
         self._lock = lock
-        # The hot statements go straight to the DBAPI cursor of this transaction's connection.
+        # The statements go straight to a DBAPI cursor of this transaction's connection.
         self._cursor: Any = None
-        self._dbapi_error: type[Exception] = conn.dialect.loaded_dbapi.Error
+        self._dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         # Keyed by enrolment (patient_id, pathway): the revision first read and the staged snapshot.
         self._pending: dict[EnrolmentKey, tuple[int, Snapshot]] = {}
         self._entries: list[dict[str, Any]] = []
@@ -452,22 +506,39 @@ class Transaction:
     def _execute(self, sql: str, params: Sequence[Any]) -> Any:
         """Run one statement on the DBAPI cursor; driver errors become SQLAlchemy's (see _guard)."""
         if self._cursor is None:
-            self._cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            self._cursor = self._dbapi_connection.cursor()
         try:
             self._cursor.execute(sql, params)
         except self._dbapi_error as err:
-            raise DBAPIError.instance(sql, params, err, self._dbapi_error, dialect=self._conn.dialect) from err
+            raise DBAPIError.instance(sql, params, err, self._dbapi_error, dialect=self._dialect) from err
         return self._cursor
 
     def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         """Run one statement for many rows; returns the number of rows it changed."""
         if self._cursor is None:
-            self._cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            self._cursor = self._dbapi_connection.cursor()
         try:
             self._cursor.executemany(sql, rows)
         except self._dbapi_error as err:
-            raise DBAPIError.instance(sql, rows, err, self._dbapi_error, dialect=self._conn.dialect) from err
+            raise DBAPIError.instance(sql, rows, err, self._dbapi_error, dialect=self._dialect) from err
         return int(self._cursor.rowcount)
+
+    def control(self, sql: str) -> None:
+        """BEGIN [IMMEDIATE], COMMIT or ROLLBACK on the connection (SQLite, run by the store)."""
+        self._execute(sql, ())
+
+    def end(self) -> None:
+        """Roll back whatever is still open (after an error) and release the cursor."""
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+        if self._dbapi_connection.in_transaction:
+            self._dbapi_connection.rollback()
+
+    @property
+    def staged(self) -> bool:
+        """Whether anything waits to be written."""
+        return bool(self._entries or self._enrolled or self._pending)
 
     def _snapshot(self, row: Sequence[Any]) -> Snapshot:
         """A snapshot to write from: its context must be in clear (never re-stored undecrypted)."""
@@ -728,14 +799,14 @@ def _range_clause(sql: str, mark: str, id_range: IdRange) -> tuple[str, tuple[st
     return f"{sql} WHERE {' AND '.join(conditions)}", tuple(params)
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any, synchronous: str = SQLITE_SYNCHRONOUS) -> None:
     # The driver must not open transactions itself; `_sqlite_on_begin` does, explicitly.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # Busy timeout first: switching a fresh file to WAL takes a lock other starting processes may hold.
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     _switch_to_wal(cursor)
-    cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.execute("PRAGMA foreign_keys=ON")
     # A 64 MiB page cache and memory-mapped reads: sweeps and replays touch many pages.
     cursor.execute("PRAGMA cache_size=-65536")

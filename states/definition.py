@@ -76,12 +76,16 @@ class _TransitionLog:
         self.taken.append({"source": source.id, "target": target.id, "event": str(event)})
 
 
+# The memo's entry for an event the configuration has no transition for.
+_NOT_ALLOWED: tuple[tuple[str, ...], tuple[dict[str, str], ...]] = ((), ())
+
+
 class ChartRunner:
     """Runs events on one reused chart instance, restoring a configuration without entry actions.
 
     The chart's guards read only the rule decision, so the outcome of (configuration, event,
-    decided rule) is fixed for a definition and is memoised: replaying thousands of events does
-    the statechart work once per distinct step.
+    decided rule) is fixed for a definition and is memoised, refusals included: replaying
+    thousands of events does the statechart work once per distinct step.
     """
 
     def __init__(self, chart: type[StateChart[Any]]) -> None:
@@ -118,6 +122,8 @@ class ChartRunner:
         key = (configuration, event, decision.rule.name if decision.rule else None)
         cached = self._memo.get(key)
         if cached is not None:
+            if cached is _NOT_ALLOWED:
+                raise EventNotAllowed(event, configuration)
             return cached
         with self._lock:  # one chart instance, shared by the threads of an embedding service
             restored = OrderedSet(configuration) if len(configuration) > 1 else configuration[0]
@@ -126,6 +132,7 @@ class ChartRunner:
             try:
                 self._machine.send(event, decision=decision)
             except TransitionNotAllowed:
+                self._memo[key] = _NOT_ALLOWED  # refusals are as fixed as steps
                 raise EventNotAllowed(event, configuration) from None
             result = (self.ordered(list(self._machine.configuration_values)), tuple(self._log.taken))
             if self._machine.is_terminated:
