@@ -106,6 +106,7 @@ class Store:
         self.codec = RowCodec(self.engine.dialect.name, patients.name, audit.name, self.cipher)
         # Writable SQLite: write transactions are run on the driver's connection directly.
         self._direct = create and self.engine.dialect.name == "sqlite"
+        self._kept: list[Any] = []
         self._schema_ready = False
         self._schema_lock = threading.Lock()
 
@@ -195,6 +196,8 @@ class Store:
                         self._schema_ready = True
 
     def dispose(self) -> None:
+        while self._kept:
+            self._kept.pop().close()
         self.engine.dispose()
         if self._reading is not None:
             self._reading.close()
@@ -236,7 +239,7 @@ class Store:
     def _sqlite_transaction(self, optimistic: bool) -> Iterator[Transaction]:
         """A SQLite write transaction run on the driver's connection: BEGIN IMMEDIATE (or, optimistic,
         a read transaction, then BEGIN IMMEDIATE only when something was staged), flush, COMMIT."""
-        fairy = self.engine.raw_connection()
+        fairy = self._checkout()
         tx = Transaction(fairy.dbapi_connection, self.engine.dialect, self.codec, self.sealer, lock=not optimistic)
         try:
             if optimistic:
@@ -252,6 +255,39 @@ class Store:
             tx.control("COMMIT")
         finally:
             tx.end()
+            self._checkin(fairy)
+
+    def _sqlite_read_first(self, work: Callable[[Transaction], T]) -> T:
+        """`work` reading without a transaction (each statement sees the latest commit), then what
+        it staged written under BEGIN IMMEDIATE; every write is checked against what was read
+        (snapshot revision, unique sequence and enrolment keys), so a writer in between means
+        ConcurrentUpdate, never a lost update."""
+        fairy = self._checkout()
+        tx = Transaction(fairy.dbapi_connection, self.engine.dialect, self.codec, self.sealer, lock=False)
+        try:
+            result = work(tx)
+            if tx.staged:
+                tx.control("BEGIN IMMEDIATE")
+                tx.flush()
+                tx.control("COMMIT")
+            return result
+        finally:
+            tx.end()
+            self._checkin(fairy)
+
+    def _checkout(self) -> Any:
+        """A pooled driver connection for a write transaction (a kept one when there is one)."""
+        try:
+            return self._kept.pop()
+        except IndexError:
+            return self.engine.raw_connection()
+
+    def _checkin(self, fairy: Any) -> None:
+        # Two connections stay with the store (a pool round trip costs as much as a small read);
+        # the others go back to the pool.
+        if len(self._kept) < 2:
+            self._kept.append(fairy)
+        else:
             fairy.close()
 
     def run(self, work: Callable[[Transaction], T], *, retries: int = 5, optimistic: bool = False) -> T:
@@ -271,9 +307,10 @@ class Store:
         none; after a conflict it runs again with the lock taken up front, queueing as `run` does.
         On PostgreSQL, where row locks cost no extra round trip, it is `run`."""
         if self._direct:
+            self.ensure_schema()
             try:
-                with self.transaction(optimistic=True) as tx:
-                    return work(tx)
+                with self._guard():
+                    return self._sqlite_read_first(work)
             except ConcurrentUpdate:
                 if retries == 0:
                     raise
