@@ -164,6 +164,11 @@ class Pathway:
         self.runner = ChartRunner(self.chart)
         self._inputs = compile_inputs(model)
         self._updates = compile_updates(model, self._stays)
+        # The updates that can apply to each event, in declaration order (the others return at once).
+        self._updates_by_event = {
+            event: tuple(fn for fn, spec in zip(self._updates, model.updates, strict=True) if event in spec.events)
+            for event in model.events
+        }
         self._derived = compile_derived(model) if model.derived else None
         self._by_event: dict[str, tuple[Rule, ...]] = {}
         self._status_regions = frozenset(model.status_regions)
@@ -258,7 +263,7 @@ class Pathway:
         rule = decision.rule
         assert rule is not None  # the chart refused the event otherwise
         ctx = dict(context)
-        for update in self._updates:
+        for update in self._updates_by_event.get(event, ()):
             update(ctx, event, payload, at, decision, inputs, self.policy)
         if self._derived is not None:
             ctx.update(self._derived(payload, ctx, at, self.policy))
