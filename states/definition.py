@@ -12,12 +12,10 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from statemachine import StateChart
-from statemachine.exceptions import TransitionNotAllowed
-from statemachine.orderedset import OrderedSet
 
 from .compile import (
     build_chart,
@@ -34,6 +32,9 @@ from .inputs import compile_derived, compile_inputs, compile_updates, expression
 from .model import PathwayModel, Presentation, Review
 from .payloads import Payload, parse_payload
 from .plan import PlanBook, PlanItem
+
+if TYPE_CHECKING:
+    from statemachine import StateChart
 
 __all__ = ["MIGRATE_EVENT", "ChartRunner", "Context", "Pathway", "Step"]
 
@@ -126,6 +127,9 @@ class ChartRunner:
                 raise EventNotAllowed(event, configuration)
             return cached
         with self._lock:  # one chart instance, shared by the threads of an embedding service
+            from statemachine.exceptions import TransitionNotAllowed
+            from statemachine.orderedset import OrderedSet
+
             restored = OrderedSet(configuration) if len(configuration) > 1 else configuration[0]
             self._machine.current_state_value = restored
             self._log.taken = []
@@ -155,13 +159,11 @@ class Pathway:
         self.name = model.name
         self.version = model.version
         self._parents = model.parents()
-        self.chart: type[StateChart[Any]] = build_chart(model)
         self.rules: tuple[Rule, ...] = build_rules(model)
         self.payloads: dict[str, type[Payload]] = build_payloads(model)
         self.enroll_payload = build_enroll_payload(model)
         self.policy_model = build_policy_model(model)
         self.policy = policy if policy is not None else self.policy_model()
-        self.runner = ChartRunner(self.chart)
         self._inputs = compile_inputs(model)
         self._updates = compile_updates(model, self._stays)
         # The updates that can apply to each event, in declaration order (the others return at once).
@@ -174,6 +176,15 @@ class Pathway:
         self._status_regions = frozenset(model.status_regions)
         self._finals = frozenset(s for s in model.state_ids() if (spec := model.find_state(s)) and spec.final)
         self._plan = PlanBook(model)
+
+    @cached_property
+    def chart(self) -> type[StateChart[Any]]:
+        """The statechart, built when first needed (reading a plan or an outcome needs none)."""
+        return build_chart(self.model)
+
+    @cached_property
+    def runner(self) -> ChartRunner:
+        return ChartRunner(self.chart)
 
     def with_policy(self, policy: BaseModel) -> Pathway:
         """The same definition under another policy (what-if replays)."""
