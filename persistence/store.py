@@ -530,13 +530,15 @@ class Transaction:
         self._pending: dict[EnrolmentKey, tuple[int, Snapshot]] = {}
         self._entries: list[dict[str, Any]] = []
         self._keys: dict[tuple[str, str, str], AuditEntry] = {}
-        # The entries staged so far, as written (decrypted), for `history` within the transaction.
-        self._written: list[AuditEntry] = []
+        # The entries staged so far by enrolment, as written (decrypted), for `history` and `entries_at`.
+        self._written: dict[EnrolmentKey, list[AuditEntry]] = {}
         self._enrolled: list[EnrolmentKey] = []
         # Snapshots read in bulk (`prefetch`, `enrolments`), and the patients whose every
         # enrolment is among them (so a missing one needs no query).
         self._loaded: dict[EnrolmentKey, Snapshot] = {}
         self._complete: set[str] = set()
+        # The pathways of each patient among the loaded and staged enrolments (an index of both).
+        self._pathways: dict[str, set[str]] = {}
 
     # -- the driver -----------------------------------------------------------------------
 
@@ -599,6 +601,7 @@ class Transaction:
             for row in self._execute(self._codec.in_clause(len(chunk), lock=self._lock), chunk).fetchall():
                 snap = self._snapshot(row)
                 self._loaded.setdefault(snap.key, snap)
+                self._pathways.setdefault(snap.patient_id, set()).add(snap.pathway)
             self._complete.update(chunk)
 
     def enrolments(self, patient_id: str) -> list[Snapshot]:
@@ -608,10 +611,14 @@ class Transaction:
             for row in rows.fetchall():
                 snap = self._snapshot(row)
                 self._loaded.setdefault(snap.key, snap)
+                self._pathways.setdefault(patient_id, set()).add(snap.pathway)
             self._complete.add(patient_id)
-        found = {key[1]: snap for key, snap in self._loaded.items() if key[0] == patient_id}
-        found.update({key[1]: pending[1] for key, pending in self._pending.items() if key[0] == patient_id})
-        return [found[pathway] for pathway in sorted(found)]
+        return [self._current((patient_id, pathway)) for pathway in sorted(self._pathways.get(patient_id, ()))]
+
+    def _current(self, key: EnrolmentKey) -> Snapshot:
+        """A loaded or staged enrolment as this transaction sees it."""
+        pending = self._pending.get(key)
+        return pending[1] if pending is not None else self._loaded[key]
 
     def load(self, patient_id: str, pathway: str) -> Snapshot:
         """The enrolment's snapshot, locked for this transaction (raises UnknownPatient)."""
@@ -632,10 +639,11 @@ class Transaction:
     def load_many(self, patient_ids: Sequence[str]) -> dict[EnrolmentKey, Snapshot]:
         """Snapshots of every enrolment of the patients among `patient_ids` that are enrolled, locked."""
         self._read_patients([pid for pid in dict.fromkeys(patient_ids) if pid not in self._complete])
-        wanted = set(patient_ids)
-        found = {key: snap for key, snap in self._loaded.items() if key[0] in wanted}
-        found.update({key: pending[1] for key, pending in self._pending.items() if key[0] in wanted})
-        return found
+        return {
+            (pid, pathway): self._current((pid, pathway))
+            for pid in dict.fromkeys(patient_ids)
+            for pathway in self._pathways.get(pid, ())
+        }
 
     def claim_due(self, at: datetime, limit: int, *, id_range: IdRange | None = None) -> list[Snapshot]:
         """Up to `limit` due enrolments (within `id_range`), locked; rows another worker holds are skipped."""
@@ -654,19 +662,14 @@ class Transaction:
         )
         rows = self._execute(sql, (patient_id, pathway, codec.time(at))).fetchall()
         found = [codec.entry(row) for row in rows]
-        staged = [
-            AuditEntry(**row)
-            for row in self._entries
-            if (row["patient_id"], row["pathway"]) == (patient_id, pathway) and row["at"] == at
-        ]
-        return found + staged
+        return found + [entry for entry in self._written.get((patient_id, pathway), ()) if entry.at == at]
 
     def history(self, patient_id: str, pathway: str) -> list[AuditEntry]:
         """The enrolment's entries in seq order, written or staged (read only to re-derive a state)."""
         codec = self._codec
         sql = f"{codec.select_entries} WHERE patient_id = {codec.mark} AND pathway = {codec.mark} ORDER BY seq"
         found = [codec.entry(row) for row in self._execute(sql, (patient_id, pathway)).fetchall()]
-        return found + [entry for entry in self._written if entry.key == (patient_id, pathway)]
+        return found + self._written.get((patient_id, pathway), [])
 
     def find_entry(self, patient_id: str, pathway: str, idempotency_key: str) -> AuditEntry | None:
         """The enrolment's entry recorded earlier under this idempotency key, if any."""
@@ -711,6 +714,7 @@ class Transaction:
         )
         self._enrolled.append(key)
         self._pending[key] = (0, seed)
+        self._pathways.setdefault(patient_id, set()).add(pathway)
         return self.append(seed, entry, update, recorded_at)
 
     def append(self, snapshot: Snapshot, entry: NewEntry, update: SnapshotUpdate, recorded_at: datetime) -> AuditEntry:
@@ -752,7 +756,7 @@ class Transaction:
             self._entries.append(stored)
         if entry.idempotency_key is not None:
             self._keys[(snapshot.patient_id, snapshot.pathway, entry.idempotency_key)] = written
-        self._written.append(written)
+        self._written.setdefault(written.key, []).append(written)
         changed_state = update.state != snapshot.state
         if update.state_since is not None:
             since = update.state_since
@@ -776,6 +780,7 @@ class Transaction:
         )
         original = self._pending.get(snapshot.key, (snapshot.revision, snapshot))[0]
         self._pending[snapshot.key] = (original, after)
+        self._pathways.setdefault(snapshot.patient_id, set()).add(snapshot.pathway)
         return written
 
     def flush(self) -> None:
@@ -800,7 +805,7 @@ class Transaction:
         self._enrolled = []
         self._pending = {}
         self._keys = {}
-        self._written = []
+        self._written = {}
 
 
 def _create_private(path: str | None) -> None:
