@@ -160,8 +160,6 @@ class Pathway:
         self.version = model.version
         self._parents = model.parents()
         self.rules: tuple[Rule, ...] = build_rules(model)
-        self.payloads: dict[str, type[Payload]] = build_payloads(model)
-        self.enroll_payload = build_enroll_payload(model)
         self.policy_model = build_policy_model(model)
         self.policy = policy if policy is not None else self.policy_model()
         self._inputs = compile_inputs(model)
@@ -185,6 +183,15 @@ class Pathway:
     @cached_property
     def runner(self) -> ChartRunner:
         return ChartRunner(self.chart)
+
+    @cached_property
+    def payloads(self) -> dict[str, type[Payload]]:
+        """The payload model of each event, built when first needed (reading a plan needs none)."""
+        return build_payloads(self.model)
+
+    @cached_property
+    def enroll_payload(self) -> type[Payload]:
+        return build_enroll_payload(self.model)
 
     def with_policy(self, policy: BaseModel) -> Pathway:
         """The same definition under another policy (what-if replays)."""
