@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean openapi
+.PHONY: install demo test lint bench bench-peers clean openapi
 
 install: $(STAMP)
 
@@ -31,6 +31,14 @@ openapi: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+# The same workload on carepath and on other Python libraries (bench/peers/README.md); the other
+# libraries go into their own venv. PEERS=harel limits the run; PEER_VARIANTS=0 drops the
+# synchronous=FULL and harel background rows.
+PEERS ?=
+bench-peers: install
+	PEER_VENV=$(CURDIR)/bench/peers/.venv CAREPATH_PYTHON=$(CURDIR)/$(BIN)/python \
+		PEER_VARIANTS=$${PEER_VARIANTS:-1} bench/peers/run_all.sh $(PEERS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -544,7 +544,7 @@ class Engine:
             idempotency_key=idempotency_key,
             now=now,
         )
-        run = partial(self.store.run, work, retries=self.retries)
+        run = partial(self.store.run_read_first, work, retries=self.retries)
         return self._observed("enroll", "enroll", patient_id, pathway, factors, run)
 
     def send(
@@ -580,7 +580,8 @@ class Engine:
             late=late,
             now=now,
         )
-        run = partial(self.store.run, work, retries=self.retries)
+        # Decided before the write lock is taken: a rejected event takes none.
+        run = partial(self.store.run_read_first, work, retries=self.retries)
         return self._observed("send", event, patient_id, pathway, data, run)
 
     def correct(
@@ -1404,7 +1405,7 @@ def _check_patient_id(patient_id: object) -> None:
         raise InvalidPatientId(patient_id, "it is empty")
     if len(patient_id) > MAX_PATIENT_ID:
         raise InvalidPatientId(patient_id, f"it is longer than {MAX_PATIENT_ID} characters")
-    if any(not ch.isprintable() for ch in patient_id):
+    if not patient_id.isprintable():
         raise InvalidPatientId(patient_id, "it contains control characters")
 
 
@@ -1469,6 +1470,8 @@ def clinical_time(at: datetime, field: str = "at") -> datetime:
     so an offset (-05:00) or a daylight-saving fold of a ZoneInfo time never changes the order or
     the recorded context. Raises NaiveTime, or InvalidCommand for a time before 1900 (or one no
     UTC time represents, e.g. 0001-01-01T00:00:00+14:00)."""
+    if type(at) is datetime and at.tzinfo is UTC and at.year >= EARLIEST_YEAR:
+        return at  # already one (every command normalises its times once, then passes them on)
     at = require_aware(at, field)
     try:
         utc = at.astimezone(UTC)

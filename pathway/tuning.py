@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
 import gc
-import multiprocessing
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -57,6 +54,8 @@ def bulk_allocation() -> Iterator[None]:
 def worker_context() -> Any:
     """Where to start worker processes: fork where the platform has it, so they start with every
     module imported; they open their own database connections and use nothing else inherited."""
+    import multiprocessing  # here, like the other process machinery: one-row commands never need it
+
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     return multiprocessing.get_context(method)
 
@@ -73,6 +72,8 @@ def tie_to_parent() -> None:
     parent = os.getppid()
     if sys.platform.startswith("linux"):
         try:
+            import ctypes
+
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):  # pragma: no cover - no prctl: the watchdog below serves
@@ -107,6 +108,8 @@ def parallel_map(work: Callable[..., T], calls: Sequence[tuple[Any, ...]], worke
     The first failure (or an interrupt) kills every worker at once and is raised: no worker
     outlives the command, none is left computing for a result nobody will read.
     """
+    from concurrent.futures import ProcessPoolExecutor
+
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=tie_to_parent)
     try:
         futures = [pool.submit(work, *call) for call in calls]

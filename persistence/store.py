@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import orjson
-from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, make_url, select, text
+from sqlalchemy import Connection, Dialect, Engine, create_engine, event, func, inspect, make_url, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import QueuePool
 
@@ -46,13 +46,13 @@ from .readonly import ReadOnlyFile
 from .records import AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
 from .rows import RowCodec
 from .tables import audit, metadata, patients
-from .urls import DEFAULT_URL, is_private_memory, normalise_url
+from .urls import DEFAULT_URL, is_private_memory, normalise_url, split_synchronous
 
 __all__ = ["DEFAULT_URL", "Store", "Transaction", "normalise_url"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # FULL: every commit reaches the disk before `send` returns (WAL + NORMAL could lose the last
-# commits on power loss).
+# commits on power loss). The default; a URL chooses another level with `?synchronous=normal`.
 SQLITE_SYNCHRONOUS = "FULL"
 
 
@@ -110,6 +110,9 @@ class Store:
             self._create_engine(self.url, echo, self._pool) if create else self._open_engine(self.url, echo)
         )
         self.codec = RowCodec(self.engine.dialect.name, patients.name, audit.name, self.cipher)
+        # Writable SQLite: write transactions are run on the driver's connection directly.
+        self._direct = create and self.engine.dialect.name == "sqlite"
+        self._kept: list[Any] = []
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         # Classifies appended entries into outbox notices (persistence/outbox.py); None: no outbox rows.
@@ -127,15 +130,20 @@ class Store:
         try:
             if not url.startswith("sqlite"):
                 return create_engine(url, echo=echo, pool_pre_ping=True, **pool, **_JSON_CODEC)
+            url, synchronous = split_synchronous(url, SQLITE_SYNCHRONOUS)
             engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False}, **pool, **_JSON_CODEC)
-        except (SQLAlchemyError, ImportError) as err:
+        except (SQLAlchemyError, ImportError, ValueError) as err:
             if isinstance(err, ImportError) and url.startswith("postgresql"):
                 raise StorageUnavailable(
                     f"cannot use {url!r}: PostgreSQL needs the psycopg package: pip install 'carepath[postgres]'"
                 ) from None
             raise StorageUnavailable(f"cannot use {url!r}: {_one_line(err)}") from None
         _create_private(make_url(url).database)
-        event.listen(engine, "connect", _sqlite_on_connect)
+
+        def on_connect(dbapi_connection: Any, record: Any) -> None:
+            _sqlite_on_connect(dbapi_connection, record, synchronous)
+
+        event.listen(engine, "connect", on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
 
@@ -148,6 +156,7 @@ class Store:
             return engine
         if is_private_memory(url):
             raise NoDatabase(shown, "an in-memory database holds nothing")
+        url = split_synchronous(url, SQLITE_SYNCHRONOUS)[0]  # reading writes nothing: durability is moot
         path = make_url(url).database or ""
         if path.startswith("file:") or make_url(url).query:
             raise NoDatabase(shown, "read-only commands take a plain sqlite:///PATH")
@@ -201,6 +210,8 @@ class Store:
                         self._schema_ready = True
 
     def dispose(self) -> None:
+        while self._kept:
+            self._kept.pop().close()
         self.engine.dispose()
         if self._reading is not None:
             self._reading.close()
@@ -215,22 +226,96 @@ class Store:
         PostgreSQL: FOR UPDATE), so concurrent writers queue. `optimistic` reads without locks
         and takes the write lock only to flush, where every update checks the revision it read
         and raises ConcurrentUpdate on a mismatch: several bulk writers on different patients
-        then compute in parallel instead of queueing.
+        then compute in parallel instead of queueing, and a transaction that staged nothing
+        (a rejected or idle event) never takes the write lock.
         """
         self.ensure_schema()
+        if self._direct:
+            with self._guard():
+                yield from self._sqlite_transaction(optimistic)
+            return
         if not optimistic:
             with self._guard(), self.engine.connect().execution_options(carepath_write=True) as conn, conn.begin():
-                tx = Transaction(conn, self.codec, self.sealer, notify=self.notify)
+                tx = Transaction(
+                    conn.connection.dbapi_connection, conn.dialect, self.codec, self.sealer, notify=self.notify
+                )
                 yield tx
                 tx.flush()
             return
         with self._guard(), self.engine.connect() as conn:
-            tx = Transaction(conn, self.codec, self.sealer, lock=False, notify=self.notify)
+            tx = Transaction(
+                conn.connection.dbapi_connection, conn.dialect, self.codec, self.sealer, lock=False, notify=self.notify
+            )
             with conn.begin():
                 yield tx
+            if not tx.staged:
+                return
             conn.execution_options(carepath_write=True)
             with conn.begin():
                 tx.flush()
+
+    def _sqlite_transaction(self, optimistic: bool) -> Iterator[Transaction]:
+        """A SQLite write transaction run on the driver's connection: BEGIN IMMEDIATE (or, optimistic,
+        a read transaction, then BEGIN IMMEDIATE only when something was staged), flush, COMMIT."""
+        fairy = self._checkout()
+        tx = Transaction(
+            fairy.dbapi_connection,
+            self.engine.dialect,
+            self.codec,
+            self.sealer,
+            lock=not optimistic,
+            notify=self.notify,
+        )
+        try:
+            if optimistic:
+                tx.control("BEGIN")
+                yield tx
+                tx.control("ROLLBACK")  # the reads end here; nothing was written in them
+                if not tx.staged:
+                    return
+            tx.control("BEGIN IMMEDIATE")
+            if not optimistic:
+                yield tx
+            tx.flush()
+            tx.control("COMMIT")
+        finally:
+            tx.end()
+            self._checkin(fairy)
+
+    def _sqlite_read_first(self, work: Callable[[Transaction], T]) -> T:
+        """`work` reading without a transaction (each statement sees the latest commit), then what
+        it staged written under BEGIN IMMEDIATE; every write is checked against what was read
+        (snapshot revision, unique sequence and enrolment keys), so a writer in between means
+        ConcurrentUpdate, never a lost update."""
+        fairy = self._checkout()
+        tx = Transaction(
+            fairy.dbapi_connection, self.engine.dialect, self.codec, self.sealer, lock=False, notify=self.notify
+        )
+        try:
+            result = work(tx)
+            if tx.staged:
+                tx.control("BEGIN IMMEDIATE")
+                tx.flush()
+                tx.control("COMMIT")
+            return result
+        finally:
+            tx.end()
+            self._checkin(fairy)
+
+    def _checkout(self) -> Any:
+        """A pooled driver connection for a write transaction (a kept one when there is one)."""
+        try:
+            return self._kept.pop()
+        except IndexError:
+            return self.engine.raw_connection()
+
+    def _checkin(self, fairy: Any) -> None:
+        # Two connections stay with the store (a pool round trip costs as much as a small read);
+        # the others go back to the pool.
+        if len(self._kept) < 2:
+            self._kept.append(fairy)
+        else:
+            fairy.close()
 
     def run(self, work: Callable[[Transaction], T], *, retries: int = 5, optimistic: bool = False) -> T:
         """Run `work` in a transaction, retrying it (bounded) when another writer got there first."""
@@ -242,6 +327,22 @@ class Store:
                 if attempt == retries:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def run_read_first(self, work: Callable[[Transaction], T], *, retries: int = 5) -> T:
+        """`run` for one command: on SQLite `work` first reads and decides without the write lock,
+        which is taken only to write what it staged (revision-checked), so a rejected event takes
+        none; after a conflict it runs again with the lock taken up front, queueing as `run` does.
+        On PostgreSQL, where row locks cost no extra round trip, it is `run`."""
+        if self._direct:
+            self.ensure_schema()
+            try:
+                with self._guard():
+                    return self._sqlite_read_first(work)
+            except ConcurrentUpdate:
+                if retries == 0:
+                    raise
+                retries -= 1
+        return self.run(work, retries=retries)
 
     # -- reads -----------------------------------------------------------------------
 
@@ -443,55 +544,76 @@ class Transaction:
 
     def __init__(
         self,
-        conn: Connection,
+        dbapi_connection: Any,
+        dialect: Dialect,
         codec: RowCodec,
         sealer: Sealer,
         *,
         lock: bool = True,
         notify: outbox.Notify | None = None,
     ) -> None:
-        self._conn = conn
+        self._dbapi_connection = dbapi_connection
+        self._dialect = dialect
         self._notify = notify
         self._outbox: list[dict[str, Any]] = []
         self._codec = codec
         self._sealer = sealer
         self._lock = lock
-        # The hot statements go straight to the DBAPI cursor of this transaction's connection.
+        # The statements go straight to a DBAPI cursor of this transaction's connection.
         self._cursor: Any = None
-        self._dbapi_error: type[Exception] = conn.dialect.loaded_dbapi.Error
+        self._dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         # Keyed by enrolment (patient_id, pathway): the revision first read and the staged snapshot.
         self._pending: dict[EnrolmentKey, tuple[int, Snapshot]] = {}
         self._entries: list[dict[str, Any]] = []
         self._keys: dict[tuple[str, str, str], AuditEntry] = {}
-        # The entries staged so far, as written (decrypted), for `history` within the transaction.
-        self._written: list[AuditEntry] = []
+        # The entries staged so far by enrolment, as written (decrypted), for `history` and `entries_at`.
+        self._written: dict[EnrolmentKey, list[AuditEntry]] = {}
         self._enrolled: list[EnrolmentKey] = []
         # Snapshots read in bulk (`prefetch`, `enrolments`), and the patients whose every
         # enrolment is among them (so a missing one needs no query).
         self._loaded: dict[EnrolmentKey, Snapshot] = {}
         self._complete: set[str] = set()
+        # The pathways of each patient among the loaded and staged enrolments (an index of both).
+        self._pathways: dict[str, set[str]] = {}
 
     # -- the driver -----------------------------------------------------------------------
 
     def _execute(self, sql: str, params: Sequence[Any]) -> Any:
         """Run one statement on the DBAPI cursor; driver errors become SQLAlchemy's (see _guard)."""
         if self._cursor is None:
-            self._cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            self._cursor = self._dbapi_connection.cursor()
         try:
             self._cursor.execute(sql, params)
         except self._dbapi_error as err:
-            raise DBAPIError.instance(sql, params, err, self._dbapi_error, dialect=self._conn.dialect) from err
+            raise DBAPIError.instance(sql, params, err, self._dbapi_error, dialect=self._dialect) from err
         return self._cursor
 
     def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         """Run one statement for many rows; returns the number of rows it changed."""
         if self._cursor is None:
-            self._cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            self._cursor = self._dbapi_connection.cursor()
         try:
             self._cursor.executemany(sql, rows)
         except self._dbapi_error as err:
-            raise DBAPIError.instance(sql, rows, err, self._dbapi_error, dialect=self._conn.dialect) from err
+            raise DBAPIError.instance(sql, rows, err, self._dbapi_error, dialect=self._dialect) from err
         return int(self._cursor.rowcount)
+
+    def control(self, sql: str) -> None:
+        """BEGIN [IMMEDIATE], COMMIT or ROLLBACK on the connection (SQLite, run by the store)."""
+        self._execute(sql, ())
+
+    def end(self) -> None:
+        """Roll back whatever is still open (after an error) and release the cursor."""
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+        if self._dbapi_connection.in_transaction:
+            self._dbapi_connection.rollback()
+
+    @property
+    def staged(self) -> bool:
+        """Whether anything waits to be written."""
+        return bool(self._entries or self._enrolled or self._pending)
 
     def _snapshot(self, row: Sequence[Any]) -> Snapshot:
         """A snapshot to write from: its context must be in clear (never re-stored undecrypted)."""
@@ -515,6 +637,7 @@ class Transaction:
             for row in self._execute(self._codec.in_clause(len(chunk), lock=self._lock), chunk).fetchall():
                 snap = self._snapshot(row)
                 self._loaded.setdefault(snap.key, snap)
+                self._pathways.setdefault(snap.patient_id, set()).add(snap.pathway)
             self._complete.update(chunk)
 
     def enrolments(self, patient_id: str) -> list[Snapshot]:
@@ -524,10 +647,14 @@ class Transaction:
             for row in rows.fetchall():
                 snap = self._snapshot(row)
                 self._loaded.setdefault(snap.key, snap)
+                self._pathways.setdefault(patient_id, set()).add(snap.pathway)
             self._complete.add(patient_id)
-        found = {key[1]: snap for key, snap in self._loaded.items() if key[0] == patient_id}
-        found.update({key[1]: pending[1] for key, pending in self._pending.items() if key[0] == patient_id})
-        return [found[pathway] for pathway in sorted(found)]
+        return [self._current((patient_id, pathway)) for pathway in sorted(self._pathways.get(patient_id, ()))]
+
+    def _current(self, key: EnrolmentKey) -> Snapshot:
+        """A loaded or staged enrolment as this transaction sees it."""
+        pending = self._pending.get(key)
+        return pending[1] if pending is not None else self._loaded[key]
 
     def load(self, patient_id: str, pathway: str) -> Snapshot:
         """The enrolment's snapshot, locked for this transaction (raises UnknownPatient)."""
@@ -548,10 +675,11 @@ class Transaction:
     def load_many(self, patient_ids: Sequence[str]) -> dict[EnrolmentKey, Snapshot]:
         """Snapshots of every enrolment of the patients among `patient_ids` that are enrolled, locked."""
         self._read_patients([pid for pid in dict.fromkeys(patient_ids) if pid not in self._complete])
-        wanted = set(patient_ids)
-        found = {key: snap for key, snap in self._loaded.items() if key[0] in wanted}
-        found.update({key: pending[1] for key, pending in self._pending.items() if key[0] in wanted})
-        return found
+        return {
+            (pid, pathway): self._current((pid, pathway))
+            for pid in dict.fromkeys(patient_ids)
+            for pathway in self._pathways.get(pid, ())
+        }
 
     def claim_due(self, at: datetime, limit: int, *, id_range: IdRange | None = None) -> list[Snapshot]:
         """Up to `limit` due enrolments (within `id_range`), locked; rows another worker holds are skipped."""
@@ -570,19 +698,14 @@ class Transaction:
         )
         rows = self._execute(sql, (patient_id, pathway, codec.time(at))).fetchall()
         found = [codec.entry(row) for row in rows]
-        staged = [
-            AuditEntry(**row)
-            for row in self._entries
-            if (row["patient_id"], row["pathway"]) == (patient_id, pathway) and row["at"] == at
-        ]
-        return found + staged
+        return found + [entry for entry in self._written.get((patient_id, pathway), ()) if entry.at == at]
 
     def history(self, patient_id: str, pathway: str) -> list[AuditEntry]:
         """The enrolment's entries in seq order, written or staged (read only to re-derive a state)."""
         codec = self._codec
         sql = f"{codec.select_entries} WHERE patient_id = {codec.mark} AND pathway = {codec.mark} ORDER BY seq"
         found = [codec.entry(row) for row in self._execute(sql, (patient_id, pathway)).fetchall()]
-        return found + [entry for entry in self._written if entry.key == (patient_id, pathway)]
+        return found + self._written.get((patient_id, pathway), [])
 
     def find_entry(self, patient_id: str, pathway: str, idempotency_key: str) -> AuditEntry | None:
         """The enrolment's entry recorded earlier under this idempotency key, if any."""
@@ -627,6 +750,7 @@ class Transaction:
         )
         self._enrolled.append(key)
         self._pending[key] = (0, seed)
+        self._pathways.setdefault(patient_id, set()).add(pathway)
         return self.append(seed, entry, update, recorded_at)
 
     def append(self, snapshot: Snapshot, entry: NewEntry, update: SnapshotUpdate, recorded_at: datetime) -> AuditEntry:
@@ -659,7 +783,7 @@ class Transaction:
             self._entries.append(stored)
         if entry.idempotency_key is not None:
             self._keys[(snapshot.patient_id, snapshot.pathway, entry.idempotency_key)] = written
-        self._written.append(written)
+        self._written.setdefault(written.key, []).append(written)
         changed_state = update.state != snapshot.state
         if update.state_since is not None:
             since = update.state_since
@@ -685,6 +809,7 @@ class Transaction:
         self._pending[snapshot.key] = (original, after)
         if self._notify is not None:
             self._outbox += outbox.rows_for(snapshot, written, after, self._notify)
+        self._pathways.setdefault(snapshot.patient_id, set()).add(snapshot.pathway)
         return written
 
     def flush(self) -> None:
@@ -712,7 +837,7 @@ class Transaction:
         self._enrolled = []
         self._pending = {}
         self._keys = {}
-        self._written = []
+        self._written = {}
         self._outbox = []
 
 
@@ -749,14 +874,14 @@ def _range_clause(sql: str, mark: str, id_range: IdRange) -> tuple[str, tuple[st
     return f"{sql} WHERE {' AND '.join(conditions)}", tuple(params)
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any, synchronous: str = SQLITE_SYNCHRONOUS) -> None:
     # The driver must not open transactions itself; `_sqlite_on_begin` does, explicitly.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # Busy timeout first: switching a fresh file to WAL takes a lock other starting processes may hold.
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     _switch_to_wal(cursor)
-    cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.execute("PRAGMA foreign_keys=ON")
     # A 64 MiB page cache and memory-mapped reads: sweeps and replays touch many pages.
     cursor.execute("PRAGMA cache_size=-65536")

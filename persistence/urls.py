@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_URL", "is_private_memory", "normalise_url", "sqlite_file"]
+__all__ = [
+    "DEFAULT_URL",
+    "SQLITE_SYNCHRONOUS_LEVELS",
+    "is_private_memory",
+    "normalise_url",
+    "sqlite_file",
+    "split_synchronous",
+]
 
 DEFAULT_URL = "sqlite:///carepath.db"
+
+# SQLite durability, chosen with `?synchronous=` in the URL (FULL when not given): with FULL every
+# commit is on disk before `send` returns; NORMAL (in WAL mode) stays consistent but may lose the
+# last commits on power loss; OFF may corrupt the file on power loss; EXTRA also syncs the folder.
+SQLITE_SYNCHRONOUS_LEVELS = ("off", "normal", "full", "extra")
 
 
 def normalise_url(url: str) -> str:
@@ -12,6 +24,25 @@ def normalise_url(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
+
+
+def split_synchronous(url: str, default: str) -> tuple[str, str]:
+    """A SQLite URL without its `synchronous` option, and that option's level (`default` when
+    absent), upper case. Raises ValueError naming the accepted levels for any other value."""
+    head, sep, query = url.partition("?")
+    if not sep or not url.startswith("sqlite"):
+        return url, default
+    level, kept = default, []
+    for option in query.split("&"):
+        name, _, value = option.partition("=")
+        if name != "synchronous":
+            kept.append(option)
+        elif value.lower() in SQLITE_SYNCHRONOUS_LEVELS:
+            level = value.upper()
+        else:
+            accepted = ", ".join(SQLITE_SYNCHRONOUS_LEVELS)
+            raise ValueError(f"synchronous={value!r} is not a SQLite durability level (accepted: {accepted})")
+    return (f"{head}?{'&'.join(kept)}" if kept else head), level
 
 
 def is_private_memory(url: str) -> bool:

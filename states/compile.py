@@ -23,15 +23,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import date
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, create_model, model_validator
-from statemachine import StateChart
-from statemachine.io import create_machine_class_from_definition
 
 from .guards import Condition, Decision, Guard, Rule
 from .model import ConditionSpec, FieldSpec, PathwayModel, RuleSpec
 from .payloads import Payload
+
+if TYPE_CHECKING:
+    from statemachine import StateChart
 
 __all__ = [
     "build_chart",
@@ -123,6 +124,9 @@ def _edge(rule: RuleSpec, source: str, parents: Mapping[str, str | None]) -> tup
 
 def build_chart(model: PathwayModel) -> type[StateChart[Any]]:
     """The python-statemachine chart of a definition (strict: unknown events raise, errors propagate)."""
+    # Imported here: commands that only read a snapshot and its plan never build a chart.
+    from statemachine.io import create_machine_class_from_definition
+
     parents = model.parents()
     edges: dict[tuple[str, str, str, bool], list[str]] = {}
     for rule in model.rules:

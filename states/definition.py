@@ -12,12 +12,10 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from statemachine import StateChart
-from statemachine.exceptions import TransitionNotAllowed
-from statemachine.orderedset import OrderedSet
 
 from .compile import (
     build_chart,
@@ -34,6 +32,9 @@ from .inputs import compile_derived, compile_inputs, compile_updates, expression
 from .model import PathwayModel, Presentation, Review
 from .payloads import Payload, parse_payload
 from .plan import PlanBook, PlanItem
+
+if TYPE_CHECKING:
+    from statemachine import StateChart
 
 __all__ = ["MIGRATE_EVENT", "ChartRunner", "Context", "Pathway", "Step"]
 
@@ -76,12 +77,16 @@ class _TransitionLog:
         self.taken.append({"source": source.id, "target": target.id, "event": str(event)})
 
 
+# The memo's entry for an event the configuration has no transition for.
+_NOT_ALLOWED: tuple[tuple[str, ...], tuple[dict[str, str], ...]] = ((), ())
+
+
 class ChartRunner:
     """Runs events on one reused chart instance, restoring a configuration without entry actions.
 
     The chart's guards read only the rule decision, so the outcome of (configuration, event,
-    decided rule) is fixed for a definition and is memoised: replaying thousands of events does
-    the statechart work once per distinct step.
+    decided rule) is fixed for a definition and is memoised, refusals included: replaying
+    thousands of events does the statechart work once per distinct step.
     """
 
     def __init__(self, chart: type[StateChart[Any]]) -> None:
@@ -118,14 +123,20 @@ class ChartRunner:
         key = (configuration, event, decision.rule.name if decision.rule else None)
         cached = self._memo.get(key)
         if cached is not None:
+            if cached is _NOT_ALLOWED:
+                raise EventNotAllowed(event, configuration)
             return cached
         with self._lock:  # one chart instance, shared by the threads of an embedding service
+            from statemachine.exceptions import TransitionNotAllowed
+            from statemachine.orderedset import OrderedSet
+
             restored = OrderedSet(configuration) if len(configuration) > 1 else configuration[0]
             self._machine.current_state_value = restored
             self._log.taken = []
             try:
                 self._machine.send(event, decision=decision)
             except TransitionNotAllowed:
+                self._memo[key] = _NOT_ALLOWED  # refusals are as fixed as steps
                 raise EventNotAllowed(event, configuration) from None
             result = (self.ordered(list(self._machine.configuration_values)), tuple(self._log.taken))
             if self._machine.is_terminated:
@@ -148,20 +159,39 @@ class Pathway:
         self.name = model.name
         self.version = model.version
         self._parents = model.parents()
-        self.chart: type[StateChart[Any]] = build_chart(model)
         self.rules: tuple[Rule, ...] = build_rules(model)
-        self.payloads: dict[str, type[Payload]] = build_payloads(model)
-        self.enroll_payload = build_enroll_payload(model)
         self.policy_model = build_policy_model(model)
         self.policy = policy if policy is not None else self.policy_model()
-        self.runner = ChartRunner(self.chart)
         self._inputs = compile_inputs(model)
         self._updates = compile_updates(model, self._stays)
+        # The updates that can apply to each event, in declaration order (the others return at once).
+        self._updates_by_event = {
+            event: tuple(fn for fn, spec in zip(self._updates, model.updates, strict=True) if event in spec.events)
+            for event in model.events
+        }
         self._derived = compile_derived(model) if model.derived else None
         self._by_event: dict[str, tuple[Rule, ...]] = {}
         self._status_regions = frozenset(model.status_regions)
         self._finals = frozenset(s for s in model.state_ids() if (spec := model.find_state(s)) and spec.final)
         self._plan = PlanBook(model)
+
+    @cached_property
+    def chart(self) -> type[StateChart[Any]]:
+        """The statechart, built when first needed (reading a plan or an outcome needs none)."""
+        return build_chart(self.model)
+
+    @cached_property
+    def runner(self) -> ChartRunner:
+        return ChartRunner(self.chart)
+
+    @cached_property
+    def payloads(self) -> dict[str, type[Payload]]:
+        """The payload model of each event, built when first needed (reading a plan needs none)."""
+        return build_payloads(self.model)
+
+    @cached_property
+    def enroll_payload(self) -> type[Payload]:
+        return build_enroll_payload(self.model)
 
     def with_policy(self, policy: BaseModel) -> Pathway:
         """The same definition under another policy (what-if replays)."""
@@ -251,7 +281,7 @@ class Pathway:
         rule = decision.rule
         assert rule is not None  # the chart refused the event otherwise
         ctx = dict(context)
-        for update in self._updates:
+        for update in self._updates_by_event.get(event, ()):
             update(ctx, event, payload, at, decision, inputs, self.policy)
         if self._derived is not None:
             ctx.update(self._derived(payload, ctx, at, self.policy))
