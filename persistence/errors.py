@@ -63,10 +63,13 @@ class DuplicateEnrolment(DuplicatePatient):
 
 
 class ConcurrentUpdate(PersistenceError):
-    """Raised when another writer changed the enrolment since it was read (revision mismatch)."""
+    """Raised when another writer changed the enrolment since it was read (revision mismatch).
+
+    Commands retry it; it reaches the caller once the retries are spent, so, like an unreachable
+    database, it asks to try again later (exit 5, HTTP 503)."""
 
     code = "concurrent_update"
-    category = Category.CONFLICT
+    category = Category.UNAVAILABLE
 
     def __init__(self, patient_id: str, expected_revision: int, pathway: str | None = None) -> None:
         self.patient_id = patient_id

@@ -55,7 +55,7 @@ EXPECTED: dict[str, tuple[str, int, int]] = {
     "persistence.errors.UnknownPatient": ("unknown_patient", 4, 404),
     "persistence.errors.DuplicatePatient": ("duplicate_patient", 2, 409),
     "persistence.errors.DuplicateEnrolment": ("duplicate_enrolment", 2, 409),
-    "persistence.errors.ConcurrentUpdate": ("concurrent_update", 2, 409),
+    "persistence.errors.ConcurrentUpdate": ("concurrent_update", 5, 503),
     "persistence.errors.IdempotencyConflict": ("idempotency_conflict", 2, 409),
     "persistence.errors.StorageUnavailable": ("storage_unavailable", 5, 503),
     "persistence.errors.NoDatabase": ("no_database", 5, 503),
