@@ -1483,6 +1483,7 @@ def clinical_time(at: datetime, field: str = "at") -> datetime:
 def _tick_in_process(url: str, at: datetime, now: datetime, batch: int, id_range: IdRange) -> SweepReport:
     """One range of a parallel sweep, in a worker process with its own connections."""
     engine = Engine(url, lambda: now)
+    engine.store.schema_known()  # the command ensured it before starting the workers
     try:
         with bulk_allocation():  # a worker process of its own: its collector is nobody else's
             return engine._tick_range(at, now, batch, None, id_range)

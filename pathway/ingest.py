@@ -174,6 +174,10 @@ def ingest(engine: Engine, lines: Iterable[str], *, batch: int = 1_000, workers:
     """
     now = engine.clock()
     if workers > 1:
+        try:
+            engine.store.ensure_schema()  # once, here: the workers take it as done
+        except StorageUnavailable as err:
+            raise ImportStopped(err.detail, IngestReport()) from None
         return _ingest_parallel(engine.store.url, read_jsonl(lines), batch, workers, now, engine.retries)
     report = IngestReport()
     records = read_jsonl(lines)
@@ -344,6 +348,7 @@ def _hand_over(inbox: Any, chunk: Chunk | None, process: Any, collector: _Collec
 def _ingest_worker(index: int, url: str, inbox: Any, results: Any, stop: Any, now: datetime, retries: int) -> None:
     tie_to_parent()
     engine = Engine(url, lambda: now, retries=retries)
+    engine.store.schema_known()  # the command ensured it before starting the workers
     try:
         with bulk_allocation():
             while not stop.is_set() and (chunk := inbox.get()) is not None:

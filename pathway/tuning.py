@@ -51,13 +51,30 @@ def bulk_allocation() -> Iterator[None]:
                 gc.set_threshold(*_bulk_previous)
 
 
+# What a fork server imports once, so that the workers it forks start with it loaded.
+_PRELOAD = ["pathway.engine", "pathway.ingest", "pathway.replay"]
+
+
 def worker_context() -> Any:
-    """Where to start worker processes: fork where the platform has it, so they start with every
-    module imported; they open their own database connections and use nothing else inherited."""
+    """Where to start worker processes: they open their own database connections and use nothing
+    else inherited.
+
+    A process with one thread forks them, so they start with every module imported. A process
+    with other threads (a service sending events while it sweeps) must not: a fork copies SQLite's
+    per-process lock records as another thread left them mid-transaction, and the worker would
+    then wait forever for a write lock that no process holds. Its workers come from a fork
+    server, a fresh process that has never opened a database (or are spawned where there is none).
+    """
     import multiprocessing  # here, like the other process machinery: one-row commands never need it
 
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method)
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 _PR_SET_PDEATHSIG = 1
