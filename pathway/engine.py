@@ -1475,7 +1475,9 @@ def clinical_time(at: datetime, field: str = "at") -> datetime:
         utc = at.astimezone(UTC)
     except (OverflowError, ValueError):
         utc = None
-    if utc is None or utc.year < EARLIEST_YEAR:
+    if utc is None:
+        raise InvalidCommand(f"{field}: {at.isoformat()} is not a plausible clinical time (no UTC time is that)")
+    if utc.year < EARLIEST_YEAR:
         raise InvalidCommand(f"{field}: {at.isoformat()} is not a plausible clinical time (before {EARLIEST_YEAR})")
     return utc
 
