@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from pathway import Engine, FakeClock, verify
+from persistence import UnknownPatient
+from tests import send_loop
 from tests.conftest import NOW, T0
 from tests.helpers import assess_data, reassess_data
 
@@ -98,37 +100,86 @@ def test_no_import_worker_survives_its_parent(db_url: str, tmp_path: Path) -> No
     assert _wait_gone(workers) == []
 
 
+def _descendants(pid: int) -> list[int]:
+    """Children, their children, and so on (a fork server's workers are the command's grandchildren)."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        frontier = [child for parent in frontier for child in _children(parent)]
+        found += frontier
+    return found
+
+
+def _sent_keys(engine: Engine) -> list[str]:
+    """The idempotency keys recorded for the send loop's patients, one per entry."""
+    keys: list[str] = []
+    for i in range(send_loop.PATIENTS):
+        try:
+            history = engine.history(f"s{i:03d}")
+        except UnknownPatient:
+            continue
+        keys += [entry.idempotency_key for entry in history if entry.idempotency_key is not None]
+    return keys
+
+
+def _assert_acknowledged_once(engine: Engine, acks: Path) -> None:
+    acknowledged = set(acks.read_text().split()) if acks.exists() else set()
+    recorded = _sent_keys(engine)
+    assert len(recorded) == len(set(recorded)), "an event was recorded twice"
+    assert acknowledged <= set(recorded), f"acknowledged but lost: {sorted(acknowledged - set(recorded))}"
+
+
 def test_random_kills_then_verify_and_rerun(db_url: str, tmp_path: Path) -> None:
-    """Imports, send loops and sweeps are SIGKILLed at random moments, 20 times; after each kill the
-    log verifies, and in the end running the file again completes it exactly."""
+    """Imports (one and two workers), send loops, parallel sweeps and workers are SIGKILLed at random
+    moments, 20 times in all (4 of each, in a seeded order); after each kill no process of the
+    command is left, the log verifies, and every event a `send` acknowledged (exit 0) is recorded
+    once. In the end the file and the send loop run again complete the work exactly, and every
+    send retried with its key changes nothing."""
     rng = random.Random(SEED)
     lines = _events(400)
     source = tmp_path / "events.jsonl"
     source.write_text("\n".join(lines) + "\n")
+    acks = tmp_path / "acks.txt"
     engine = Engine(db_url, FakeClock(NOW))
     engine.store.ensure_schema()
-    commands = [
-        [*CARE, "--db", db_url, "import", str(source), "--workers", "2", "--batch", "20"],
-        [*CARE, "--db", db_url, "import", str(source), "--workers", "1", "--batch", "20"],
-        [*CARE, "--db", db_url, "worker", "--at", (T0 + timedelta(weeks=5)).isoformat(), "--interval", "0"],
-    ]
+    sweep_at = (T0 + timedelta(weeks=5)).isoformat()
+    commands = {
+        "import-2": [*CARE, "--db", db_url, "import", str(source), "--workers", "2", "--batch", "20"],
+        "import-1": [*CARE, "--db", db_url, "import", str(source), "--workers", "1", "--batch", "20"],
+        "send-loop": [sys.executable, "-m", "tests.send_loop", db_url, str(acks)],
+        "sweep-2": [*CARE, "--db", db_url, "tick", "--at", sweep_at, "--workers", "2", "--batch", "20"],
+        "worker": [*CARE, "--db", db_url, "worker", "--at", sweep_at, "--interval", "0"],
+    }
+    rotation = sorted(commands) * (KILLS // len(commands))
+    rng.shuffle(rotation)
     started = time.monotonic()
-    for _ in range(KILLS):
-        command = rng.choice(commands)
-        process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for name in rotation:
+        process = subprocess.Popen(commands[name], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.3, 1.5))
-        workers = _children(process.pid)
+        workers = _descendants(process.pid)
         process.kill()
         process.wait(timeout=10)
-        assert _wait_gone(workers) == []
+        assert _wait_gone(workers) == [], name
         report = verify(engine.store, workers=1)
-        assert report.ok, report.to_json()
+        assert report.ok, (name, report.to_json())
+        _assert_acknowledged_once(engine, acks)
         assert time.monotonic() - started < 240
+    finished = subprocess.run(commands["send-loop"], env=_env(), capture_output=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr.decode()
     final = engine.ingest(lines, batch=50)
     assert final.rejected == [] or all("before" in r.error or "not allowed" in r.error for r in final.rejected)
     assert final.accepted + final.already_applied + len(final.rejected) == len(lines)
+    assert sorted(_sent_keys(engine)) == sorted(event.key for event in send_loop.send_events())
+    _assert_acknowledged_once(engine, acks)
     assert verify(engine.store, workers=1).ok
     assert engine.ingest(lines, batch=50).accepted == 0
+    entries = sum(len(engine.history(f"s{i:03d}")) for i in range(send_loop.PATIENTS))
+    for event in send_loop.send_events():  # every send retried with its key: nothing new is written
+        if event.event == "enroll":
+            engine.enroll(event.patient, event.at, version=1, idempotency_key=event.key)
+        else:
+            engine.send(event.patient, event.event, event.at, event.data, idempotency_key=event.key)
+    assert sum(len(engine.history(f"s{i:03d}")) for i in range(send_loop.PATIENTS)) == entries
     engine.close()
 
 
