@@ -351,7 +351,13 @@ def _ingest_worker(index: int, url: str, inbox: Any, results: Any, stop: Any, no
     engine.store.schema_known()  # the command ensured it before starting the workers
     try:
         with bulk_allocation():
-            while not stop.is_set() and (chunk := inbox.get()) is not None:
+            while not stop.is_set():
+                try:
+                    chunk = inbox.get(timeout=0.1)  # not blocked for good: the stop must be seen at once
+                except queue.Empty:
+                    continue
+                if chunk is None:
+                    break
                 results.put((index, "part", _commit_chunk(engine, chunk, now, optimistic=True)))
         results.put((index, "done", None))
     except BaseException as err:  # reported as text: the parent only needs the message

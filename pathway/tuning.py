@@ -122,16 +122,23 @@ def stop_processes(processes: Sequence[Any], queues: Sequence[Any] = ()) -> None
 def parallel_map(work: Callable[..., T], calls: Sequence[tuple[Any, ...]], workers: int) -> Iterator[T]:
     """`work(*call)` for each call, in worker processes tied to this one, results in call order.
 
-    The first failure (or an interrupt) kills every worker at once and is raised: no worker
-    outlives the command, none is left computing for a result nobody will read.
+    The first failure, in whichever worker (or an interrupt), kills every worker at once and is
+    raised: no worker outlives the command, none is left computing for a result nobody will read.
     """
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=tie_to_parent)
     try:
         futures = [pool.submit(work, *call) for call in calls]
-        for future in futures:
-            yield future.result()
+        pending, given = set(futures), 0
+        while given < len(futures):
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future.exception() is not None:
+                    future.result()  # raises it, without waiting for the calls before it
+            while given < len(futures) and futures[given].done():
+                yield futures[given].result()
+                given += 1
     except BaseException:
         processes = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -305,13 +305,17 @@ def _start_and_wait_for_workers(command: list[str]) -> tuple[subprocess.Popen[by
     ("command", "sig", "status"),
     [
         (["import", "EVENTS", "--workers", "2", "--batch", "20"], "SIGINT", 130),
+        (["import", "EVENTS", "--workers", "2", "--batch", "20"], "SIGTERM", 143),
+        (["tick", "--at", SWEEP, "--workers", "2", "--batch", "20"], "SIGTERM", 143),
+        (["verify", "--workers", "2"], "SIGTERM", 143),
     ],
-    ids=["import-int"],
+    ids=["import-int", "import-term", "tick-term", "verify-term"],
 )
 def test_a_signal_stops_a_parallel_command_and_its_workers(
     big_db: str, tmp_path: Path, command: list[str], sig: str, status: int
 ) -> None:
-    """SIGTERM or Ctrl-C: the command kills its workers and exits 143 or 130 within seconds."""
+    """SIGTERM or Ctrl-C: the command kills its workers and exits 143 or 130 within seconds,
+    leaving a log that verifies."""
     import signal
 
     url = _copy(big_db, tmp_path)
@@ -325,6 +329,38 @@ def test_a_signal_stops_a_parallel_command_and_its_workers(
     _, err = process.communicate(timeout=30)
     took = time.monotonic() - signalled
     assert process.returncode == status, err.decode()
+    assert err.decode().strip() == f"carepath: {'terminated' if sig == 'SIGTERM' else 'interrupted'}"
     assert took < 10, took
     assert _wait_gone(workers) == []
     assert verify(Engine(url, FakeClock(NOW)).store, workers=1).ok
+
+
+def _poison_upper_half(url: str, sql: str) -> str:
+    """Run `sql` (with :low) on the patients of the second of two id ranges; returns where it starts."""
+    engine = Engine(url, FakeClock(NOW))
+    low = engine.store.id_boundaries(2)[0]
+    engine.store.execute_raw(sql, {"low": low})
+    engine.close()
+    return low
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find child processes")
+def test_a_failing_sweep_worker_stops_the_other_at_once(big_db: str, tmp_path: Path) -> None:
+    """One worker of `tick --workers 2` fails on its first patient (a version this process does not
+    know): the command exits 2 naming it at once, the other worker stopped before the end of its
+    range (some of its patients are still due), no process is left, and nothing was half-applied."""
+    url = _copy(big_db, tmp_path)
+    low = _poison_upper_half(url, "UPDATE carepath_patients SET version = 99 WHERE patient_id >= :low")
+    process, workers = _start_and_wait_for_workers(
+        [*CARE, "--db", url, "tick", "--at", SWEEP, "--workers", "2", "--batch", "20"]
+    )
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2, err.decode()
+    assert "99" in err.decode() and len(err.decode().strip().splitlines()) == 1, err.decode()
+    assert _wait_gone(workers) == []
+    engine = Engine(url, FakeClock(NOW))
+    lower_due = [patient for patient, _ in engine.store.due_ids(datetime.fromisoformat(SWEEP)) if patient < low]
+    assert lower_due, "the other worker ran to the end of its range"
+    engine.store.execute_raw("UPDATE carepath_patients SET version = 1 WHERE patient_id >= :low", {"low": low})
+    assert verify(engine.store, workers=1).ok
+    engine.close()
