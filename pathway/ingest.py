@@ -21,6 +21,7 @@ The engine's clock is read once for the whole import.
 
 from __future__ import annotations
 
+import os
 import queue
 import zlib
 from collections.abc import Iterable, Iterator
@@ -239,7 +240,9 @@ def _ingest_parallel(
     results = context.Queue()
     stop = context.Event()
     processes = [
-        context.Process(target=_ingest_worker, args=(index, url, inbox, results, stop, now, retries), daemon=True)
+        context.Process(
+            target=_ingest_worker, args=(index, url, inbox, results, stop, now, retries, os.getpid()), daemon=True
+        )
         for index, inbox in enumerate(inboxes)
     ]
     for process in processes:
@@ -345,8 +348,10 @@ def _hand_over(inbox: Any, chunk: Chunk | None, process: Any, collector: _Collec
                 raise _WorkerFailed("an import worker stopped unexpectedly") from None
 
 
-def _ingest_worker(index: int, url: str, inbox: Any, results: Any, stop: Any, now: datetime, retries: int) -> None:
-    tie_to_parent()
+def _ingest_worker(
+    index: int, url: str, inbox: Any, results: Any, stop: Any, now: datetime, retries: int, parent: int
+) -> None:
+    tie_to_parent(parent)
     engine = Engine(url, lambda: now, retries=retries)
     engine.store.schema_known()  # the command ensured it before starting the workers
     try:

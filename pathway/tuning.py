@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import select
 import signal
 import sys
 import threading
@@ -80,13 +81,17 @@ def worker_context() -> Any:
 _PR_SET_PDEATHSIG = 1
 
 
-def tie_to_parent() -> None:
+def tie_to_parent(parent: int | None = None) -> None:
     """Make this worker process die with its parent: never an orphan writing on its own.
 
-    On Linux the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG); elsewhere a
-    daemon thread notices the parent is gone (the process is re-parented) and ends the process.
+    `parent` is the command's process when that is not this process's parent: workers started by
+    a fork server are its children, and the fork server itself only ends once they have. On Linux
+    the kernel sends SIGKILL when the direct parent dies (prctl PR_SET_PDEATHSIG); a daemon thread
+    ends the process when the command's process is gone (waiting on a pidfd where there is one,
+    else noticing the process is re-parented or no longer exists).
     """
-    parent = os.getppid()
+    direct = os.getppid()
+    parent = direct if parent is None else parent
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -95,15 +100,36 @@ def tie_to_parent() -> None:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):  # pragma: no cover - no prctl: the watchdog below serves
             pass
-    if os.getppid() != parent or parent == 1:  # died before the death signal was armed
+    if os.getppid() != direct or direct == 1 or not _exists(parent):  # died before the watch began
         os._exit(1)
+    pidfd = None
+    if parent != direct and hasattr(os, "pidfd_open"):
+        try:
+            pidfd = os.pidfd_open(parent)
+        except ProcessLookupError:
+            os._exit(1)
+        except OSError:  # pragma: no cover - a kernel without pidfds: the polling below serves
+            pidfd = None
 
     def watch() -> None:
-        while os.getppid() == parent:
+        if pidfd is not None:
+            select.select([pidfd], [], [])  # readable once the process has ended
+            os._exit(1)
+        while os.getppid() == direct and _exists(parent):
             threading.Event().wait(1.0)
         os._exit(1)
 
     threading.Thread(target=watch, name="carepath-parent-watch", daemon=True).start()
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's process reuses the id
+        return False
+    return True
 
 
 def stop_processes(processes: Sequence[Any], queues: Sequence[Any] = ()) -> None:
@@ -127,7 +153,9 @@ def parallel_map(work: Callable[..., T], calls: Sequence[tuple[Any, ...]], worke
     """
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=tie_to_parent)
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=worker_context(), initializer=tie_to_parent, initargs=(os.getpid(),)
+    )
     try:
         futures = [pool.submit(work, *call) for call in calls]
         pending, given = set(futures), 0

@@ -81,23 +81,69 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
 
 
+ORPHAN_COMMANDS = {
+    "import": ["import", "EVENTS", "--workers", "2", "--batch", "50"],
+    "tick": ["tick", "--at", (T0 + timedelta(weeks=3)).isoformat(), "--workers", "2", "--batch", "50"],
+    "verify": ["verify", "--workers", "2"],
+}
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find child processes")
-def test_no_import_worker_survives_its_parent(db_url: str, tmp_path: Path) -> None:
-    """kill -9 of a parallel import leaves no worker behind (gone within a few seconds)."""
+@pytest.mark.parametrize("name", sorted(ORPHAN_COMMANDS))
+def test_no_worker_survives_its_parent(db_url: str, tmp_path: Path, name: str) -> None:
+    """kill -9 of a parallel import, sweep or verify leaves none of its processes behind (gone
+    within a few seconds), and the log verifies."""
     source = tmp_path / "events.jsonl"
-    source.write_text("\n".join(_events(3000)) + "\n")
-    command = [*CARE, "--db", db_url, "import", str(source), "--workers", "2", "--batch", "50"]
-    parent = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if name == "import":
+        source.write_text("\n".join(_events(3000)) + "\n")
+    else:  # 3,000 patients assessed, due three weeks later
+        engine = Engine(db_url, FakeClock(NOW))
+        assert ingest(engine, [line for line in _events(3000) if '"reassess"' not in line], batch=500).rejected == []
+        engine.close()
+    args = [arg.replace("EVENTS", str(source)) for arg in ORPHAN_COMMANDS[name]]
+    parent = subprocess.Popen([*CARE, "--db", db_url, *args], env=_env(), stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     workers: list[int] = []
-    while time.monotonic() < deadline and len(workers) < 2:
-        workers = _children(parent.pid)
-        time.sleep(0.05)
-    assert workers, "the import started no workers"
-    time.sleep(0.5)
+    while time.monotonic() < deadline and len(workers) < 2 and parent.poll() is None:
+        workers = _descendants(parent.pid)
+        time.sleep(0.01)
+    assert len(workers) >= 2, "the command started no workers"
+    time.sleep(0.2)
     parent.kill()
     parent.wait(timeout=10)
     assert _wait_gone(workers) == []
+    assert verify(Engine(db_url, FakeClock(NOW)).store, workers=1).ok
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find child processes")
+def test_no_worker_survives_a_threaded_parent(sqlite_url: str, tmp_path: Path) -> None:
+    """A service process sweeping with workers=2 from a thread gets its workers from a fork
+    server; kill -9 of the service leaves neither the fork server nor a worker behind."""
+    engine = Engine(sqlite_url, FakeClock(NOW))
+    assert ingest(engine, [line for line in _events(3000) if '"reassess"' not in line], batch=500).rejected == []
+    engine.close()
+    script = (
+        "import sys, threading\n"
+        "from datetime import datetime\n"
+        "from pathway import Engine, FakeClock\n"
+        "from tests.conftest import NOW\n"
+        "def sweep():\n"
+        f"    Engine({sqlite_url!r}, FakeClock(NOW)).tick(datetime.fromisoformat({SWEEP!r}), batch=20, workers=2)\n"
+        "if __name__ == '__main__':\n"
+        "    sweeper = threading.Thread(target=sweep)\n"
+        "    sweeper.start()\n"
+        "    sweeper.join()\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], env=_env(), cwd=tmp_path, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 3 and parent.poll() is None:
+        workers = _descendants(parent.pid)  # the fork server and its two workers
+        time.sleep(0.01)
+    assert len(workers) >= 3, f"expected a fork server and two workers, found {workers}"
+    parent.kill()
+    parent.wait(timeout=10)
+    assert _wait_gone(workers, seconds=10) == []
 
 
 def _descendants(pid: int) -> list[int]:
