@@ -16,22 +16,40 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from pathway import Engine, FakeClock
-from pathway.ingest import ingest
-from pathway.replay import verify
-from tests.conftest import NOW
-from tests.test_faults import CARE, _env, _events
+from pathway import Engine, FakeClock, verify
+from tests.conftest import NOW, T0
+from tests.helpers import assess_data, reassess_data
 
 pytestmark = pytest.mark.slow
 
 PATIENTS = 1500  # 7,500 lines: several seconds of import, so the kill lands in the middle
+CARE = [sys.executable, "-m", "pathway"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+
+def _events(patients: int) -> list[str]:
+    """Each patient enrolled and assessed at T0, then reassessed weekly three times."""
+    lines = []
+    for i in range(patients):
+        patient = f"p{i:04d}"
+        lines.append(json.dumps({"patient": patient, "event": "enroll", "at": T0.isoformat(), "version": 1}))
+        lines.append(json.dumps({"patient": patient, "event": "assess", "at": T0.isoformat(), "data": assess_data()}))
+        for week in range(1, 4):
+            at = (T0 + timedelta(weeks=week)).isoformat()
+            lines.append(json.dumps({"patient": patient, "event": "reassess", "at": at, "data": reassess_data()}))
+    return lines
 
 
 def _server_binaries() -> Path | None:
@@ -194,7 +212,7 @@ def test_server_killed_mid_import_then_rerun_applies_exactly_the_rest(server: Pr
 
     engine = Engine(url, FakeClock(NOW))
     quiet = Engine(f"sqlite:///{tmp_path / 'quiet.db'}", FakeClock(NOW))
-    assert ingest(quiet, lines, batch=500).rejected == []
+    assert quiet.ingest(lines, batch=500).rejected == []
     assert engine.store.count_entries() == quiet.store.count_entries()
     assert verify(engine.store, workers=1).ok
     engine.close()

@@ -98,7 +98,7 @@ def test_no_worker_survives_its_parent(db_url: str, tmp_path: Path, name: str) -
         source.write_text("\n".join(_events(3000)) + "\n")
     else:  # 3,000 patients assessed, due three weeks later
         engine = Engine(db_url, FakeClock(NOW))
-        assert ingest(engine, [line for line in _events(3000) if '"reassess"' not in line], batch=500).rejected == []
+        assert engine.ingest([line for line in _events(3000) if '"reassess"' not in line], batch=500).rejected == []
         engine.close()
     args = [arg.replace("EVENTS", str(source)) for arg in ORPHAN_COMMANDS[name]]
     parent = subprocess.Popen([*CARE, "--db", db_url, *args], env=_env(), stdout=subprocess.DEVNULL)
@@ -120,7 +120,7 @@ def test_no_worker_survives_a_threaded_parent(sqlite_url: str, tmp_path: Path) -
     """A service process sweeping with workers=2 from a thread gets its workers from a fork
     server; kill -9 of the service leaves neither the fork server nor a worker behind."""
     engine = Engine(sqlite_url, FakeClock(NOW))
-    assert ingest(engine, [line for line in _events(3000) if '"reassess"' not in line], batch=500).rejected == []
+    assert engine.ingest([line for line in _events(3000) if '"reassess"' not in line], batch=500).rejected == []
     engine.close()
     script = (
         "import sys, threading\n"

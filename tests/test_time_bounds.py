@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from pathway import Engine, EventInFuture, FakeClock, exit_code
+from pathway import CarepathError, Engine, EventInFuture, FakeClock, InvalidCommand, exit_code
 from pathway.cli import main
-from pathway.engine import EARLIEST_YEAR, MAX_FUTURE_SKEW
-from pathway.errors import CarepathError, InvalidCommand
-from pathway.ingest import ingest
 from tests.conftest import NOW, T0
 from tests.helpers import assess_data
 
+# The documented bounds: nothing before 1900 (in UTC), nothing more than 5 minutes ahead of the clock.
+EARLIEST_YEAR = 1900
+MAX_FUTURE_SKEW = timedelta(minutes=5)
 PLUS_ONE = timezone(timedelta(hours=1))
 TOO_EARLY: list[tuple[str, datetime]] = [
     ("1899-12-31 UTC", datetime(1899, 12, 31, 23, 59, 59, tzinfo=UTC)),
@@ -93,7 +93,7 @@ def test_an_import_line_out_of_bounds_is_rejected_alone(
         json.dumps({"patient": "p", "event": "reassess", "at": at.isoformat(), "data": REASSESS}),
         json.dumps({"patient": "c", "event": "enroll", "at": good.isoformat(), "version": 1}),
     ]
-    report = ingest(engine, lines, batch=10)
+    report = engine.ingest(lines, batch=10)
     assert report.accepted == 2
     assert [r.line for r in report.rejected] == [2, 3]
     assert all(words in r.error for r in report.rejected), report.rejected
@@ -107,7 +107,7 @@ def test_the_bounds_are_inclusive_at_the_edges(engine: Engine) -> None:
     edge = NOW + MAX_FUTURE_SKEW
     assert engine.send("p", "assess", edge, assess_data(pain=8)).changed
     line = json.dumps({"patient": "q", "event": "enroll", "at": edge.isoformat(), "version": 1})
-    assert ingest(engine, [line]).accepted == 1
+    assert engine.ingest([line]).accepted == 1
 
 
 @pytest.mark.parametrize(
