@@ -125,9 +125,11 @@ def test_the_bounds_are_inclusive_at_the_edges(engine: Engine) -> None:
     ids=lambda value: " ".join(value) if isinstance(value, list) else value,
 )
 def test_the_command_line_refuses_out_of_bounds_times_with_exit_2(
-    db_url: str, capsys: pytest.CaptureFixture[str], command: list[str], words: str
+    sqlite_url: str, capsys: pytest.CaptureFixture[str], command: list[str], words: str
 ) -> None:
-    """Each command prints one line naming the bound and exits 2, on both backends."""
+    """Each command prints one line naming the bound and exits 2 (the engine refuses alike on both
+    backends, above)."""
+    db_url = sqlite_url
     engine = _treated(Engine(db_url, FakeClock(NOW)))
     engine.close()
     capsys.readouterr()
