@@ -1477,7 +1477,9 @@ def clinical_time(at: datetime, field: str = "at") -> datetime:
         utc = at.astimezone(UTC)
     except (OverflowError, ValueError):
         utc = None
-    if utc is None or utc.year < EARLIEST_YEAR:
+    if utc is None:
+        raise InvalidCommand(f"{field}: {at.isoformat()} is not a plausible clinical time (no UTC time is that)")
+    if utc.year < EARLIEST_YEAR:
         raise InvalidCommand(f"{field}: {at.isoformat()} is not a plausible clinical time (before {EARLIEST_YEAR})")
     return utc
 
@@ -1485,6 +1487,7 @@ def clinical_time(at: datetime, field: str = "at") -> datetime:
 def _tick_in_process(url: str, at: datetime, now: datetime, batch: int, id_range: IdRange) -> SweepReport:
     """One range of a parallel sweep, in a worker process with its own connections."""
     engine = Engine(url, lambda: now)
+    engine.store.schema_known()  # the command ensured it before starting the workers
     try:
         with bulk_allocation():  # a worker process of its own: its collector is nobody else's
             return engine._tick_range(at, now, batch, None, id_range)

@@ -21,6 +21,7 @@ The engine's clock is read once for the whole import.
 
 from __future__ import annotations
 
+import os
 import queue
 import zlib
 from collections.abc import Iterable, Iterator
@@ -174,6 +175,10 @@ def ingest(engine: Engine, lines: Iterable[str], *, batch: int = 1_000, workers:
     """
     now = engine.clock()
     if workers > 1:
+        try:
+            engine.store.ensure_schema()  # once, here: the workers take it as done
+        except StorageUnavailable as err:
+            raise ImportStopped(err.detail, IngestReport()) from None
         return _ingest_parallel(engine.store.url, read_jsonl(lines), batch, workers, now, engine.retries)
     report = IngestReport()
     records = read_jsonl(lines)
@@ -235,7 +240,9 @@ def _ingest_parallel(
     results = context.Queue()
     stop = context.Event()
     processes = [
-        context.Process(target=_ingest_worker, args=(index, url, inbox, results, stop, now, retries), daemon=True)
+        context.Process(
+            target=_ingest_worker, args=(index, url, inbox, results, stop, now, retries, os.getpid()), daemon=True
+        )
         for index, inbox in enumerate(inboxes)
     ]
     for process in processes:
@@ -341,12 +348,21 @@ def _hand_over(inbox: Any, chunk: Chunk | None, process: Any, collector: _Collec
                 raise _WorkerFailed("an import worker stopped unexpectedly") from None
 
 
-def _ingest_worker(index: int, url: str, inbox: Any, results: Any, stop: Any, now: datetime, retries: int) -> None:
-    tie_to_parent()
+def _ingest_worker(
+    index: int, url: str, inbox: Any, results: Any, stop: Any, now: datetime, retries: int, parent: int
+) -> None:
+    tie_to_parent(parent)
     engine = Engine(url, lambda: now, retries=retries)
+    engine.store.schema_known()  # the command ensured it before starting the workers
     try:
         with bulk_allocation():
-            while not stop.is_set() and (chunk := inbox.get()) is not None:
+            while not stop.is_set():
+                try:
+                    chunk = inbox.get(timeout=0.1)  # not blocked for good: the stop must be seen at once
+                except queue.Empty:
+                    continue
+                if chunk is None:
+                    break
                 results.put((index, "part", _commit_chunk(engine, chunk, now, optimistic=True)))
         results.put((index, "done", None))
     except BaseException as err:  # reported as text: the parent only needs the message

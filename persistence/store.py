@@ -209,6 +209,11 @@ class Store:
                         self._require_schema()
                         self._schema_ready = True
 
+    def schema_known(self) -> None:
+        """Take the schema as current without checking: for the workers of a command that has just
+        ensured it, which would otherwise each queue for the write lock behind live writers."""
+        self._schema_ready = True
+
     def dispose(self) -> None:
         while self._kept:
             self._kept.pop().close()

@@ -28,10 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     5 no carepath database or storage unavailable, 130 interrupted)."""
     reset_settings()
     args = list(sys.argv[1:] if argv is None else argv)
-    previous = _terminate_as_interrupt()
+    stops: list[KeyboardInterrupt] = []
+    previous = _stop_as_interrupt(stops)
     try:
         result = app(args=args, prog_name="carepath", standalone_mode=False)
+        if stops:  # the framework answers either signal with its own exit 130, and no message
+            return _stopped(stops[0])
     except typer.Exit as done:
+        if stops:
+            return _stopped(stops[0])
         return int(done.exit_code)
     except TyperException as err:  # usage errors: the framework's usage message, exit 2
         show = getattr(err, "show", None)
@@ -42,9 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (typer.Abort, KeyboardInterrupt) as stop:
         # Ctrl-C or SIGTERM (click turns them into Abort): parallel workers were killed on the way out.
-        terminated = isinstance(stop, Terminated) or isinstance(stop.__cause__, Terminated)
-        sys.stderr.write(f"carepath: {'terminated' if terminated else 'interrupted'}\n")
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        return _stopped(stop)
     except Exception as err:  # every domain error becomes one line and an exit status
         if settings().debug:  # the traceback too; the exit status stays the error's
             traceback.print_exc()
@@ -53,13 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(json.dumps({"error": error_document(err)}, indent=2, ensure_ascii=False) + "\n")
         return exit_code(err)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         engine = settings().opened
         if engine is not None:
             engine.close()
         stop_logging()
     return int(result) if isinstance(result, int) else 0
+
+
+def _stopped(stop: BaseException) -> int:
+    terminated = isinstance(stop, Terminated) or isinstance(stop.__cause__, Terminated)
+    sys.stderr.write(f"carepath: {'terminated' if terminated else 'interrupted'}\n")
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 # Exit statuses of a command stopped by a signal (the shell's 128 + signal number).
@@ -71,15 +80,18 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread like Ctrl-C: the same clean-up runs (workers killed)."""
 
 
-def _terminate_as_interrupt() -> Any:
-    """Make SIGTERM raise Terminated in the main thread; returns the previous handler (None off it)."""
+def _stop_as_interrupt(stops: list[KeyboardInterrupt]) -> dict[int, Any]:
+    """Make SIGTERM raise Terminated and SIGINT KeyboardInterrupt in the main thread, each noted in
+    `stops` first; returns the previous handlers (none off the main thread)."""
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
-    def handle(_signum: int, _frame: FrameType | None) -> None:
-        raise Terminated()
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        stops.append(stop)
+        raise stop
 
-    return signal.signal(signal.SIGTERM, handle)
+    return {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
 
 
 def run() -> None:

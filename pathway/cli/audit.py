@@ -173,9 +173,16 @@ def _progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("events"), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    # Refreshed by hand, not by rich's refresh thread: a process with other threads takes its
+    # parallel workers from a fork server, slower to start (pathway/tuning.py).
+    with Progress(*columns, console=Console(stderr=True), transient=True, auto_refresh=False) as bar:
         task = bar.add_task(label, total=total)
-        yield lambda events: bar.advance(task, events)
+
+        def advance(events: int) -> None:
+            bar.advance(task, events)
+            bar.refresh()
+
+        yield advance
 
 
 def _print_verify(report: VerifyReport) -> None:

@@ -36,9 +36,9 @@ def import_(
 ) -> None:
     """Ingest many events, each checked as `send` checks it; a bad line is rejected alone.
 
-    Exit 0 when every line was applied (or already applied), 2 when some line was rejected or the
-    database stopped answering (the report then lists what was done; re-run the file to apply the
-    rest). Running a file again applies only the lines not yet applied.
+    Exit 0 when every line was applied (or already applied), 2 when some line was rejected, 5 when
+    the database stopped answering (the report then lists what was done; re-run the file to apply
+    the rest). Running a file again applies only the lines not yet applied.
 
     Lines look like {"patient": "p-1", "event": "enroll", "at": "2026-01-05T09:00:00+00:00", "factors": {}}
     or {"patient": "p-1", "event": "assess", "at": "...", "data": {...}}; a "pathway" key names the
