@@ -31,7 +31,7 @@ from statemachine.orderedset import OrderedSet
 
 from pathway import Engine, FakeClock, bulk_allocation
 from persistence import GENESIS
-from persistence.store import patients as patients_table
+from persistence._store import patients as patients_table
 from states import get_pathway
 
 ROOT = Path(__file__).resolve().parent
@@ -134,7 +134,7 @@ def floor_send(workdir: Path, n: int) -> float:
 
 
 def _store_synchronous() -> str:
-    from persistence import store
+    from persistence import _store as store
 
     return str(store.SQLITE_SYNCHRONOUS)
 

@@ -6,8 +6,8 @@ pictures are its methods. The other names here are what those methods take and r
 
 from typing import TYPE_CHECKING, Any
 
-from .clock import Clock, FakeClock, system_clock
-from .engine import (
+from ._clock import Clock, FakeClock, system_clock
+from ._engine import (
     DATABASE_ENV,
     DEFAULT_PATHWAY,
     PAYLOAD_SCHEMA,
@@ -22,7 +22,7 @@ from .engine import (
     clinical_time,
     entry_json,
 )
-from .errors import (
+from ._errors import (
     AmbiguousEnrolment,
     BeforeBarrier,
     CarepathError,
@@ -33,8 +33,8 @@ from .errors import (
     TimeWentBackwards,
     exit_code,
 )
-from .extras import MissingExtra
-from .observe import (
+from ._extras import MissingExtra
+from ._observe import (
     COMMANDS_COUNTER,
     DURATION_HISTOGRAM,
     JsonFormatter,
@@ -43,12 +43,12 @@ from .observe import (
     OpenTelemetryMetrics,
     default_metrics,
 )
-from .tuning import bulk_allocation
+from ._tuning import bulk_allocation
 
 # Loaded on first use (most commands need none of them, and start-up time counts for the CLI).
-# A name that is also a module's (replay, explain, ingest, simulate...) is an Engine method instead.
+# Keyed by module (`_replay` holds `verify`...); `replay`, `explain`, `ingest`, `simulate` are Engine methods.
 _LAZY = {
-    "replay": (
+    "_replay": (
         "InvalidPolicy",
         "NotEnrolledAt",
         "Problem",
@@ -60,12 +60,12 @@ _LAZY = {
         "verify",
         "whatif",
     ),
-    "explain": ("CohortRow", "Explanation", "TransitionView"),
-    "ingest": ("ImportStopped", "IngestReport"),
-    "diagram": ("TEXT_FORMATS", "DiagramError", "GraphvizMissing", "UnknownFormat"),
-    "timeline": ("TimelineError",),
-    "cohort_plot": ("CohortHistory", "EmptyCohort", "plot_cohort"),
-    "simulate": (
+    "_explain": ("CohortRow", "Explanation", "TransitionView"),
+    "_ingest": ("ImportStopped", "IngestReport"),
+    "_diagram": ("TEXT_FORMATS", "DiagramError", "GraphvizMissing", "UnknownFormat"),
+    "_timeline": ("TimelineError",),
+    "_cohort_plot": ("CohortHistory", "EmptyCohort", "plot_cohort"),
+    "_simulate": (
         "DEFAULT_WEEKS",
         "Scenario",
         "SimulationError",
@@ -74,18 +74,18 @@ _LAZY = {
         "load_scenario",
         "pathway_scenarios",
     ),
-    "hints": ("NEUTRAL_COLOUR", "Monitoring", "known_colours", "monitoring"),
-    "words": ("number_text", "outcome_text", "term_text"),
+    "_hints": ("NEUTRAL_COLOUR", "Monitoring", "known_colours", "monitoring"),
+    "_words": ("number_text", "outcome_text", "term_text"),
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
 if TYPE_CHECKING:
-    from .cohort_plot import CohortHistory, EmptyCohort, plot_cohort
-    from .diagram import TEXT_FORMATS, DiagramError, GraphvizMissing, UnknownFormat
-    from .explain import CohortRow, Explanation, TransitionView
-    from .hints import NEUTRAL_COLOUR, Monitoring, known_colours, monitoring
-    from .ingest import ImportStopped, IngestReport
-    from .replay import (
+    from ._cohort_plot import CohortHistory, EmptyCohort, plot_cohort
+    from ._diagram import TEXT_FORMATS, DiagramError, GraphvizMissing, UnknownFormat
+    from ._explain import CohortRow, Explanation, TransitionView
+    from ._hints import NEUTRAL_COLOUR, Monitoring, known_colours, monitoring
+    from ._ingest import ImportStopped, IngestReport
+    from ._replay import (
         InvalidPolicy,
         NotEnrolledAt,
         Problem,
@@ -97,7 +97,7 @@ if TYPE_CHECKING:
         verify,
         whatif,
     )
-    from .simulate import (
+    from ._simulate import (
         DEFAULT_WEEKS,
         Scenario,
         SimulationError,
@@ -106,8 +106,8 @@ if TYPE_CHECKING:
         load_scenario,
         pathway_scenarios,
     )
-    from .timeline import TimelineError
-    from .words import number_text, outcome_text, term_text
+    from ._timeline import TimelineError
+    from ._words import number_text, outcome_text, term_text
 
 
 def __getattr__(name: str) -> Any:

@@ -5,8 +5,8 @@ Knows configurations as lists of state ids and payloads as JSON; knows no statec
 
 from typing import TYPE_CHECKING, Any
 
-from .chain import GENESIS, canonical_json, entry_hash
-from .errors import (
+from ._chain import GENESIS, canonical_json, entry_hash
+from ._errors import (
     ConcurrentUpdate,
     DuplicateEnrolment,
     DuplicatePatient,
@@ -16,7 +16,7 @@ from .errors import (
     StorageUnavailable,
     UnknownPatient,
 )
-from .keys import (
+from ._keys import (
     AUDIT_KEY_ENV,
     AUDIT_KEY_FILE_ENV,
     DATA_KEY_ENV,
@@ -26,21 +26,21 @@ from .keys import (
     KeyRing,
     add_key,
 )
-from .records import AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
-from .urls import DEFAULT_URL, is_private_memory, normalise_url
+from ._records import AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
+from ._urls import DEFAULT_URL, is_private_memory, normalise_url
 
 if TYPE_CHECKING:
-    from .anchors import AnchorError
-    from .crypto import EncryptedData
-    from .outbox import OutboxMessage, count_outbox_pending, mark_outbox_delivered, pending_outbox, read_outbox
-    from .store import Store, Transaction
+    from ._anchors import AnchorError
+    from ._crypto import EncryptedData
+    from ._outbox import OutboxMessage, count_outbox_pending, mark_outbox_delivered, pending_outbox, read_outbox
+    from ._store import Store, Transaction
 
 # Loaded on first use, by the module defining each name.
-_LAZY = {"Store": "store", "Transaction": "store", "AnchorError": "anchors", "EncryptedData": "crypto"}
-# The outbox of transitions for webhooks and polling (persistence/outbox.py).
+_LAZY = {"Store": "_store", "Transaction": "_store", "AnchorError": "_anchors", "EncryptedData": "_crypto"}
+# The outbox of transitions for webhooks and polling (persistence/_outbox.py).
 _LAZY.update(
     dict.fromkeys(
-        ("OutboxMessage", "count_outbox_pending", "mark_outbox_delivered", "pending_outbox", "read_outbox"), "outbox"
+        ("OutboxMessage", "count_outbox_pending", "mark_outbox_delivered", "pending_outbox", "read_outbox"), "_outbox"
     )
 )
 

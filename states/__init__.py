@@ -5,10 +5,10 @@ No clock and no database: every function takes the clinical time it needs as an 
 only input read is a definition file a caller names (or the package's own definitions).
 """
 
-from . import gestation as _gestation  # noqa: F401  # registers the named functions
-from .checks import check_model, model_problems
-from .definition import MIGRATE_EVENT, Pathway, Step
-from .errors import (
+from . import _gestation  # noqa: F401  # registers the named functions
+from ._checks import check_model, model_problems
+from ._definition import MIGRATE_EVENT, Pathway, Step
+from ._errors import (
     DefinitionError,
     EventNotAllowed,
     InvalidInput,
@@ -23,13 +23,13 @@ from .errors import (
     UnknownDefinition,
     UnknownEvent,
 )
-from .functions import UnknownFunction, input_function
-from .guards import Condition, Decision, Guard, Rule
-from .load import definition_files, json_schema, load_file, parse_definition
-from .model import PathwayModel
-from .payloads import Payload, require_aware
-from .plan import ItemStatus, PlanItem
-from .registry import (
+from ._functions import UnknownFunction, input_function
+from ._guards import Condition, Decision, Guard, Rule
+from ._load import definition_files, json_schema, load_file, parse_definition
+from ._model import PathwayModel
+from ._payloads import Payload, require_aware
+from ._plan import ItemStatus, PlanItem
+from ._registry import (
     definition_for_enrolment,
     get_pathway,
     known_events,
@@ -38,7 +38,7 @@ from .registry import (
     pathways,
     register,
 )
-from .upcast import UnknownPayloadSchema
+from ._upcast import UnknownPayloadSchema
 
 __all__ = [
     "MIGRATE_EVENT",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import yaml
 
 from states import parse_definition, register
-from states.registry import BUILTIN_DIR
+from states._registry import BUILTIN_DIR
 
 __all__ = ["SECOND"]
 

@@ -1,4 +1,4 @@
-"""Each persisted field is declared once (persistence/columns.py); tables, records, codecs and hashes follow it."""
+"""Each persisted field is declared once (persistence/_columns.py); tables, records, codecs and hashes follow it."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from persistence.chain import HASHED_FIELDS, entry_hash
-from persistence.columns import AUDIT, PATIENTS, Field, TableDecl
-from persistence.records import AuditEntry, NewEntry, Snapshot
-from persistence.rows import RowCodec
-from persistence.tables import UTCDateTime, audit, patients
+from persistence._chain import HASHED_FIELDS, entry_hash
+from persistence._columns import AUDIT, PATIENTS, Field, TableDecl
+from persistence._records import AuditEntry, NewEntry, Snapshot
+from persistence._rows import RowCodec
+from persistence._tables import UTCDateTime, audit, patients
 
 # Columns the store fills in itself when it appends an entry (NewEntry holds the others).
 STORE_SUPPLIED = {"patient_id", "seq", "recorded_at", "pathway", "version", "prev_hash"}

@@ -25,7 +25,7 @@ from states import (
     pathways,
     register,
 )
-from states.registry import BUILTIN_DIR
+from states._registry import BUILTIN_DIR
 
 V1_FILE = BUILTIN_DIR / "piriformis-v1.yaml"
 
@@ -265,7 +265,7 @@ def test_definitions_from_the_environment_are_registered(tmp_path: Path, monkeyp
     """A folder named in CAREPATH_PATHWAYS is loaded with the built-in definitions."""
     (tmp_path / "toy.yaml").write_text(yaml.safe_dump(toy(name="toy-env")))
     monkeypatch.setenv("CAREPATH_PATHWAYS", str(tmp_path))
-    monkeypatch.setattr(states.registry, "_LOADED", False)
+    monkeypatch.setattr(states._registry, "_LOADED", False)
     assert get_pathway("toy-env", 1).name == "toy-env"
     assert get_pathway("piriformis", 1).version == 1
 
@@ -280,8 +280,8 @@ def test_definitions_from_an_entry_point_are_registered(monkeypatch: pytest.Monk
         def load() -> Any:
             return lambda: [parse_definition(toy(name="toy-ep"))]
 
-    monkeypatch.setattr(states.registry.metadata, "entry_points", lambda group: [EntryPoint()])
-    monkeypatch.setattr(states.registry, "_LOADED", False)
+    monkeypatch.setattr(states._registry.metadata, "entry_points", lambda group: [EntryPoint()])
+    monkeypatch.setattr(states._registry, "_LOADED", False)
     assert get_pathway("toy-ep", 1).name == "toy-ep"
 
 

@@ -11,7 +11,7 @@ import yaml
 
 import states
 from pathway.cli import main
-from states.registry import BUILTIN_DIR
+from states._registry import BUILTIN_DIR
 from tests.conftest import T0
 
 
@@ -104,7 +104,7 @@ def test_a_definition_from_pathways_works_in_every_command(
     folder = tmp_path / "defs"
     folder.mkdir()
     (folder / "toy.yaml").write_text(yaml.safe_dump(toy(f"toy-{source}")))
-    monkeypatch.setattr(states.registry, "_LOADED", False)
+    monkeypatch.setattr(states._registry, "_LOADED", False)
     base = ["--db", db_url]
     if source == "option":
         base += ["--pathways", str(folder)]
@@ -146,12 +146,12 @@ def test_a_database_with_an_unknown_definition_gives_one_clear_error(
     folder = tmp_path / "defs"
     folder.mkdir()
     (folder / "toy.yaml").write_text(yaml.safe_dump(toy("toy-gone")))
-    monkeypatch.setattr(states.registry, "_LOADED", False)
+    monkeypatch.setattr(states._registry, "_LOADED", False)
     at = T0.isoformat()
     assert main(["--db", db_url, "--pathways", str(folder), "enroll", "t1", "--pathway", "toy-gone", "--at", at]) == 0
     capsys.readouterr()
     monkeypatch.setattr(
-        states.registry, "_MODELS", {k: v for k, v in states.registry._MODELS.items() if k[0] != "toy-gone"}
+        states._registry, "_MODELS", {k: v for k, v in states._registry._MODELS.items() if k[0] != "toy-gone"}
     )
     assert main(["--db", db_url, *command]) == 2
     captured = capsys.readouterr()

@@ -17,8 +17,7 @@ import pytest
 from PIL import Image
 
 from pathway import Engine, FakeClock, Status
-from pathway.cli import main
-from pathway.simulate import (
+from pathway._simulate import (
     DEFAULT_START,
     SimulationError,
     SimulationResult,
@@ -27,6 +26,7 @@ from pathway.simulate import (
     make_profiles,
     simulate,
 )
+from pathway.cli import main
 from persistence import AuditEntry, Store
 
 ARCHETYPE_MIX = load_scenario("piriformis").mix
@@ -409,7 +409,7 @@ def test_demo_suggests_next_commands(demo_run: DemoRun) -> None:
 
 def test_demo_falls_back_to_mermaid_without_graphviz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without Graphviz the demo writes the statechart as Mermaid text and says so."""
-    import pathway.diagram as diagram
+    import pathway._diagram as diagram
 
     real_render = diagram.render
 
@@ -429,7 +429,7 @@ def test_demo_falls_back_to_mermaid_without_graphviz(tmp_path: Path, monkeypatch
 
 def test_demo_exits_1_when_verify_finds_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tampered audit row makes the demo print verify's problem and exit 1."""
-    import pathway.replay as replay
+    import pathway._replay as replay
 
     real_verify = replay.verify
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pathway import Engine
+from pathway._diagram import DiagramError, GraphvizMissing, UnknownFormat, render, to_dot, to_mermaid
 from pathway.cli import main
-from pathway.diagram import DiagramError, GraphvizMissing, UnknownFormat, render, to_dot, to_mermaid
 from states import Pathway, get_pathway, parse_definition
 from tests.conftest import T0
 from tests.helpers import assess_data

@@ -55,9 +55,9 @@ def no_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a library call started worker processes")
 
-    monkeypatch.setattr("pathway.replay.parallel_map", refuse)
-    monkeypatch.setattr("pathway.engine.parallel_map", refuse)
-    monkeypatch.setattr("pathway.ingest.worker_context", refuse)
+    monkeypatch.setattr("pathway._replay.parallel_map", refuse)
+    monkeypatch.setattr("pathway._engine.parallel_map", refuse)
+    monkeypatch.setattr("pathway._ingest.worker_context", refuse)
 
 
 @pytest.mark.usefixtures("no_processes")

@@ -13,7 +13,7 @@ import pytest
 from pathway import AmbiguousEnrolment, Engine, verify, whatif
 from pathway.cli import main
 from persistence import GENESIS, DuplicateEnrolment, DuplicatePatient, UnknownPatient
-from persistence.store import audit
+from persistence._store import audit
 from tests.conftest import T0
 from tests.helpers import assess_data, reassess_data
 from tests.second_pathway import SECOND

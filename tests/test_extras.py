@@ -34,7 +34,7 @@ def test_importing_the_library_loads_no_optional_package() -> None:
     """Importing pathway, states, persistence and the store loads none of the optional packages."""
     done = _python(
         f"""
-        import pathway, states, persistence, persistence.store, pathway.replay
+        import pathway, states, persistence, persistence._store, pathway._replay
         print(sorted(name for name in {OPTIONAL!r} if name in sys.modules))
         """
     )
@@ -55,8 +55,8 @@ def test_timeline_without_matplotlib_names_the_plots_extra(tmp_path: Path) -> No
         f"""
         from datetime import UTC, datetime
         from pathway import Engine, FakeClock
-        from pathway.extras import MissingExtra
-        from pathway.timeline import plot_timeline
+        from pathway._extras import MissingExtra
+        from pathway._timeline import plot_timeline
         from states import get_pathway
         at = datetime(2026, 1, 5, 9, tzinfo=UTC)
         engine = Engine("sqlite:///{tmp_path / "t.db"}", FakeClock(at))
@@ -79,8 +79,8 @@ def test_cohort_plot_without_matplotlib_names_the_plots_extra() -> None:
     done = _python(
         """
         from pathlib import Path
-        from pathway.cohort_plot import plot_cohort
-        from pathway.extras import MissingExtra
+        from pathway._cohort_plot import plot_cohort
+        from pathway._extras import MissingExtra
         try:
             plot_cohort(None, Path("never.png"))
         except MissingExtra as err:
@@ -96,8 +96,8 @@ def test_svg_diagram_without_graphviz_names_the_diagrams_extra() -> None:
     """An SVG diagram without the graphviz package names carepath[diagrams]; Mermaid still renders."""
     done = _python(
         """
-        from pathway.diagram import render
-        from pathway.extras import MissingExtra
+        from pathway._diagram import render
+        from pathway._extras import MissingExtra
         from states import get_pathway
         definition = get_pathway("piriformis")
         print(render(definition, "mermaid").decode().splitlines()[0])
@@ -121,7 +121,7 @@ def test_postgresql_url_without_psycopg_names_the_postgres_extra() -> None:
     done = _python(
         """
         from persistence import StorageUnavailable
-        from persistence.store import Store
+        from persistence._store import Store
         try:
             Store("postgresql://carepath@127.0.0.1:1/none")
         except StorageUnavailable as err:

@@ -23,9 +23,9 @@ from sqlalchemy import inspect
 from pathway import Engine, FakeClock, verify
 from pathway.cli import main
 from persistence import AuditEntry, Snapshot, Store
-from persistence.records import AUDIT_COLUMNS
-from persistence.rows import AUDIT_TABLE, PATIENTS_TABLE, RowCodec
-from persistence.tables import DUE_INDEX, IDEMPOTENCY_INDEX, SEQ_CONSTRAINT
+from persistence._records import AUDIT_COLUMNS
+from persistence._rows import AUDIT_TABLE, PATIENTS_TABLE, RowCodec
+from persistence._tables import DUE_INDEX, IDEMPOTENCY_INDEX, SEQ_CONSTRAINT
 from tests.conftest import NOW
 from tests.helpers import reassess_data
 from tests.second_pathway import SECOND

@@ -109,7 +109,7 @@ def test_nothing_is_built_when_info_is_off(sqlite_url: str, clock: FakeClock, mo
             self.asked.append(args)
 
     quiet = Quiet()
-    monkeypatch.setattr("pathway.engine.logger", quiet)
+    monkeypatch.setattr("pathway._engine.logger", quiet)
     with Engine(sqlite_url, clock, metrics=NoMetrics()) as engine:
         engine.enroll("p1", T0, version=1)
         engine.send("p1", "assess", T0, assess_data())

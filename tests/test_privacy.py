@@ -18,10 +18,10 @@ from sqlalchemy import update
 from pathway import Engine, FakeClock, verify
 from pathway.cli import main
 from persistence import StorageUnavailable, Store
-from persistence.anchors import check_anchor, make_anchor
-from persistence.crypto import EncryptedData, is_sealed
-from persistence.keys import AuditKeys, KeyRing
-from persistence.store import audit
+from persistence._anchors import check_anchor, make_anchor
+from persistence._crypto import EncryptedData, is_sealed
+from persistence._keys import AuditKeys, KeyRing
+from persistence._store import audit
 from tests.conftest import NOW, PG_URL, T0, libpq
 from tests.helpers import TYPICAL_FINDINGS, assess_data, reassess_data
 

@@ -17,7 +17,7 @@ import pytest
 from pathway import Engine, FakeClock
 from pathway.cli import main
 from persistence import NoDatabase, Store
-from persistence.readonly import ReadOnlyFile
+from persistence._readonly import ReadOnlyFile
 from tests.conftest import NOW, T0
 from tests.helpers import assess_data
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+import states._definition as definition_module
 from pathway import Engine, InvalidPolicy, NotEnrolledAt, ReplayDiverged, describe_decision, whatif
 from persistence import UnknownPatient
-from persistence.store import audit
+from persistence._store import audit
 from states import EventNotAllowed, NaiveTime, get_pathway
-from states import definition as definition_module
-from states.guards import evaluate_rule
+from states._guards import evaluate_rule
 from tests.conftest import T0
 from tests.helpers import TYPICAL_FINDINGS, assess_data, reassess_data
 

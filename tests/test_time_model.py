@@ -257,7 +257,7 @@ def test_enrolment_with_an_idempotency_key_repeats(eng: Engine) -> None:
 
 @pytest.fixture
 def cli(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> Cli:
-    import persistence.store  # noqa: F401
+    import persistence._store  # noqa: F401
     from states import get_pathway
 
     get_pathway("piriformis", 2)  # tables and definitions built outside the frozen clock of the CLI runs

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from pathway import Engine, TimelineError
+from pathway._timeline import plot_timeline
 from pathway.cli import main
-from pathway.timeline import plot_timeline
 from states import get_pathway
 from tests.conftest import T0
 from tests.helpers import assess_data, reassess_data

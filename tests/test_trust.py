@@ -1,7 +1,7 @@
 """Tamper evidence beyond the plain chain: audit keys (HMAC) and anchors, on every backend.
 
 A forger here has write access to the database and this library, and uses its own
-`persistence.chain.entry_hash` to recompute every hash it touches and `replay` to make the
+`persistence.entry_hash` to recompute every hash it touches and `replay` to make the
 snapshot agree. Each of the seven edits a plain SHA-256 chain lets through is first shown to pass
 `verify` without a key, then to be caught: per-entry edits by the keyed chain, truncation,
 deletion and fabrication by `verify --anchor`.
@@ -23,7 +23,7 @@ from sqlalchemy import delete
 from pathway import Engine, FakeClock, VerifyReport, verify
 from pathway.cli import main
 from persistence import GENESIS, AuditEntry, Snapshot, Store, entry_hash
-from persistence.anchors import (
+from persistence._anchors import (
     ANCHOR_NOT_AUTHENTIC,
     ANCHORED_ENROLMENT_MISSING,
     ANCHORED_ENTRY_CHANGED,
@@ -33,9 +33,9 @@ from persistence.anchors import (
     make_anchor,
     merkle_root,
 )
-from persistence.chain import HASH_MISMATCH, KEYED_WITHOUT_KEY, UNKEYED_ENTRY, UNKNOWN_KEY
-from persistence.keys import AuditKeys, KeyConfigError, KeyRing, add_key, load_audit_keys
-from persistence.store import audit, patients
+from persistence._chain import HASH_MISMATCH, KEYED_WITHOUT_KEY, UNKEYED_ENTRY, UNKNOWN_KEY
+from persistence._keys import AuditKeys, KeyConfigError, KeyRing, add_key, load_audit_keys
+from persistence._store import audit, patients
 from tests.conftest import NOW, T0
 from tests.helpers import assess_data, reassess_data
 

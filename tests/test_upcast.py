@@ -11,7 +11,7 @@ import pytest
 from pathway import PAYLOAD_SCHEMA, Engine, verify
 from persistence import NewEntry, SnapshotUpdate, Transaction
 from states import get_pathway
-from states.upcast import (
+from states._upcast import (
     UnknownPayloadSchema,
     register_upcaster,
     rename_fields,

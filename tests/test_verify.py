@@ -15,7 +15,7 @@ from sqlalchemy import delete, update
 from pathway import Engine, VerifyReport, verify
 from pathway.cli import main
 from persistence import UnknownPatient, entry_hash
-from persistence.store import audit, patients
+from persistence._store import audit, patients
 from states import get_pathway
 from tests.conftest import T0
 from tests.helpers import assess_data, reassess_data

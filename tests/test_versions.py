@@ -12,7 +12,7 @@ import yaml
 from pathway import Engine, verify
 from pathway.cli import main
 from states import NoMigration, get_pathway, parse_definition, register
-from states.registry import BUILTIN_DIR
+from states._registry import BUILTIN_DIR
 from tests.conftest import T0
 from tests.helpers import assess_data, reassess_data
 

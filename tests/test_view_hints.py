@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from pathway import NEUTRAL_COLOUR, Engine, FakeClock, Scenario, SimulationError, monitoring, plot_cohort
+from pathway._timeline import plot_timeline
 from pathway.cli.render import state_style, styled_state
-from pathway.timeline import plot_timeline
 from states import Pathway, model_problems, parse_definition, register
 from tests.conftest import T0
 

@@ -18,7 +18,7 @@ import pytest
 from pathway import Engine, FakeClock
 from pathway.cli import main
 from persistence import Store
-from persistence.tables import patients as patients_table
+from persistence._tables import patients as patients_table
 from tests.conftest import NOW, T0
 from tests.helpers import assess_data
 

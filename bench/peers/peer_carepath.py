@@ -27,8 +27,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from statistics import median
 
-from pathway import Engine, FakeClock
-from pathway.replay import verify
+from pathway import Engine, FakeClock, verify
 from states import EventNotAllowed
 
 import common

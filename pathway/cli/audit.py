@@ -174,7 +174,7 @@ def _progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
 
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("events"), TimeRemainingColumn())
     # Refreshed by hand, not by rich's refresh thread: a process with other threads takes its
-    # parallel workers from a fork server, slower to start (pathway/tuning.py).
+    # parallel workers from a fork server, slower to start (pathway/_tuning.py).
     with Progress(*columns, console=Console(stderr=True), transient=True, auto_refresh=False) as bar:
         task = bar.add_task(label, total=total)
 

@@ -8,10 +8,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..engine import entry_json
+from .._engine import entry_json
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from .._engine import Engine
 
 __all__ = [
     "cohort_json",

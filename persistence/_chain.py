@@ -1,0 +1,123 @@
+"""The per-enrolment hash chain over a canonical JSON of each audit row.
+
+Unkeyed (no audit key configured): each entry's `hash` is SHA-256 of the row, `key_id` NULL.
+Anyone with write access and this module can recompute such a chain after an edit.
+
+Keyed (an audit key configured, persistence/_keys.py): `hash` is HMAC-SHA256 under the key named
+by the row's `key_id`, over the same fields plus `key_id`. Without the key an edit cannot be
+re-hashed. Under a configured key an unkeyed entry is a failure, never a fallback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from ._columns import AUDIT, HASHED_FIELDS
+from ._keys import AUDIT_KEY_ENV, AUDIT_KEY_FILE_ENV, AuditKeys
+
+__all__ = [
+    "GENESIS",
+    "HASHED_FIELDS",
+    "HASH_MISMATCH",
+    "KEYED_WITHOUT_KEY",
+    "UNKEYED_ENTRY",
+    "UNKNOWN_KEY",
+    "Sealer",
+    "canonical_json",
+    "entry_hash",
+    "iso_utc",
+    "keyed_hash",
+]
+
+GENESIS = "0" * 64
+
+@lru_cache(maxsize=4096)  # the same `at` and `recorded_at` recur across a command's rows
+def iso_utc(value: datetime) -> str:
+    """One spelling per instant: UTC, microseconds, explicit offset."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8, shortest round-trip floats: one text per row.
+
+    Callers spell datetimes with `iso_utc` first; anything that is not plain JSON is refused.
+    """
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME).decode()
+
+
+# HASHED_FIELDS (persistence/_columns.py): every audit column but the surrogate id, `hash` and `key_id`.
+_HASHED_TIMES = tuple(name for name in HASHED_FIELDS if name in AUDIT.of_kind("time"))
+
+
+def _material(row: Mapping[str, Any], key_id: str | None = None) -> bytes:
+    material = {name: row[name] for name in HASHED_FIELDS}
+    for name in _HASHED_TIMES:  # the only datetimes of a row: spelled once, without a generic walk
+        material[name] = iso_utc(material[name])
+    if key_id is not None:  # keyed entries also bind the key they were written under
+        material["key_id"] = key_id
+    return canonical_json(material).encode()
+
+
+def entry_hash(row: Mapping[str, Any]) -> str:
+    """The unkeyed hash of an audit row; `row` must hold every field of HASHED_FIELDS."""
+    return hashlib.sha256(_material(row)).hexdigest()
+
+
+def keyed_hash(row: Mapping[str, Any], keys: AuditKeys, key_id: str) -> str:
+    """The HMAC-SHA256 of an audit row under the audit key `key_id`."""
+    return keys.sign(key_id, _material(row, key_id))
+
+
+# Reasons a row's own hash does not check out (verify reports them; details after ": ").
+HASH_MISMATCH = "hash mismatch"
+UNKEYED_ENTRY = "unkeyed entry"
+UNKNOWN_KEY = "unknown audit key"
+KEYED_WITHOUT_KEY = "keyed entry, no audit key configured"
+
+
+class Sealer:
+    """Hashes new entries and checks stored ones, keyed when audit keys are configured."""
+
+    def __init__(self, keys: AuditKeys | None) -> None:
+        self.keys = keys
+
+    @property
+    def keyed(self) -> bool:
+        return self.keys is not None
+
+    def seal(self, row: Mapping[str, Any]) -> tuple[str | None, str]:
+        """(key_id, hash) of a new row: one hash computation, under the newest key if any."""
+        keys = self.keys
+        if keys is None:
+            return None, entry_hash(row)
+        return keys.current, keys.sign(keys.current, _material(row, keys.current))
+
+    def check(self, row: Mapping[str, Any]) -> tuple[str, str] | None:
+        """None when the row's stored hash is right, else (reason, detail)."""
+        key_id, stored, keys = row.get("key_id"), row["hash"], self.keys
+        if keys is None:
+            if key_id is not None:
+                return KEYED_WITHOUT_KEY, (
+                    f"written under audit key {key_id!r}; set {AUDIT_KEY_ENV} or {AUDIT_KEY_FILE_ENV} to check it"
+                )
+            recomputed = entry_hash(row)
+        elif key_id is None:
+            return UNKEYED_ENTRY, (
+                "an audit key is configured but this entry carries a plain SHA-256 hash: written without "
+                "the clinic's key or rewritten by someone without it (no downgrade is accepted)"
+            )
+        elif key_id not in keys:
+            return UNKNOWN_KEY, f"written under key {key_id!r}, not one of the configured keys {keys.ids}"
+        else:
+            recomputed = keys.sign(key_id, _material(row, key_id))
+        if recomputed == stored:
+            return None
+        return HASH_MISMATCH, f"stored {stored[:16]}, recomputed {recomputed[:16]}"
