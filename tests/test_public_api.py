@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OUR_PACKAGES = ("carepath", "pathway", "states", "persistence")
 
 # The modules anyone may import: the packages themselves (their `__all__` is the API) and the
-# command line's entry point. Every other module of ours is an implementation detail.
+# command line's entry point. Every other module of ours is an implementation detail, and outside the
+# command line's and the server's own packages its name starts with an underscore.
 PUBLIC_MODULES = frozenset(
     {"carepath", "pathway", "states", "persistence", "pathway.cli", "pathway.console", "pathway.server"}
 )
@@ -138,6 +139,49 @@ def test_the_command_line_imports_only_public_names(path: Path) -> None:
 def test_tests_import_only_public_names(path: Path) -> None:
     """A test imports the public API (and the listed white-box modules), never a private name."""
     assert _problems(_file_imports(path), PUBLIC_MODULES | WHITE_BOX_MODULES) == []
+
+
+# The packages whose internal modules carry a leading underscore, so that the name alone tells the
+# API from the internals. The command line and the server are applications: their own modules
+# keep plain names, and their packages are the door.
+NAMED_PACKAGES = ("pathway", "states", "persistence")
+APPLICATIONS = frozenset({"pathway.cli", "pathway.server"})
+
+
+def _misnamed(modules: list[str]) -> list[str]:
+    """The modules of `modules` that are neither public, an application's, nor named with an underscore."""
+    return [
+        module
+        for module in modules
+        if module not in PUBLIC_MODULES
+        and not any(module.startswith(f"{app}.") for app in APPLICATIONS)
+        and not module.endswith(".__main__")
+        and not module.rpartition(".")[2].startswith("_")
+    ]
+
+
+def test_internal_modules_have_underscore_names() -> None:
+    """Every module of pathway, states and persistence but the public ones starts with an underscore."""
+    modules = [_module_of(path) for package in NAMED_PACKAGES for path in _python_files(ROOT / package)]
+    assert "pathway._engine" in modules
+    assert _misnamed(modules) == []
+
+
+def test_the_naming_check_finds_a_public_looking_internal_module() -> None:
+    """A new internal module with a plain name is reported; public, application and underscore ones are not."""
+    found = _misnamed(
+        [
+            "pathway",
+            "pathway.console",
+            "pathway.cli.render",
+            "pathway.server.app",
+            "pathway.__main__",
+            "states._load",
+            "persistence.store",
+            "pathway.extra.tool",
+        ]
+    )
+    assert found == ["persistence.store", "pathway.extra.tool"]
 
 
 def test_white_box_list_is_tight() -> None:
