@@ -177,11 +177,11 @@ def test_the_naming_check_finds_a_public_looking_internal_module() -> None:
             "pathway.server.app",
             "pathway.__main__",
             "states._load",
-            "persistence.store",
+            "persistence.vault",
             "pathway.extra.tool",
         ]
     )
-    assert found == ["persistence.store", "pathway.extra.tool"]
+    assert found == ["persistence.vault", "pathway.extra.tool"]
 
 
 def test_white_box_list_is_tight() -> None:
