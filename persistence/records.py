@@ -48,7 +48,7 @@ def quick_init(cls: type[_R]) -> type[_R]:
     exec(source, namespace)
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
-    setattr(cls, "__init__", init)
+    cls.__init__ = init  # type: ignore[method-assign]
     return cls
 
 
