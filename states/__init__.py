@@ -25,7 +25,7 @@ from .errors import (
 )
 from .functions import UnknownFunction, input_function
 from .guards import Condition, Decision, Guard, Rule
-from .load import definition_files, json_schema, load_file, parse_definition
+from .load import definition_files, json_schema, load_file, parse_definition, write_cache
 from .model import PathwayModel
 from .payloads import Payload, require_aware
 from .plan import ItemStatus, PlanItem
@@ -81,5 +81,6 @@ __all__ = [
     "parse_definition",
     "pathways",
     "register",
+    "write_cache",
     "require_aware",
 ]

@@ -24,6 +24,7 @@ from states import (
     parse_definition,
     pathways,
     register,
+    write_cache,
 )
 from states.registry import BUILTIN_DIR
 
@@ -296,8 +297,6 @@ def test_a_definition_is_frozen_data() -> None:
 def test_a_cached_definition_reads_as_its_yaml_and_a_stale_copy_is_ignored(tmp_path: Path) -> None:
     """The JSON copy of a YAML definition gives the same model (dates included), and once the
     file changes the copy no longer matches its digest, so the file itself is read."""
-    from states.load import write_cache
-
     source = tmp_path / "piriformis-v1.yaml"
     source.write_bytes(V1_FILE.read_bytes())
     assert write_cache(source)
