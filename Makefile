@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	# Byte-compile once: start-up time matters for the CLI, even where bytecode writing is off.
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib carepath pathway states persistence > /dev/null
+	# Likewise the JSON copies of the built-in definitions a start reads instead of their YAML.
+	$(BIN)/python -c 'import states; states.write_builtin_caches()'
 	touch $(STAMP)
 
 demo: install

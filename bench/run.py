@@ -316,6 +316,9 @@ def sweep_memory(path: Path, sweep_at: datetime) -> float:
 
 
 def cold_start(path: Path, patient: str) -> float:
+    from states import write_builtin_caches
+
+    write_builtin_caches()  # as `make install` leaves them (a venv installed before they existed has none)
     exe = Path(sys.executable).with_name("carepath")
     walls = []
     for _ in range(5):

@@ -1385,6 +1385,8 @@ def resolve_pathway(patient_id: str, pathway: str | None, enrolled: Sequence[str
 
 def pick_enrolment(patient_id: str, pathway: str | None, snapshots: Sequence[Snapshot]) -> Snapshot:
     """The snapshot among a patient's enrolments that `pathway` names (see `resolve_pathway`)."""
+    if pathway is None and len(snapshots) == 1:  # the common case: the patient's only enrolment
+        return snapshots[0]
     chosen = resolve_pathway(patient_id, pathway, [snap.pathway for snap in snapshots])
     return next(snap for snap in snapshots if snap.pathway == chosen)
 

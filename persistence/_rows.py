@@ -49,7 +49,15 @@ def _sqlite_time_out(value: datetime | None) -> str | None:
 
 
 def _sqlite_time_in(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+    if value is None:
+        return None
+    try:  # parsing an offset costs a tenth of `replace(tzinfo=UTC)`; +00:00 parses as UTC itself
+        parsed = datetime.fromisoformat(value + "+00:00")
+        if parsed.tzinfo is UTC:
+            return parsed
+    except (TypeError, ValueError):  # a value with an offset of its own, or not text
+        pass
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def _pg_time_out(value: datetime | None) -> datetime | None:

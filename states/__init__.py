@@ -25,7 +25,7 @@ from ._errors import (
 )
 from ._functions import UnknownFunction, input_function
 from ._guards import Condition, Decision, Guard, Rule
-from ._load import definition_files, json_schema, load_file, parse_definition
+from ._load import definition_files, json_schema, load_file, parse_definition, write_cache
 from ._model import PathwayModel
 from ._payloads import Payload, require_aware
 from ._plan import ItemStatus, PlanItem
@@ -37,6 +37,7 @@ from ._registry import (
     load_pathways,
     pathways,
     register,
+    write_builtin_caches,
 )
 from ._upcast import UnknownPayloadSchema
 
@@ -81,5 +82,7 @@ __all__ = [
     "parse_definition",
     "pathways",
     "register",
+    "write_builtin_caches",
+    "write_cache",
     "require_aware",
 ]

@@ -62,7 +62,10 @@ class Condition:
 
     def holds(self, inputs: Inputs, policy: BaseModel) -> bool:
         value = inputs.get(self.input)
-        return value is not None and _COMPARE[self.op](value, self.threshold_value(policy))
+        if value is None:
+            return False
+        field = self.policy_field
+        return _COMPARE[self.op](value, self.threshold if field is None else getattr(policy, field))
 
     def evaluate(self, inputs: Inputs, policy: BaseModel) -> ConditionResult:
         value = inputs.get(self.input)
@@ -247,6 +250,9 @@ def format_value(value: Any, *, percent: bool = False) -> str:
 
 
 def _jsonable(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
     if isinstance(value, (frozenset, set, tuple)):
         return sorted(str(v) for v in value)
     if isinstance(value, list):

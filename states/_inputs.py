@@ -27,10 +27,15 @@ UpdateFn = Callable[[Context, str, BaseModel, datetime, Decision, Mapping[str, A
 WEEK = timedelta(weeks=1)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def plain(value: Any) -> Any:
     """A payload value as JSON-shaped data: terms as their strings, lists element-wise, objects as given."""
+    if type(value) in _SCALARS:  # most values: exactly a str, number or None (a term is an Enum)
+        return value
     if isinstance(value, Enum):
-        return value.value
+        return value._value_  # `.value` is a descriptor costing a Python call per read
     if isinstance(value, list):
         return [plain(v) for v in value]
     if isinstance(value, BaseModel):

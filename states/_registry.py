@@ -24,7 +24,7 @@ from typing import Any
 from ._checks import check_model
 from ._definition import Pathway
 from ._errors import DefinitionError, RetiredDefinition, UnapprovedDefinition, UnknownDefinition
-from ._load import definition_files, load_file
+from ._load import definition_files, load_file, write_cache
 from ._model import PathwayModel
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "load_pathways",
     "pathways",
     "register",
+    "write_builtin_caches",
 ]
 
 BUILTIN_DIR = Path(__file__).with_name("pathways")
@@ -116,7 +117,13 @@ def _read_pending(name: str | None = None, version: int | None = None) -> None:
             _PENDING.remove(file)
             # The package's own definitions are checked by its test suite and by `carepath check`,
             # not again on every start (that alone would cost a command-line start about 0.2 s).
-            _add(load_file(file), checked=False)
+            _add(load_file(file, cached=True), checked=False)
+
+
+def write_builtin_caches() -> None:
+    """Write the JSON copies the built-in definitions are read through (`load.write_cache`)."""
+    for file in definition_files(BUILTIN_DIR):
+        write_cache(file)
 
 
 def _register_any(value: Any, where: str) -> None:

@@ -24,6 +24,7 @@ from states import (
     parse_definition,
     pathways,
     register,
+    write_cache,
 )
 from states._registry import BUILTIN_DIR
 
@@ -291,3 +292,18 @@ def test_a_definition_is_frozen_data() -> None:
     with pytest.raises(Exception, match="frozen"):
         model.version = 5  # type: ignore[misc]
     assert copy.deepcopy(model) == model
+
+
+def test_a_cached_definition_reads_as_its_yaml_and_a_stale_copy_is_ignored(tmp_path: Path) -> None:
+    """The JSON copy of a YAML definition gives the same model (dates included), and once the
+    file changes the copy no longer matches its digest, so the file itself is read."""
+    source = tmp_path / "piriformis-v1.yaml"
+    source.write_bytes(V1_FILE.read_bytes())
+    assert write_cache(source)
+    copy_file = tmp_path / "__pycache__" / "piriformis-v1.yaml.json"
+    assert copy_file.is_file()
+    assert load_file(source, cached=True) == load_file(source)
+    data = v1_data()
+    data["description"] = "changed after the copy was made"
+    source.write_text(yaml.safe_dump(data))
+    assert load_file(source, cached=True).description == "changed after the copy was made"
