@@ -7,6 +7,7 @@ pictures are its methods. The other names here are what those methods take and r
 from typing import TYPE_CHECKING, Any
 
 from ._clock import Clock, FakeClock, system_clock
+from ._documents import cohort_document, definitions_document, due_actions, due_document
 from ._engine import (
     DATABASE_ENV,
     DEFAULT_PATHWAY,
@@ -120,6 +121,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "cohort_document",
+    "definitions_document",
+    "due_actions",
+    "due_document",
     "COMMANDS_COUNTER",
     "DATABASE_ENV",
     "DEFAULT_PATHWAY",

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from states import DefinitionError, get_pathway, json_schema, load_file, model_problems, pathways
+from states import DefinitionError, json_schema, load_file, model_problems
 
+from .. import definitions_document
 from .app import JsonOption, app, emit_json, engine
 from .render import console
 from .text import escape_controls, shown
@@ -71,21 +72,7 @@ def list_pathways(json_out: JsonOption = False) -> None:
 
     Example: carepath --pathways ./my-pathways pathways --json
     """
-    rows: list[dict[str, Any]] = []
-    for name, version in pathways():
-        definition = get_pathway(name, version)
-        review = definition.review
-        rows.append(
-            {
-                "pathway": name,
-                "version": version,
-                "title": definition.model.title,
-                "review": review.status,
-                "reviewer": review.reviewer,
-                "date": review.date.isoformat() if review.date else None,
-                "events": definition.event_names(),
-            }
-        )
+    rows = definitions_document()
     if json_out:
         emit_json(rows)
         return

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .. import DEFAULT_PATHWAY, InvalidCommand, clinical_time
+from .. import DEFAULT_PATHWAY, InvalidCommand, clinical_time, cohort_document, due_actions, due_document
 from .app import JsonOption, PathwayOption, app, emit_json, parse_time, reading
 from .render import console, rederivation_lines, styled_state
 from .text import shown
@@ -115,16 +115,7 @@ def list_patients(
     rows = list(reading().cohort(when, state))
     counts = reading().count_by_state()
     if json_:
-        emit_json(
-            {
-                "at": when.isoformat(),
-                "state": state,
-                "counts": counts,
-                "total": sum(counts.values()),
-                "overdue": sum(row.overdue for row in rows),
-                "patients": [row.to_json() for row in rows],
-            }
-        )
+        emit_json(cohort_document(when, state, rows, counts))
         return
     _print_rows(f"patients{f' in {state}' if state else ''} at {_when(when)}", rows, when)
     _print_counts(counts)
@@ -141,20 +132,10 @@ def due(
     """
     when = _at(at)
     rows = list(reading().due_cohort(when))
-    actions: dict[str, int] = {}
-    for row in rows:
-        key = row.tick or "nothing"
-        actions[key] = actions.get(key, 0) + 1
     if json_:
-        emit_json(
-            {
-                "at": when.isoformat(),
-                "count": len(rows),
-                "actions": actions,
-                "patients": [row.to_json() for row in rows],
-            }
-        )
+        emit_json(due_document(when, rows))
         return
+    actions = due_actions(rows)
     _print_rows(f"{len(rows)} patients due at {_when(when)}", rows, when)
     summary = ", ".join(f"{count} -> {action}" for action, count in sorted(actions.items())) or "nothing to do"
     console().print(f"a tick at {_when(when)} would move: {shown(summary)}")

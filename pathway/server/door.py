@@ -8,10 +8,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._engine import entry_json
+from .. import cohort_document, definitions_document, due_document, entry_json
 
 if TYPE_CHECKING:
-    from .._engine import Engine
+    from .. import Engine
 
 __all__ = [
     "cohort_json",
@@ -63,48 +63,17 @@ def timeline_png(engine: Engine, patient_id: str, pathway: str | None) -> bytes:
 
 def cohort_json(engine: Engine, at: datetime, state: str | None) -> dict[str, Any]:
     """The `list --json` document."""
-    rows = list(engine.cohort(at, state))
-    counts = engine.count_by_state()
-    return {
-        "at": at.isoformat(),
-        "state": state,
-        "counts": counts,
-        "total": sum(counts.values()),
-        "overdue": sum(row.overdue for row in rows),
-        "patients": [row.to_json() for row in rows],
-    }
+    return cohort_document(at, state, engine.cohort(at, state), engine.count_by_state())
 
 
 def due_json(engine: Engine, at: datetime) -> dict[str, Any]:
     """The `due --json` document."""
-    rows = list(engine.due_cohort(at))
-    actions: dict[str, int] = {}
-    for row in rows:
-        key = row.tick or "nothing"
-        actions[key] = actions.get(key, 0) + 1
-    return {"at": at.isoformat(), "count": len(rows), "actions": actions, "patients": [r.to_json() for r in rows]}
+    return due_document(at, engine.due_cohort(at))
 
 
 def definitions_json() -> list[dict[str, Any]]:
     """The `pathways --json` document."""
-    from states import get_pathway, pathways
-
-    rows: list[dict[str, Any]] = []
-    for name, version in pathways():
-        definition = get_pathway(name, version)
-        review = definition.review
-        rows.append(
-            {
-                "pathway": name,
-                "version": version,
-                "title": definition.model.title,
-                "review": review.status,
-                "reviewer": review.reviewer,
-                "date": review.date.isoformat() if review.date else None,
-                "events": definition.event_names(),
-            }
-        )
-    return rows
+    return definitions_document()
 
 
 def definition_json(name: str, version: int) -> dict[str, Any]:
