@@ -76,7 +76,7 @@ _LAZY = {
         "pathway_scenarios",
     ),
     "_hints": ("NEUTRAL_COLOUR", "Monitoring", "known_colours", "monitoring"),
-    "_words": ("number_text", "outcome_text", "term_text"),
+    "_words": ("number_text", "outcome_text", "term_text", "why_here"),
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -108,7 +108,7 @@ if TYPE_CHECKING:
         pathway_scenarios,
     )
     from ._timeline import TimelineError
-    from ._words import number_text, outcome_text, term_text
+    from ._words import number_text, outcome_text, term_text, why_here
 
 
 def __getattr__(name: str) -> Any:
@@ -194,6 +194,7 @@ __all__ = [
     "plot_cohort",
     "system_clock",
     "term_text",
+    "why_here",
     "verify",
     "whatif",
 ]

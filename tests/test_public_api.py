@@ -126,6 +126,8 @@ def _problems(imports: Iterator[tuple[int, str, str | None]], allowed: frozenset
 
 CLI_FILES = _python_files(ROOT / "pathway" / "cli")
 CLI_MODULES = frozenset(_module_of(p) for p in CLI_FILES)
+SERVER_FILES = _python_files(ROOT / "pathway" / "server")
+SERVER_MODULES = frozenset(_module_of(p) for p in SERVER_FILES)
 TEST_FILES = _python_files(ROOT / "tests")
 
 
@@ -133,6 +135,12 @@ TEST_FILES = _python_files(ROOT / "tests")
 def test_the_command_line_imports_only_public_names(path: Path) -> None:
     """A command-line module imports the packages' public names and its own modules, nothing private."""
     assert _problems(_file_imports(path), PUBLIC_MODULES | CLI_MODULES) == []
+
+
+@pytest.mark.parametrize("path", SERVER_FILES, ids=lambda p: p.name)
+def test_the_server_imports_only_public_names(path: Path) -> None:
+    """A server module imports the packages' public names and its own modules, nothing private."""
+    assert _problems(_file_imports(path), PUBLIC_MODULES | SERVER_MODULES) == []
 
 
 @pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: str(p.relative_to(ROOT / "tests")))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .text import shown
 
 if TYPE_CHECKING:
-    from datetime import datetime, timedelta
+    from datetime import datetime
 
     from rich.console import Console
 
@@ -25,7 +25,6 @@ __all__ = [
     "print_status",
     "state_style",
     "styled_state",
-    "why_here",
 ]
 
 STATUS_STYLE = {
@@ -67,7 +66,7 @@ def print_status(status: Status, entries: Sequence[AuditEntry] = (), now: dateti
     from rich.markup import escape
     from rich.table import Table
 
-    from .. import outcome_text, term_text
+    from .. import outcome_text, term_text, why_here
 
     out = console()
     state = styled_state(status.state, status.definition)
@@ -91,57 +90,6 @@ def print_status(status: Status, entries: Sequence[AuditEntry] = (), now: dateti
         style = STATUS_STYLE.get(item.status, "white")
         table.add_row(f"[{style}]{item.status}[/]", item.text, "; ".join(item.reasons), f"[dim]{item.source}[/]")
     out.print(table)
-
-
-def why_here(status: Status, entries: Sequence[AuditEntry], now: datetime) -> list[str]:
-    """Why the patient is where they are, from the definition's timeline hints (nothing without them):
-    the stage start and baseline, the last value of the plotted input, the weeks since the episode start."""
-    from .. import number_text, term_text
-
-    hints = status.definition.presentation.timeline
-    if hints is None:
-        return []
-    context = status.context
-    lines: list[str] = []
-    started = _time(context.get(hints.started)) if hints.started else None
-    baseline = context.get(hints.baseline) if hints.baseline else None
-    name = term_text(hints.input)
-    if started is not None and status.outcome is None:
-        stage = f"in {term_text(status.state)} since {started:%Y-%m-%d} ({_weeks(now - started)})"
-        if _is_number(baseline):
-            stage += f", baseline {name} {term_text(baseline)}"
-        lines.append(stage)
-    last = next((e for e in reversed(entries) if _is_number(e.payload.get(hints.input))), None)
-    if last is not None:
-        lines.append(f"last {name} {number_text(last.payload[hints.input])} on {last.at:%Y-%m-%d}")
-    episode = _time(context.get(hints.episode_started)) if hints.episode_started else None
-    if episode is not None:
-        lines.append(f"{_weeks(now - episode)} since diagnosis ({episode:%Y-%m-%d})")
-    return lines
-
-
-def _time(value: Any) -> datetime | None:
-    from datetime import datetime
-
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _weeks(span: timedelta) -> str:
-    from datetime import timedelta
-
-    weeks = max(span, timedelta(0)) / timedelta(weeks=1)
-    return f"{weeks:.1f} weeks"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def rederivation_lines(record: dict[str, Any]) -> list[str]:

@@ -78,7 +78,7 @@ def app_from_environment() -> FastAPI:
     """The application configured from the environment (the factory each server process calls)."""
     from persistence import DEFAULT_URL
 
-    from .._engine import Engine
+    from .. import Engine
     from .app import DEFAULT_IN_FLIGHT, create_app
     from .auth import load_tokens
 

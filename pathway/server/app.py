@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from carepath.errors import Error
+from carepath import Error
 from persistence import UnknownPatient
 
 from . import door
@@ -27,7 +27,7 @@ from .auth import Principal, TokenStore
 from .problems import MEDIA_TYPE, Problem, problem_for
 
 if TYPE_CHECKING:
-    from .._engine import Engine
+    from .. import Engine
 
 __all__ = ["API_TITLE", "ApiProblem", "create_app"]
 
@@ -252,7 +252,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 
 
 def _routes(app: FastAPI, engine: Engine) -> None:
-    from .._engine import clinical_time
+    from .. import clinical_time
 
     def at_or_now(at: datetime | None, name: str = "at") -> datetime:
         return clinical_time(at, name) if at is not None else engine.clock()

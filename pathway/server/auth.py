@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._errors import InvalidCommand
+from .. import InvalidCommand
 
 __all__ = [
     "ROLES",

@@ -25,7 +25,7 @@ import orjson
 
 from persistence import OutboxMessage, mark_outbox_delivered, pending_outbox
 
-from .._errors import InvalidCommand
+from .. import InvalidCommand
 
 __all__ = ["SIGNATURE_HEADER", "Deliverer", "sign", "verify_signature"]
 
@@ -72,7 +72,7 @@ class Deliverer:
     def __post_init__(self) -> None:
         if not self.webhook.startswith(("http://", "https://")):
             raise InvalidCommand(f"--webhook: {self.webhook!r} is not an http(s) URL")
-        from .._engine import Engine
+        from .. import Engine
 
         self._engine = Engine(self.url)
         self._engine.store.ensure_schema()

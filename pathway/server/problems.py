@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from carepath.errors import Error
+from carepath import Error
 
 __all__ = ["MEDIA_TYPE", "PROBLEM_TYPE", "Problem", "problem_for"]
 

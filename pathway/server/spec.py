@@ -9,7 +9,7 @@ __all__ = ["openapi_document"]
 
 def openapi_document() -> dict[str, Any]:
     """The document, independent of any database or token (an app on an unopened engine)."""
-    from .._engine import Engine
+    from .. import Engine
     from .app import create_app
     from .auth import TokenStore
 

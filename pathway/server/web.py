@@ -19,7 +19,7 @@ from . import door
 from .app import Reader
 
 if TYPE_CHECKING:
-    from .._engine import Engine
+    from .. import Engine
 
 __all__ = ["COOKIE", "add_web_routes"]
 
@@ -133,7 +133,7 @@ _environment = Environment(
 
 
 def _page(template: str, **values: Any) -> HTMLResponse:
-    from .._words import term_text
+    from .. import term_text
 
     html = _environment.get_template(template).render(
         words=term_text, quote=lambda text: quote(str(text), safe=""), day=_day, **values
@@ -178,7 +178,7 @@ def add_web_routes(app: FastAPI, engine: Engine) -> None:
         state: Annotated[str | None, Query()] = None,
         at: Annotated[datetime | None, Query()] = None,
     ) -> HTMLResponse:
-        from .._engine import clinical_time
+        from .. import clinical_time
 
         when = clinical_time(at) if at is not None else engine.clock()
         listed = door.cohort_json(engine, when, state or None)
@@ -188,9 +188,7 @@ def add_web_routes(app: FastAPI, engine: Engine) -> None:
 
     @app.get("/ui/patients/{patient_id}", response_class=HTMLResponse, include_in_schema=False)
     def patient_page(patient_id: str, who: Reader, pathway: Annotated[str | None, Query()] = None) -> HTMLResponse:
-        from .._hints import NEUTRAL_COLOUR
-        from .._words import outcome_text, term_text
-        from ..cli.render import why_here
+        from .. import NEUTRAL_COLOUR, outcome_text, term_text, why_here
 
         status = engine.status(patient_id, pathway)
         entries = engine.history(patient_id, status.pathway)
