@@ -243,6 +243,21 @@ def test_usage_error_exits_2(treated: Cli) -> None:
     assert "--at" in err and "Traceback" not in err
 
 
+def test_unknown_command_and_help_still_name_every_command(treated: Cli) -> None:
+    """A mistyped command is suggested from all commands, and --help lists them all, though a
+    known command is dispatched with only its own parameters built."""
+    code, _, err = treated("histroy", "p1")
+    assert code == 2 and "No such command 'histroy'" in err and "'history'" in err
+    code, out, _ = treated("--help")
+    assert code == 0 and all(name in out for name in ("status", "history", "import", "verify"))
+
+
+def test_a_global_option_value_named_like_a_command_is_not_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """In `--db history status p1` the command is status, refusing `history` as a database URL."""
+    code, _, err = Cli("history", capsys)("status", "p1")
+    assert code == 2 and "URL" in err and "No such command" not in err
+
+
 def test_event_not_allowed_exits_3(treated: Cli) -> None:
     """A valid event the state does not accept exits 3 naming the event and state."""
     code, _, err = treated.send("p1", "relapse", T0 + WEEK, {"pain": 5, "fasciculations": "present"})

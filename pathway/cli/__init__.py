@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import sys
@@ -12,7 +13,10 @@ from types import FrameType
 from typing import Any
 
 import typer
+from typer._click import Context
+from typer.core import TyperGroup
 from typer.exceptions import TyperException
+from typer.models import CommandInfo
 
 from carepath import error_document
 
@@ -31,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stops: list[KeyboardInterrupt] = []
     previous = _stop_as_interrupt(stops)
     try:
-        result = app(args=args, prog_name="carepath", standalone_mode=False)
+        result = _command_for(args)(args=args, prog_name="carepath", standalone_mode=False)
         if stops:  # the framework answers either signal with its own exit 130, and no message
             return _stopped(stops[0])
     except typer.Exit as done:
@@ -63,6 +67,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine.close()
         stop_logging()
     return int(result) if isinstance(result, int) else 0
+
+
+def _command_for(args: list[str]) -> Any:
+    """The command-line group with only the command `args` name built (building every command's
+    parameters would cost each start some 25 ms); the whole group for help, completion, no command
+    or a name that is not a command, so their messages list every command."""
+    bare = copy.copy(app)
+    bare.registered_commands = []
+    group = typer.main.get_command(bare)
+    assert isinstance(group, TyperGroup)
+    try:
+        parser = group.make_parser(Context(group, info_name="carepath", resilient_parsing=True))
+        options, rest, _order = parser.parse_args(args=list(args))
+    except Exception:  # let the whole group report it
+        return app
+    wanted = next(iter(rest), None)
+    found = [info for info in app.registered_commands if _name(info) == wanted]
+    if len(found) != 1 or any(name in options for name in ("help", "install_completion", "show_completion")):
+        return app
+    command = typer.main.get_command_from_info(
+        found[0], pretty_exceptions_short=app.pretty_exceptions_short, rich_markup_mode=app.rich_markup_mode
+    )
+    group.add_command(command)
+    return group
+
+
+def _name(info: CommandInfo) -> str | None:
+    callback = info.callback
+    return info.name or (typer.main.get_command_name(callback.__name__) if callback is not None else None)
 
 
 def _stopped(stop: BaseException) -> int:
