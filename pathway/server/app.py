@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from carepath import Error
 from persistence import UnknownPatient
 
+from .. import DEFAULT_PATHWAY
 from . import door
 from .auth import Principal, TokenStore
 from .problems import MEDIA_TYPE, Problem, problem_for
@@ -63,7 +64,7 @@ class Enrolment(BaseModel):
 
     patient_id: str = Field(description="Patient id (1-200 printable characters).")
     at: datetime = Field(description="Clinical time, ISO 8601 with a zone.")
-    pathway: str = Field(default="piriformis", description="Pathway definition.")
+    pathway: str = Field(default=DEFAULT_PATHWAY, description="Pathway definition.")
     version: int | None = Field(default=None, ge=1, description="Definition version (default: latest approved).")
     allow_unapproved: bool = Field(default=False, description="Allow a draft or a version under review.")
     handover_from: str | None = Field(default=None, description="Hand over from the patient's enrolment on this one.")
