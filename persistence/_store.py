@@ -15,6 +15,7 @@ executemany, not per-object ORM sessions.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -133,11 +134,12 @@ class Store:
             url, synchronous = split_synchronous(url, SQLITE_SYNCHRONOUS)
             engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False}, **pool, **_JSON_CODEC)
         except (SQLAlchemyError, ImportError, ValueError) as err:
+            shown = _without_password(url)
             if isinstance(err, ImportError) and url.startswith("postgresql"):
                 raise StorageUnavailable(
-                    f"cannot use {url!r}: PostgreSQL needs the psycopg package: pip install 'carepath[postgres]'"
+                    f"cannot use {shown!r}: PostgreSQL needs the psycopg package: pip install 'carepath[postgres]'"
                 ) from None
-            raise StorageUnavailable(f"cannot use {url!r}: {_one_line(err)}") from None
+            raise StorageUnavailable(f"cannot use {shown!r}: {_one_line(err)}") from None
         _create_private(make_url(url).database)
 
         def on_connect(dbapi_connection: Any, record: Any) -> None:
@@ -952,6 +954,14 @@ def _is_conflict(err: DBAPIError) -> bool:
     if isinstance(err, IntegrityError):
         return "UNIQUE constraint failed" in str(err.orig)
     return "database is locked" in str(err.orig)
+
+
+def _without_password(url: str) -> str:
+    """The URL as errors show it: a password never reaches a message, a log or an HTTP problem."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (SQLAlchemyError, ValueError):  # not parseable: mask whatever stands between ':' and '@'
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def _one_line(err: object) -> str:

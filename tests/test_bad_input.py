@@ -360,3 +360,18 @@ def test_rejected_command_reads_clock_at_most_once(treated_sqlite: Engine, clock
     with pytest.raises(InvalidPayload):
         treated_sqlite.send("p", "reassess", T0 + WEEK, reassess_data(pain=-1))
     assert clock.reads - before <= 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql+nosuchdriver://clinic:s3cret-pw@db.example/carepath", "mysql+nosuch://clinic:s3cret-pw@host/db"],
+)
+def test_an_unusable_database_url_is_reported_without_its_password(url: str) -> None:
+    """A URL carepath cannot use is refused as storage unavailable, and the message hides its password."""
+    from persistence import StorageUnavailable
+
+    with pytest.raises(StorageUnavailable) as caught:
+        Engine(url).status("p-1")
+    assert "s3cret-pw" not in str(caught.value)
+    assert "clinic:***@" in str(caught.value)
+    assert exit_code(caught.value) == 5
