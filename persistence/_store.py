@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlch
 from sqlalchemy.pool import QueuePool
 
 from . import _outbox as outbox
+from ._cache import CacheView, SnapshotCache
 from ._chain import GENESIS, Sealer
 from ._crypto import DataCipher, EncryptedData, is_sealed
 from ._errors import (
@@ -44,7 +45,7 @@ from ._errors import (
 from ._keys import AuditKeys, KeyRing, load_audit_keys, load_data_keys
 from ._migrations import upgrade
 from ._readonly import ReadOnlyFile
-from ._records import AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
+from ._records import SNAPSHOT_COLUMNS, AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
 from ._rows import RowCodec
 from ._tables import audit, metadata, patients
 from ._urls import DEFAULT_URL, is_private_memory, normalise_url, split_synchronous
@@ -55,6 +56,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # FULL: every commit reaches the disk before `send` returns (WAL + NORMAL could lose the last
 # commits on power loss). The default; a URL chooses another level with `?synchronous=normal`.
 SQLITE_SYNCHRONOUS = "FULL"
+# Patients whose snapshots a SQLite store keeps between read-first commands (persistence/_cache.py).
+SNAPSHOT_CACHE_PATIENTS = 2048
 
 
 T = TypeVar("T")
@@ -113,6 +116,8 @@ class Store:
         self.codec = RowCodec(self.engine.dialect.name, patients.name, audit.name, self.cipher)
         # Writable SQLite: write transactions are run on the driver's connection directly.
         self._direct = create and self.engine.dialect.name == "sqlite"
+        # Snapshots kept between read-first commands (SQLite; validated on every command).
+        self._cache: SnapshotCache | None = SnapshotCache(self.codec, SNAPSHOT_CACHE_PATIENTS) if self._direct else None
         self._kept: list[Any] = []
         self._schema_ready = False
         self._schema_lock = threading.Lock()
@@ -217,6 +222,8 @@ class Store:
         self._schema_ready = True
 
     def dispose(self) -> None:
+        if self._cache is not None:
+            self._cache.clear()
         while self._kept:
             self._kept.pop().close()
         self.engine.dispose()
@@ -293,17 +300,30 @@ class Store:
         """`work` reading without a transaction (each statement sees the latest commit), then what
         it staged written under BEGIN IMMEDIATE; every write is checked against what was read
         (snapshot revision, unique sequence and enrolment keys), so a writer in between means
-        ConcurrentUpdate, never a lost update."""
+        ConcurrentUpdate, never a lost update.
+
+        Snapshots come from the store's cache where it holds them (validated first on this
+        connection), and what was committed goes into it."""
         fairy = self._checkout()
-        tx = Transaction(
-            fairy.dbapi_connection, self.engine.dialect, self.codec, self.sealer, lock=False, notify=self.notify
-        )
+        dbapi_connection = fairy.dbapi_connection
+        cache = self._cache
+        assert cache is not None  # a writable SQLite store has one
+        tx = Transaction(dbapi_connection, self.engine.dialect, self.codec, self.sealer, lock=False, notify=self.notify)
         try:
+            (data_version,) = tx._execute("PRAGMA data_version", ()).fetchone()
+            view = cache.validate(fairy.info, data_version, dbapi_connection.total_changes)
+            tx._cache = view
             result = work(tx)
             if tx.staged:
-                tx.control("BEGIN IMMEDIATE")
-                tx.flush()
-                tx.control("COMMIT")
+                written = tx._staged_snapshots()
+                try:
+                    tx.control("BEGIN IMMEDIATE")
+                    tx.flush()
+                    tx.control("COMMIT")
+                except BaseException:
+                    cache.clear()  # a stale read, or a commit whose outcome is unknown
+                    raise
+                view.committed(written, dbapi_connection.total_changes)
             return result
         finally:
             tx.end()
@@ -582,6 +602,8 @@ class Transaction:
         self._complete: set[str] = set()
         # The pathways of each patient among the loaded and staged enrolments (an index of both).
         self._pathways: dict[str, set[str]] = {}
+        # Snapshots kept between commands (SQLite read-first commands only; set by the store).
+        self._cache: CacheView | None = None
 
     # -- the driver -----------------------------------------------------------------------
 
@@ -600,7 +622,10 @@ class Transaction:
         if self._cursor is None:
             self._cursor = self._dbapi_connection.cursor()
         try:
-            self._cursor.executemany(sql, rows)
+            if len(rows) == 1:  # one row, the usual command: execute costs less than executemany
+                self._cursor.execute(sql, rows[0])
+            else:
+                self._cursor.executemany(sql, rows)
         except self._dbapi_error as err:
             raise DBAPIError.instance(sql, rows, err, self._dbapi_error, dialect=self._dialect) from err
         return int(self._cursor.rowcount)
@@ -621,6 +646,10 @@ class Transaction:
     def staged(self) -> bool:
         """Whether anything waits to be written."""
         return bool(self._entries or self._enrolled or self._pending)
+
+    def _staged_snapshots(self) -> list[Snapshot]:
+        """The snapshots `flush` will write (the store caches them once committed)."""
+        return [snap for _, snap in self._pending.values()]
 
     def _snapshot(self, row: Sequence[Any]) -> Snapshot:
         """A snapshot to write from: its context must be in clear (never re-stored undecrypted)."""
@@ -650,9 +679,15 @@ class Transaction:
     def enrolments(self, patient_id: str) -> list[Snapshot]:
         """Every enrolment of the patient as this transaction sees it, by pathway, locked (may be empty)."""
         if patient_id not in self._complete:
-            rows = self._execute(self._codec.lock_patient if self._lock else self._codec.select_patient, (patient_id,))
-            for row in rows.fetchall():
-                snap = self._snapshot(row)
+            cached = self._cache.enrolments(patient_id) if self._cache is not None else None
+            if cached is not None:
+                read = cached
+            else:
+                query = self._codec.lock_patient if self._lock else self._codec.select_patient
+                read = [self._snapshot(row) for row in self._execute(query, (patient_id,)).fetchall()]
+                if self._cache is not None:
+                    self._cache.remember(patient_id, read, complete=True)
+            for snap in read:
                 self._loaded.setdefault(snap.key, snap)
                 self._pathways.setdefault(patient_id, set()).add(snap.pathway)
             self._complete.add(patient_id)
@@ -673,11 +708,20 @@ class Transaction:
             return self._loaded[key]
         if patient_id in self._complete:
             raise UnknownPatient(patient_id, pathway)
+        if self._cache is not None:
+            known, cached = self._cache.enrolment(patient_id, pathway)
+            if known:
+                if cached is None:
+                    raise UnknownPatient(patient_id, pathway)
+                return cached
         query = self._codec.lock_enrolment if self._lock else self._codec.select_enrolment
         row = self._execute(query, key).fetchone()
         if row is None:
             raise UnknownPatient(patient_id, pathway)
-        return self._snapshot(row)
+        snap = self._snapshot(row)
+        if self._cache is not None:
+            self._cache.remember(patient_id, [snap], complete=False)
+        return snap
 
     def load_many(self, patient_ids: Sequence[str]) -> dict[EnrolmentKey, Snapshot]:
         """Snapshots of every enrolment of the patients among `patient_ids` that are enrolled, locked."""
@@ -737,7 +781,7 @@ class Transaction:
         key = (patient_id, pathway)
         if key in self._pending or key in self._loaded:
             raise DuplicateEnrolment(patient_id, pathway)
-        if patient_id not in self._complete and self._execute(self._codec.enrolment_exists, key).fetchone():
+        if patient_id not in self._complete and self._enrolled_elsewhere(patient_id, pathway):
             raise DuplicateEnrolment(patient_id, pathway)
         seed = Snapshot(
             patient_id=patient_id,
@@ -759,6 +803,26 @@ class Transaction:
         self._pending[key] = (0, seed)
         self._pathways.setdefault(patient_id, set()).add(pathway)
         return self.append(seed, entry, update, recorded_at)
+
+    def _enrolled_elsewhere(self, patient_id: str, pathway: str) -> bool:
+        """Whether the enrolment exists in the database. With a cache, every enrolment of the patient
+        is read (one query, as cheap when there is none) and kept, so the commands that follow an
+        enrolment find the patient's enrolments cached."""
+        if self._cache is None:
+            return self._execute(self._codec.enrolment_exists, (patient_id, pathway)).fetchone() is not None
+        cached = self._cache.enrolments(patient_id)
+        if cached is not None:
+            return any(snap.pathway == pathway for snap in cached)
+        rows = self._execute(self._codec.select_patient, (patient_id,)).fetchall()
+        if any(row[_PATHWAY_COLUMN] == pathway for row in rows):
+            return True
+        try:
+            snaps = [self._codec.snapshot(row) for row in rows]
+        except ValueError:  # a row that does not decode is for the commands reading it to report
+            return False
+        if not any(is_sealed(snap.context) for snap in snaps):  # kept only in clear, as every cached one
+            self._cache.remember(patient_id, snaps, complete=True)
+        return False
 
     def append(self, snapshot: Snapshot, entry: NewEntry, update: SnapshotUpdate, recorded_at: datetime) -> AuditEntry:
         """Chain a new audit entry onto the enrolment and stage the snapshot update."""
@@ -846,6 +910,9 @@ class Transaction:
         self._keys = {}
         self._written = {}
         self._outbox = []
+
+
+_PATHWAY_COLUMN = SNAPSHOT_COLUMNS.index("pathway")
 
 
 def _create_private(path: str | None) -> None:

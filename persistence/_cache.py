@@ -1,0 +1,189 @@
+"""Snapshots kept between the read-first commands of one SQLite store, so an enrolment that did not
+change is neither read nor decoded again.
+
+Exact, not time-based: SQLite's `PRAGMA data_version` changes when another connection (of this
+process or another) commits, and a connection's `total_changes` counts its own writes on any path.
+Each driver connection remembers both as of the last time it checked the cache; when either moved,
+the whole cache is dropped before the connection reads from it.
+
+Threads share the cache, so entries carry no per-connection state and a put is refused when it
+may be older than what is cached or known: every clear and every commit moves an epoch, and a
+snapshot read under an earlier epoch is not kept (the next command reads it again). A command's
+own commit replaces the enrolments it wrote, or, when the epoch moved meanwhile, drops them.
+Writes stay revision-checked, so a snapshot that went stale inside one command's window costs a
+ConcurrentUpdate and a retry, never a lost update.
+
+Entries hold the snapshot's JSON columns as JSON text, as the table does: every hit decodes its
+own configuration and context, so no caller ever shares (or mutates) a cached value.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ._columns import PATIENTS
+from ._records import Snapshot
+from ._rows import RowCodec
+
+__all__ = ["CacheView", "SnapshotCache"]
+
+# The JSON and time columns of a snapshot, the ones a table round trip re-encodes.
+_JSON_FIELDS = tuple(f.name for f in PATIENTS.fields if f.kind == "json")
+_TIME_FIELDS = tuple(f.name for f in PATIENTS.fields if f.kind == "time")
+_NO_JSON = dict.fromkeys(_JSON_FIELDS)
+# Where a driver connection's record keeps (data_version, total_changes) as of its last check.
+_SEEN = "carepath_cache_seen"
+
+# A snapshot as kept: its other fields, then its JSON columns as one JSON text.
+_Entry = tuple[dict[str, Any], bytes]
+
+
+class _Patient:
+    """The cached enrolments of one patient; `complete`: they are all of them (a missing one is not enrolled)."""
+
+    __slots__ = ("complete", "enrolments")
+
+    def __init__(self, complete: bool) -> None:
+        self.complete = complete
+        self.enrolments: dict[str, _Entry] = {}
+
+
+class SnapshotCache:
+    """Up to `capacity` patients' snapshots, least recently used dropped first."""
+
+    def __init__(self, codec: RowCodec, capacity: int = 2048) -> None:
+        self._codec = codec
+        self.capacity = capacity
+        self._patients: OrderedDict[str, _Patient] = OrderedDict()
+        self._lock = threading.Lock()
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        """The number of enrolments held."""
+        with self._lock:
+            return sum(len(patient.enrolments) for patient in self._patients.values())
+
+    def validate(self, info: MutableMapping[str, Any], data_version: int, total_changes: int) -> CacheView:
+        """The cache as a command on the connection whose record is `info` may read it: emptied first
+        when another connection committed, or this one wrote, since it last checked."""
+        seen = (data_version, total_changes)
+        with self._lock:
+            if info.get(_SEEN) != seen:
+                self._clear()
+                info[_SEEN] = seen
+            return CacheView(self, self._epoch, info, data_version)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._clear()
+
+    def _clear(self) -> None:
+        self._patients.clear()
+        self._epoch += 1
+
+    # -- used through CacheView -------------------------------------------------------------
+
+    def _patient(self, patient_id: str) -> _Patient | None:
+        with self._lock:
+            patient = self._patients.get(patient_id)
+            if patient is not None:
+                self._patients.move_to_end(patient_id)
+            return patient
+
+    def _remember(self, epoch: int, patient_id: str, snapshots: Iterable[Snapshot], complete: bool) -> None:
+        entries = [(snap.pathway, self._freeze(snap)) for snap in snapshots]
+        with self._lock:
+            if epoch != self._epoch:
+                return  # read before a clear or a commit: perhaps older than what they left
+            patient = self._patients.get(patient_id)
+            if patient is None or complete:
+                patient = self._patients[patient_id] = _Patient(complete)
+            patient.enrolments.update(entries)
+            self._patients.move_to_end(patient_id)
+            self._bound()
+
+    def _committed(self, epoch: int, snapshots: Iterable[Snapshot], info: MutableMapping[str, Any], seen: Any) -> None:
+        entries = [(snap.patient_id, snap.pathway, self._freeze(snap)) for snap in snapshots]
+        with self._lock:
+            current = epoch == self._epoch
+            self._epoch += 1  # snapshots read before this commit are not kept
+            for patient_id, pathway, entry in entries:
+                patient = self._patients.get(patient_id)
+                if current:
+                    if patient is None:
+                        patient = self._patients[patient_id] = _Patient(complete=False)
+                    patient.enrolments[pathway] = entry
+                    self._patients.move_to_end(patient_id)
+                elif patient is not None:
+                    # Cleared or written meanwhile: what is cached may predate this commit.
+                    del self._patients[patient_id]
+            info[_SEEN] = seen
+            self._bound()
+
+    def _bound(self) -> None:
+        while len(self._patients) > self.capacity:
+            self._patients.popitem(last=False)
+
+    def _freeze(self, snap: Snapshot) -> _Entry:
+        """The snapshot as a table round trip would give it back, with its JSON columns as JSON text
+        (their places among the fields are kept, holding None)."""
+        fields = dict(snap.__dict__)
+        text = orjson.dumps(tuple(fields[name] for name in _JSON_FIELDS))
+        fields.update(_NO_JSON)
+        for name in _TIME_FIELDS:
+            value = fields[name]
+            if value is not None and (type(value) is not datetime or value.tzinfo is not UTC):
+                fields[name] = self._codec.time_in(self._codec.time(value))
+        return fields, text
+
+    @staticmethod
+    def _thaw(entry: _Entry) -> Snapshot:
+        """A new snapshot of the entry, with JSON values of its own (as `quick_init` builds records)."""
+        fields, text = entry
+        snap: Snapshot = object.__new__(Snapshot)
+        snap.__dict__.update(fields)
+        snap.__dict__.update(zip(_JSON_FIELDS, orjson.loads(text), strict=True))
+        return snap
+
+
+class CacheView:
+    """The cache as one command sees it (the epoch it was validated at)."""
+
+    __slots__ = ("_cache", "_data_version", "_epoch", "_info")
+
+    def __init__(self, cache: SnapshotCache, epoch: int, info: MutableMapping[str, Any], data_version: int) -> None:
+        self._cache = cache
+        self._epoch = epoch
+        self._info = info
+        self._data_version = data_version
+
+    def enrolments(self, patient_id: str) -> list[Snapshot] | None:
+        """Every enrolment of the patient, when all are known (possibly none), else None."""
+        patient = self._cache._patient(patient_id)
+        if patient is None or not patient.complete:
+            return None
+        return [SnapshotCache._thaw(entry) for entry in patient.enrolments.values()]
+
+    def enrolment(self, patient_id: str, pathway: str) -> tuple[bool, Snapshot | None]:
+        """(known, snapshot): whether the cache knows the enrolment, and it (None: not enrolled)."""
+        patient = self._cache._patient(patient_id)
+        if patient is None:
+            return False, None
+        entry = patient.enrolments.get(pathway)
+        if entry is None:
+            return patient.complete, None
+        return True, SnapshotCache._thaw(entry)
+
+    def remember(self, patient_id: str, snapshots: Iterable[Snapshot], *, complete: bool) -> None:
+        """Keep snapshots just read: one enrolment, or (complete) every enrolment of the patient."""
+        self._cache._remember(self._epoch, patient_id, snapshots, complete)
+
+    def committed(self, snapshots: Iterable[Snapshot], total_changes: int) -> None:
+        """Keep the snapshots this command has just committed; `total_changes` counts its writes."""
+        self._cache._committed(self._epoch, snapshots, self._info, (self._data_version, total_changes))
