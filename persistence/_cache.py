@@ -33,14 +33,14 @@ from ._rows import RowCodec
 
 __all__ = ["CacheView", "SnapshotCache"]
 
-# The JSON and time columns of a snapshot, the ones a table round trip re-encodes.
+# The snapshot's JSON columns (kept as one JSON text) and time columns (normalised as the table stores them).
 _JSON_FIELDS = tuple(f.name for f in PATIENTS.fields if f.kind == "json")
 _TIME_FIELDS = tuple(f.name for f in PATIENTS.fields if f.kind == "time")
-_NO_JSON = dict.fromkeys(_JSON_FIELDS)
+assert _JSON_FIELDS == ("configuration", "context"), "persistence/_cache.py names the JSON columns"
 # Where a driver connection's record keeps (data_version, total_changes) as of its last check.
 _SEEN = "carepath_cache_seen"
 
-# A snapshot as kept: its other fields, then its JSON columns as one JSON text.
+# A snapshot as kept: its fields (the JSON ones None), and its configuration and context as JSON text.
 _Entry = tuple[dict[str, Any], bytes]
 
 
@@ -55,7 +55,7 @@ class _Patient:
 
 
 class SnapshotCache:
-    """Up to `capacity` patients' snapshots, least recently used dropped first."""
+    """Up to `capacity` patients' snapshots, the least recently used dropped first."""
 
     def __init__(self, codec: RowCodec, capacity: int = 2048) -> None:
         self._codec = codec
@@ -97,7 +97,7 @@ class SnapshotCache:
             return patient
 
     def _remember(self, epoch: int, patient_id: str, snapshots: Iterable[Snapshot], complete: bool) -> None:
-        entries = [(snap.pathway, self._freeze(snap)) for snap in snapshots]
+        entries = [(snap.pathway, _freeze(snap)) for snap in snapshots]  # read: stored values already
         with self._lock:
             if epoch != self._epoch:
                 return  # read before a clear or a commit: perhaps older than what they left
@@ -106,10 +106,12 @@ class SnapshotCache:
                 patient = self._patients[patient_id] = _Patient(complete)
             patient.enrolments.update(entries)
             self._patients.move_to_end(patient_id)
-            self._bound()
+            if len(self._patients) > self.capacity:
+                self._patients.popitem(last=False)
 
     def _committed(self, epoch: int, snapshots: Iterable[Snapshot], info: MutableMapping[str, Any], seen: Any) -> None:
-        entries = [(snap.patient_id, snap.pathway, self._freeze(snap)) for snap in snapshots]
+        codec = self._codec
+        entries = [(snap.patient_id, snap.pathway, _freeze(snap, codec)) for snap in snapshots]
         with self._lock:
             current = epoch == self._epoch
             self._epoch += 1  # snapshots read before this commit are not kept
@@ -124,32 +126,32 @@ class SnapshotCache:
                     # Cleared or written meanwhile: what is cached may predate this commit.
                     del self._patients[patient_id]
             info[_SEEN] = seen
-            self._bound()
+            while len(self._patients) > self.capacity:
+                self._patients.popitem(last=False)
 
-    def _bound(self) -> None:
-        while len(self._patients) > self.capacity:
-            self._patients.popitem(last=False)
 
-    def _freeze(self, snap: Snapshot) -> _Entry:
-        """The snapshot as a table round trip would give it back, with its JSON columns as JSON text
-        (their places among the fields are kept, holding None)."""
-        fields = dict(snap.__dict__)
-        text = orjson.dumps(tuple(fields[name] for name in _JSON_FIELDS))
-        fields.update(_NO_JSON)
+def _freeze(snap: Snapshot, codec: RowCodec | None = None) -> _Entry:
+    """The snapshot as a table round trip would give it back (with `codec`, its times are normalised
+    as stored: UTC), with its JSON columns as JSON text."""
+    fields = snap.__dict__.copy()
+    text = orjson.dumps((fields["configuration"], fields["context"]))
+    fields["configuration"] = fields["context"] = None
+    if codec is not None:
         for name in _TIME_FIELDS:
             value = fields[name]
-            if value is not None and (type(value) is not datetime or value.tzinfo is not UTC):
-                fields[name] = self._codec.time_in(self._codec.time(value))
-        return fields, text
+            if value is not None and (value.__class__ is not datetime or value.tzinfo is not UTC):
+                fields[name] = codec.time_in(codec.time(value))
+    return fields, text
 
-    @staticmethod
-    def _thaw(entry: _Entry) -> Snapshot:
-        """A new snapshot of the entry, with JSON values of its own (as `quick_init` builds records)."""
-        fields, text = entry
-        snap: Snapshot = object.__new__(Snapshot)
-        snap.__dict__.update(fields)
-        snap.__dict__.update(zip(_JSON_FIELDS, orjson.loads(text), strict=True))
-        return snap
+
+def _thaw(entry: _Entry) -> Snapshot:
+    """A new snapshot of the entry, with JSON values of its own (filled as `quick_init` fills records)."""
+    fields, text = entry
+    snap: Snapshot = object.__new__(Snapshot)
+    values = snap.__dict__
+    values.update(fields)
+    values["configuration"], values["context"] = orjson.loads(text)
+    return snap
 
 
 class CacheView:
@@ -168,7 +170,7 @@ class CacheView:
         patient = self._cache._patient(patient_id)
         if patient is None or not patient.complete:
             return None
-        return [SnapshotCache._thaw(entry) for entry in patient.enrolments.values()]
+        return [_thaw(entry) for entry in patient.enrolments.values()]
 
     def enrolment(self, patient_id: str, pathway: str) -> tuple[bool, Snapshot | None]:
         """(known, snapshot): whether the cache knows the enrolment, and it (None: not enrolled)."""
@@ -178,7 +180,7 @@ class CacheView:
         entry = patient.enrolments.get(pathway)
         if entry is None:
             return patient.complete, None
-        return True, SnapshotCache._thaw(entry)
+        return True, _thaw(entry)
 
     def remember(self, patient_id: str, snapshots: Iterable[Snapshot], *, complete: bool) -> None:
         """Keep snapshots just read: one enrolment, or (complete) every enrolment of the patient."""

@@ -45,7 +45,7 @@ from ._errors import (
 from ._keys import AuditKeys, KeyRing, load_audit_keys, load_data_keys
 from ._migrations import upgrade
 from ._readonly import ReadOnlyFile
-from ._records import SNAPSHOT_COLUMNS, AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
+from ._records import AuditEntry, EnrolmentKey, IdRange, NewEntry, Snapshot, SnapshotUpdate
 from ._rows import RowCodec
 from ._tables import audit, metadata, patients
 from ._urls import DEFAULT_URL, is_private_memory, normalise_url, split_synchronous
@@ -622,10 +622,7 @@ class Transaction:
         if self._cursor is None:
             self._cursor = self._dbapi_connection.cursor()
         try:
-            if len(rows) == 1:  # one row, the usual command: execute costs less than executemany
-                self._cursor.execute(sql, rows[0])
-            else:
-                self._cursor.executemany(sql, rows)
+            self._cursor.executemany(sql, rows)
         except self._dbapi_error as err:
             raise DBAPIError.instance(sql, rows, err, self._dbapi_error, dialect=self._dialect) from err
         return int(self._cursor.rowcount)
@@ -805,24 +802,17 @@ class Transaction:
         return self.append(seed, entry, update, recorded_at)
 
     def _enrolled_elsewhere(self, patient_id: str, pathway: str) -> bool:
-        """Whether the enrolment exists in the database. With a cache, every enrolment of the patient
-        is read (one query, as cheap when there is none) and kept, so the commands that follow an
-        enrolment find the patient's enrolments cached."""
-        if self._cache is None:
-            return self._execute(self._codec.enrolment_exists, (patient_id, pathway)).fetchone() is not None
-        cached = self._cache.enrolments(patient_id)
-        if cached is not None:
-            return any(snap.pathway == pathway for snap in cached)
-        rows = self._execute(self._codec.select_patient, (patient_id,)).fetchall()
-        if any(row[_PATHWAY_COLUMN] == pathway for row in rows):
-            return True
-        try:
-            snaps = [self._codec.snapshot(row) for row in rows]
-        except ValueError:  # a row that does not decode is for the commands reading it to report
-            return False
-        if not any(is_sealed(snap.context) for snap in snaps):  # kept only in clear, as every cached one
-            self._cache.remember(patient_id, snaps, complete=True)
-        return False
+        """Whether the enrolment exists in the database. With a cache, a patient found with no
+        enrolment at all is kept as such, so the commands after their enrolment find every
+        enrolment of theirs cached."""
+        if self._cache is not None:
+            known, cached = self._cache.enrolment(patient_id, pathway)
+            if known:
+                return cached is not None
+            if self._execute(self._codec.patient_exists, (patient_id,)).fetchone() is None:
+                self._cache.remember(patient_id, (), complete=True)
+                return False
+        return self._execute(self._codec.enrolment_exists, (patient_id, pathway)).fetchone() is not None
 
     def append(self, snapshot: Snapshot, entry: NewEntry, update: SnapshotUpdate, recorded_at: datetime) -> AuditEntry:
         """Chain a new audit entry onto the enrolment and stage the snapshot update."""
@@ -910,9 +900,6 @@ class Transaction:
         self._keys = {}
         self._written = {}
         self._outbox = []
-
-
-_PATHWAY_COLUMN = SNAPSHOT_COLUMNS.index("pathway")
 
 
 def _create_private(path: str | None) -> None:
