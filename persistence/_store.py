@@ -113,7 +113,9 @@ class Store:
         self.engine: Engine = (
             self._create_engine(self.url, echo, self._pool) if create else self._open_engine(self.url, echo)
         )
-        self.codec = RowCodec(self.engine.dialect.name, patients.name, audit.name, self.cipher)
+        # On SQLite an UPDATE leaves out the indexed columns it does not change (RowCodec.update_from).
+        indexed = {c.name for index in patients.indexes for c in index.columns} if self.dialect == "sqlite" else ()
+        self.codec = RowCodec(self.engine.dialect.name, patients.name, audit.name, self.cipher, indexed=indexed)
         # Writable SQLite: write transactions are run on the driver's connection directly.
         self._direct = create and self.engine.dialect.name == "sqlite"
         # Snapshots kept between read-first commands (SQLite; validated on every command).
@@ -591,6 +593,8 @@ class Transaction:
         self._dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         # Keyed by enrolment (patient_id, pathway): the revision first read and the staged snapshot.
         self._pending: dict[EnrolmentKey, tuple[int, Snapshot]] = {}
+        # The snapshot each staged update was first made from (the row as read, at that revision).
+        self._before: dict[EnrolmentKey, Snapshot] = {}
         self._entries: list[dict[str, Any]] = []
         self._keys: dict[tuple[str, str, str], AuditEntry] = {}
         # The entries staged so far by enrolment, as written (decrypted), for `history` and `entries_at`.
@@ -867,6 +871,7 @@ class Transaction:
             updated_at=recorded_at,
         )
         original = self._pending.get(snapshot.key, (snapshot.revision, snapshot))[0]
+        self._before.setdefault(snapshot.key, snapshot)
         self._pending[snapshot.key] = (original, after)
         if self._notify is not None:
             self._outbox += outbox.rows_for(snapshot, written, after, self._notify)
@@ -889,14 +894,20 @@ class Transaction:
             for key, (original, snap) in self._pending.items()
             if key not in enrolled and snap.revision != original
         ]
-        updates = [codec.update_params(original, snap) for original, snap in changed]
-        if updates and self._execute_many(codec.update_patient, updates) != len(updates):
-            original, snap = changed[0]
-            raise ConcurrentUpdate(snap.patient_id, original, snap.pathway)
+        # One executemany per statement (each leaves out the indexed columns its rows keep).
+        updates: dict[str, list[tuple[Any, ...]]] = {}
+        for original, snap in changed:
+            sql, params = codec.update_from(self._before[snap.key], original, snap)
+            updates.setdefault(sql, []).append(params)
+        for sql, rows in updates.items():
+            if self._execute_many(sql, rows) != len(rows):
+                original, snap = changed[0]
+                raise ConcurrentUpdate(snap.patient_id, original, snap.pathway)
         self._loaded.update((key, snap) for key, (_, snap) in self._pending.items())
         self._entries = []
         self._enrolled = []
         self._pending = {}
+        self._before = {}
         self._keys = {}
         self._written = {}
         self._outbox = []
