@@ -23,6 +23,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, MutableMapping
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -37,6 +38,7 @@ __all__ = ["CacheView", "SnapshotCache"]
 _JSON_FIELDS = tuple(f.name for f in PATIENTS.fields if f.kind == "json")
 _TIME_FIELDS = tuple(f.name for f in PATIENTS.fields if f.kind == "time")
 assert _JSON_FIELDS == ("configuration", "context"), "persistence/_cache.py names the JSON columns"
+_times = itemgetter(*_TIME_FIELDS)
 # Where a driver connection's record keeps (data_version, total_changes) as of its last check.
 _SEEN = "carepath_cache_seen"
 
@@ -55,7 +57,8 @@ class _Patient:
 
 
 class SnapshotCache:
-    """Up to `capacity` patients' snapshots, the least recently used dropped first."""
+    """Up to `capacity` patients' snapshots; the patient least recently read from the database or
+    written is dropped first. Lookups take no lock (each is one atomic dict operation)."""
 
     def __init__(self, codec: RowCodec, capacity: int = 2048) -> None:
         self._codec = codec
@@ -73,11 +76,12 @@ class SnapshotCache:
         """The cache as a command on the connection whose record is `info` may read it: emptied first
         when another connection committed, or this one wrote, since it last checked."""
         seen = (data_version, total_changes)
-        with self._lock:
-            if info.get(_SEEN) != seen:
+        if info.get(_SEEN) != seen:
+            with self._lock:
                 self._clear()
                 info[_SEEN] = seen
-            return CacheView(self, self._epoch, info, data_version)
+        # Read after the clear: a thread clearing later only makes this command's puts refused.
+        return CacheView(self, self._epoch, info, data_version)
 
     def clear(self) -> None:
         with self._lock:
@@ -90,11 +94,8 @@ class SnapshotCache:
     # -- used through CacheView -------------------------------------------------------------
 
     def _patient(self, patient_id: str) -> _Patient | None:
-        with self._lock:
-            patient = self._patients.get(patient_id)
-            if patient is not None:
-                self._patients.move_to_end(patient_id)
-            return patient
+        # One atomic lookup, no lock: puts and commits (which move a patient to the end) keep the order.
+        return self._patients.get(patient_id)
 
     def _remember(self, epoch: int, patient_id: str, snapshots: Iterable[Snapshot], complete: bool) -> None:
         entries = [(snap.pathway, _freeze(snap)) for snap in snapshots]  # read: stored values already
@@ -110,8 +111,7 @@ class SnapshotCache:
                 self._patients.popitem(last=False)
 
     def _committed(self, epoch: int, snapshots: Iterable[Snapshot], info: MutableMapping[str, Any], seen: Any) -> None:
-        codec = self._codec
-        entries = [(snap.patient_id, snap.pathway, _freeze(snap, codec)) for snap in snapshots]
+        entries = [(snap.patient_id, snap.pathway, _freeze(snap, self._codec)) for snap in snapshots]
         with self._lock:
             current = epoch == self._epoch
             self._epoch += 1  # snapshots read before this commit are not kept
@@ -137,11 +137,18 @@ def _freeze(snap: Snapshot, codec: RowCodec | None = None) -> _Entry:
     text = orjson.dumps((fields["configuration"], fields["context"]))
     fields["configuration"] = fields["context"] = None
     if codec is not None:
-        for name in _TIME_FIELDS:
-            value = fields[name]
+        for value in _times(fields):
+            # A time reads back from the table as it is when it is a plain datetime in UTC.
             if value is not None and (value.__class__ is not datetime or value.tzinfo is not UTC):
-                fields[name] = codec.time_in(codec.time(value))
+                _normalise_times(fields, codec)
+                break
     return fields, text
+
+
+def _normalise_times(fields: dict[str, Any], codec: RowCodec) -> None:
+    for name in _TIME_FIELDS:
+        if fields[name] is not None:
+            fields[name] = codec.time_in(codec.time(fields[name]))
 
 
 def _thaw(entry: _Entry) -> Snapshot:
@@ -170,7 +177,7 @@ class CacheView:
         patient = self._cache._patient(patient_id)
         if patient is None or not patient.complete:
             return None
-        return [_thaw(entry) for entry in patient.enrolments.values()]
+        return [_thaw(entry) for entry in list(patient.enrolments.values())]  # one atomic copy
 
     def enrolment(self, patient_id: str, pathway: str) -> tuple[bool, Snapshot | None]:
         """(known, snapshot): whether the cache knows the enrolment, and it (None: not enrolled)."""
