@@ -683,7 +683,7 @@ class _Checked:
 def _check_chain(entry: AuditEntry, expected: int, previous: str, sealer: Sealer) -> None:
     if entry.seq != expected:
         raise _Mismatch(expected, SEQUENCE_GAP, f"expected seq {expected}, found {entry.seq}")
-    wrong = sealer.check(entry.stored_row())
+    wrong = sealer.check_entry(entry)
     if wrong is not None:
         raise _Mismatch(entry.seq, *wrong)
     if entry.prev_hash != previous:
