@@ -217,10 +217,13 @@ def _compile_decoder(
             items.append(f"{f.name!r}: _{f.name}(row[{position[f.name]}])")
         else:
             items.append(f"{f.name!r}: row[{position[f.name]}]")
-    exec(
-        f"def decode(row):\n    made = _new(_record)\n    made.__dict__.update({{{', '.join(items)}}})\n    return made\n",
-        namespace,
+    source = (
+        "def decode(row):\n"
+        "    made = _new(_record)\n"
+        f"    made.__dict__.update({{{', '.join(items)}}})\n"
+        "    return made\n"
     )
+    exec(source, namespace)
     decode: Callable[[Sequence[Any]], Any] = namespace["decode"]
     return decode
 
