@@ -7,6 +7,7 @@ the payload's attributes and the stored context directly.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -15,15 +16,16 @@ from pydantic import BaseModel
 
 from ._compile import condition
 from ._functions import named_function
-from ._guards import Condition, Decision
+from ._guards import Condition, Rule
 from ._model import InputSpec, PathwayModel, UpdateSpec
 
-__all__ = ["InputFn", "UpdateFn", "compile_derived", "compile_inputs", "compile_updates", "plain"]
+__all__ = ["InputFn", "Update", "UpdateFn", "compile_derived", "compile_inputs", "compile_updates", "plain"]
 
 Context = dict[str, Any]
 # (payload, context, time, policy, the event's inputs computed before this one)
 InputFn = Callable[[BaseModel, Context, datetime, BaseModel, Mapping[str, Any]], Any]
-UpdateFn = Callable[[Context, str, BaseModel, datetime, Decision, Mapping[str, Any], BaseModel], None]
+# (context to change, payload, time, the event's inputs, policy)
+UpdateFn = Callable[[Context, BaseModel, datetime, Mapping[str, Any], BaseModel], None]
 WEEK = timedelta(weeks=1)
 
 
@@ -61,7 +63,14 @@ def _input(spec: InputSpec, model: PathwayModel) -> InputFn:  # one branch per i
                 return plain(value) if value is not None else ctx.get(otherwise)
 
             return given_or_remembered
-        return lambda payload, ctx, at, policy, known: plain(getattr(payload, field))
+
+        def given(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, known: Mapping[str, Any]) -> Any:
+            value = getattr(payload, field)
+            if type(value) in _SCALARS:  # `plain` for the common values, without its call
+                return value
+            return value._value_ if isinstance(value, Enum) else plain(value)
+
+        return given
     if kind == "context":
         key = spec.context or ""
         return lambda payload, ctx, at, policy, known: ctx.get(key)
@@ -209,10 +218,29 @@ def expression(text: Any) -> Callable[[BaseModel | None, Mapping[str, Any], date
     return lambda payload, ctx, at, inputs: text
 
 
-def _update(spec: UpdateSpec, stays: Callable[[Decision], bool]) -> UpdateFn:
-    events = frozenset(spec.events)
-    entering = frozenset(spec.entering) if spec.entering is not None else None
-    rules = frozenset(spec.rules) if spec.rules is not None else None
+@dataclass(frozen=True)
+class Update:
+    """One context update: when it applies (the event, the decided rule) and what it does then.
+
+    Whether it applies depends on the event and the rule alone, so a definition selects the
+    updates of each (event, rule) once and runs only those, in declaration order.
+    """
+
+    events: frozenset[str]
+    rules: frozenset[str] | None
+    entering: frozenset[str] | None
+    run: UpdateFn
+
+    def applies(self, event: str, rule: Rule, stays: bool) -> bool:
+        """Whether the update runs for `event` decided by `rule` (`stays`: the rule keeps the patient in place)."""
+        if event not in self.events:
+            return False
+        if self.rules is not None and rule.name not in self.rules:
+            return False
+        return self.entering is None or (rule.target in self.entering and not stays)
+
+
+def _update(spec: UpdateSpec) -> Update:
     setters = tuple((key, expression(value)) for key, value in spec.set.items())
     counters: tuple[tuple[str, Condition], ...] = tuple((key, condition(c)) for key, c in spec.count.items())
     conditions = tuple(condition(c) for c in spec.when)
@@ -223,24 +251,10 @@ def _update(spec: UpdateSpec, stays: Callable[[Decision], bool]) -> UpdateFn:
     clear_factors = expression(spec.clear_factors) if spec.clear_factors is not None else None
     if_given = spec.if_given
 
-    def update(
-        ctx: Context,
-        event: str,
-        payload: BaseModel,
-        at: datetime,
-        decision: Decision,
-        inputs: Mapping[str, Any],
-        policy: BaseModel,
-    ) -> None:
-        rule = decision.rule
-        if event not in events or rule is None:
-            return
-        if rules is not None and rule.name not in rules:
-            return
-        if entering is not None and (rule.target not in entering or stays(decision)):
-            return
-        if not all(c.holds(inputs, policy) for c in conditions):
-            return
+    def update(ctx: Context, payload: BaseModel, at: datetime, inputs: Mapping[str, Any], policy: BaseModel) -> None:
+        for c in conditions:
+            if not c.holds(inputs, policy):
+                return
         for key, value in setters:
             result = value(payload, ctx, at, inputs)
             if not (if_given and result is None):
@@ -261,7 +275,9 @@ def _update(spec: UpdateSpec, stays: Callable[[Decision], bool]) -> UpdateFn:
                 clear_factors and clear_factors(payload, ctx, at, inputs),
             )
 
-    return update
+    entering = frozenset(spec.entering) if spec.entering is not None else None
+    rules = frozenset(spec.rules) if spec.rules is not None else None
+    return Update(frozenset(spec.events), rules, entering, update)
 
 
 def _change_factors(ctx: Context, at: datetime, given: Any, cleared: Any) -> None:
@@ -278,5 +294,5 @@ def _change_factors(ctx: Context, at: datetime, given: Any, cleared: Any) -> Non
         ctx["factors_at"] = stamps
 
 
-def compile_updates(model: PathwayModel, stays: Callable[[Decision], bool]) -> tuple[UpdateFn, ...]:
-    return tuple(_update(spec, stays) for spec in model.updates)
+def compile_updates(model: PathwayModel) -> tuple[Update, ...]:
+    return tuple(_update(spec) for spec in model.updates)
