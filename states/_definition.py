@@ -171,7 +171,7 @@ class Pathway:
         self._book = RuleBook(self.rules, self.policy)
         self._inputs = compile_inputs(model)
         self._updates = compile_updates(model)
-        # Per (event, id of the decided rule): the updates that apply, in declaration order.
+        # Per (event, id of the decided rule): the steps of the updates that apply, in declaration order.
         self._updates_by_rule: dict[tuple[str, int], tuple[UpdateFn, ...]] = {}
         self._idle = {event: frozenset(spec.idle_states()) for event, spec in model.events.items()}
         self._derived = compile_derived(model) if model.derived else None
@@ -216,12 +216,13 @@ class Pathway:
         return decision.rule is not None and is_stay(decision.rule, self._parents)
 
     def _updates_for(self, event: str, rule: Rule) -> tuple[UpdateFn, ...]:
-        """The context updates `event` decided by `rule` runs (selected once per pair)."""
+        """The steps of the context updates `event` decided by `rule` runs (selected once per pair)."""
         key = (event, id(rule))  # the rules live as long as the definition, so an id is not reused
         updates = self._updates_by_rule.get(key)
         if updates is None:
             stays = is_stay(rule, self._parents)
-            updates = tuple(update.run for update in self._updates if update.applies(event, rule, stays))
+            applying = [update for update in self._updates if update.applies(event, rule, stays)]
+            updates = tuple(step for update in applying for step in update.steps)
             self._updates_by_rule[key] = updates
         return updates
 
@@ -291,8 +292,8 @@ class Pathway:
         rule = decision.rule
         assert rule is not None  # the chart refused the event otherwise
         ctx = dict(context)
-        for update in self._updates_for(event, rule):
-            update(ctx, payload, at, inputs, self.policy)
+        for step in self._updates_for(event, rule):
+            step(ctx, payload, at, inputs, self.policy)
         if self._derived is not None:
             ctx.update(self._derived(payload, ctx, at, self.policy))
         if rule.target in self._finals:

@@ -356,7 +356,11 @@ _PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def _jsonable_inputs(inputs: Inputs) -> dict[str, Any]:
-    return {name: value if type(value) in _PLAIN else _jsonable(value) for name, value in inputs.items()}
+    # `_jsonable` of each value, plain values and floats (most inputs) without its call.
+    return {
+        name: value if type(value) in _PLAIN else round(value, 6) if type(value) is float else _jsonable(value)
+        for name, value in inputs.items()
+    }
 
 
 def _jsonable(value: Any) -> Any:
