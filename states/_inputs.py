@@ -123,7 +123,14 @@ def _input(spec: InputSpec, model: PathwayModel) -> InputFn:  # one branch per i
         return fall
     if kind == "holds":
         conditions = tuple(condition(c, model.term_sets) for c in spec.holds or ())
-        return lambda payload, ctx, at, policy, known: all(c.holds(known, policy) for c in conditions)
+
+        def holds(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, known: Mapping[str, Any]) -> bool:
+            for c in conditions:  # noqa: SIM110  # `all` without a generator: this runs for every event
+                if not c.holds(known, policy):
+                    return False
+            return True
+
+        return holds
     if kind in ("streak", "streak_weeks"):
         return _streak(spec, kind)
     if kind == "recent":
