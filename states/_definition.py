@@ -28,7 +28,7 @@ from ._compile import (
 )
 from ._errors import EventNotAllowed, MigrationFailed, NoMigration, UnknownEvent
 from ._guards import Decision, Rule, RuleBook, remember
-from ._inputs import UpdateFn, compile_derived, compile_inputs, compile_updates, expression
+from ._inputs import UpdateFn, compile_derived, compile_inputs, compile_updates, expression, isoformat
 from ._model import PathwayModel, Presentation, Review
 from ._payloads import Payload, parse_payload
 from ._plan import PlanBook, PlanItem
@@ -174,6 +174,8 @@ class Pathway:
         # Per (event, id of the decided rule): the steps of the updates that apply, in declaration order.
         self._updates_by_rule: dict[tuple[str, int], tuple[UpdateFn, ...]] = {}
         self._idle = {event: frozenset(spec.idle_states()) for event, spec in model.events.items()}
+        # The context keys a patient's enrolment time starts.
+        self._stamped_at_start = tuple(key for key, value in model.context.items() if value == "at")
         self._derived = compile_derived(model) if model.derived else None
         self._status_regions = frozenset(model.status_regions)
         self._finals = frozenset(s for s in model.state_ids() if (spec := model.find_state(s)) and spec.final)
@@ -247,13 +249,17 @@ class Pathway:
         """Configuration and context of a newly enrolled patient."""
         factors = getattr(enrollment, "factors")  # noqa: B009  # a dynamic model's field
         context: Context = {"factors": factors.model_dump(mode="json", exclude_defaults=True)}
-        context.update(copy.deepcopy(self.model.context))
         for key, value in self.model.context.items():
-            if value == "at":
-                context[key] = at.isoformat()
+            context[key] = value if type(value) in _IMMUTABLE else _json_copy(value)
+        for key in self._stamped_at_start:
+            context[key] = isoformat(at)
         if self._derived is not None:
             context.update(self._derived(enrollment, context, at, self.policy))
-        return self.runner.ordered(self._completed(self.runner.initial_configuration())), context
+        return self._start_configuration, context
+
+    @cached_property
+    def _start_configuration(self) -> tuple[str, ...]:
+        return self.runner.ordered(self._completed(self.runner.initial_configuration()))
 
     def inputs(self, event: str, payload: Payload, context: Context, at: datetime) -> dict[str, Any]:
         """The named values the rules' conditions read."""
@@ -431,6 +437,21 @@ class Pathway:
 
 
 WEEK = timedelta(weeks=1)
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+
+
+def _json_copy(value: Any) -> Any:
+    """`copy.deepcopy` of JSON-shaped data at a fraction of its cost; anything else is deep-copied."""
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if kind is dict:
+        return {key: item if type(item) in _IMMUTABLE else _json_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [item if type(item) in _IMMUTABLE else _json_copy(item) for item in value]
+    return copy.deepcopy(value)
+
+
 # A schedule as one configuration reads it: the context time it counts from, the context key
 # that suspends it (None: none), and the policy field giving its weeks.
 _Due = tuple[str, str | None, str]
