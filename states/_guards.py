@@ -172,7 +172,7 @@ class Decision:
     inputs: Mapping[str, Any]
     policy: BaseModel
     # Given by a RuleBook, which computes them once per (rules checked, winner); not part of the value.
-    parts: RecordParts | None = field(default=None, compare=False, repr=False)
+    record_parts: RecordParts | None = field(default=None, compare=False, repr=False)
 
     @property
     def evaluated(self) -> list[RuleResult]:
@@ -181,19 +181,14 @@ class Decision:
 
     def as_record(self) -> dict[str, Any]:
         """What the audit log keeps: the rule that won, the inputs and thresholds, each rule checked."""
-        parts = self.parts
-        if parts is None:
-            return {
-                "rule": self.rule.name if self.rule else None,
-                "inputs": _jsonable_inputs(self.inputs),
-                "thresholds": _thresholds(self.checked, self.policy),
-                "checked": [[rule.name, rule is self.rule] for rule in self.checked],
-            }
+        rule = self.rule
+        inputs = _jsonable_inputs(self.inputs)
+        thresholds, checked = self.record_parts or _record_parts(self.checked, rule, self.policy)
         return {
-            "rule": self.rule.name if self.rule else None,
-            "inputs": _jsonable_inputs(self.inputs),
-            "thresholds": dict(parts[0]),
-            "checked": [[name, won] for name, won in parts[1]],
+            "rule": rule.name if rule else None,
+            "inputs": inputs,
+            "thresholds": dict(thresholds),
+            "checked": [[name, won] for name, won in checked],
         }
 
 
@@ -286,10 +281,9 @@ class RuleBook:
 
     def _parts(self, checked: tuple[Rule, ...], winner: Rule | None) -> RecordParts | None:
         try:
-            thresholds = _thresholds(checked, self.policy)
+            return _record_parts(checked, winner, self.policy)
         except AttributeError:
-            return None  # `as_record` fails as it would without a rule book
-        return thresholds, tuple((rule.name, rule is winner) for rule in checked)
+            return None  # a policy field missing: `as_record` fails when asked, as it would without a book
 
 
 # Memos keyed by configurations hold the few a definition's patients are in; configurations read
@@ -298,8 +292,13 @@ MEMO_LIMIT = 4096
 
 
 def remember(memo: dict[K, V], key: K, value: V) -> None:
+    """Keep `value` in `memo` unless the memo is full."""
     if len(memo) < MEMO_LIMIT:
         memo[key] = value
+
+
+def _record_parts(checked: tuple[Rule, ...], winner: Rule | None, policy: BaseModel) -> RecordParts:
+    return _thresholds(checked, policy), tuple((rule.name, rule is winner) for rule in checked)
 
 
 # Keyed by the rules' identities; the value keeps the rules alive so an id is never reused.

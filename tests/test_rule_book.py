@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from states import Condition, Decision, Guard, Pathway, Rule, get_pathway, pathways
-from states._guards import RuleBook, decide
+from states._guards import MEMO_LIMIT, RuleBook, decide
 
 
 def _values(definition: Pathway, conditions: list[Condition]) -> list[Any]:
@@ -92,3 +92,13 @@ def test_a_missing_policy_field_fails_where_the_reference_fails_and_a_guard_of_n
     for inputs in ({"x": 5}, {"x": 1}, {}):
         reference = _outcome(lambda: decide(rules, "go", frozenset({"a"}), inputs, policy))  # noqa: B023
         assert _outcome(lambda: book.decide("go", ("a",), inputs)) == reference  # noqa: B023
+
+
+def test_memos_keyed_by_configuration_stop_growing_and_keep_answering() -> None:
+    """Configurations read from a damaged database could be many: the memos stay bounded."""
+    definition = Pathway(get_pathway("piriformis", 2).model)  # a fresh copy: the shared one keeps its memos
+    for i in range(MEMO_LIMIT + 10):
+        configuration = (f"unknown_{i}",)
+        assert definition.state_name(configuration) == f"unknown_{i}"
+        assert definition.next_due_at(configuration, {}) is None
+    assert len(definition._state_names) == len(definition._due_plans) == MEMO_LIMIT
