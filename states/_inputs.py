@@ -50,11 +50,6 @@ def _plain_set(values: Iterable[Any]) -> set[Any]:
     return {v._value_ if isinstance(v, Enum) else plain(v) for v in values}
 
 
-def _time(context: Mapping[str, Any], key: str) -> datetime | None:
-    value = context.get(key)
-    return datetime.fromisoformat(value) if value is not None else None
-
-
 def _input(spec: InputSpec, model: PathwayModel) -> InputFn:  # one branch per input kind
     kind = spec.kind
     if kind == "payload":
@@ -100,10 +95,10 @@ def _input(spec: InputSpec, model: PathwayModel) -> InputFn:  # one branch per i
         key, plus = spec.weeks_since or "", spec.plus
 
         def weeks(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, known: Any) -> float | None:
-            since = _time(ctx, key)
+            since = ctx.get(key)
             if since is None:
                 return None
-            elapsed = (at - since) / WEEK
+            elapsed = (at - datetime.fromisoformat(since)) / WEEK
             if plus is not None:
                 extra = ctx.get(plus)
                 return None if extra is None else elapsed + extra
