@@ -69,7 +69,8 @@ def stored_payload(definition: Pathway, entry: AuditEntry, data: Any = None, sch
     if is_sealed(raw):
         raise EncryptedData(f"the payload of {entry.patient_id!r} on {entry.pathway!r} seq {entry.seq}")
     version = entry.payload_schema if schema is None else schema
-    upcasted = upcast(definition.name, entry.event, raw, version, PAYLOAD_SCHEMA)
+    # A payload of the current schema is read as it is (what `upcast` returns for it).
+    upcasted = raw if version == PAYLOAD_SCHEMA else upcast(definition.name, entry.event, raw, version, PAYLOAD_SCHEMA)
     if entry.event == "enroll":
         return definition.validate_enrollment(dict(upcasted))
     return definition.validate(entry.event, dict(upcasted))

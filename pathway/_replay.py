@@ -253,20 +253,23 @@ def _checked_start(entry: AuditEntry) -> _Rebuild:
 
 def _checked_step(rebuild: _Rebuild, entry: AuditEntry) -> None:
     """Re-apply one entry and check configuration, rule, guard values and transitions."""
-    if entry.event == CORRECT_EVENT or (is_clinical(entry.event) and entry.at < rebuild.last_event_at):
+    event = entry.event
+    if event == CORRECT_EVENT or (entry.at < rebuild.last_event_at and is_clinical(event)):
         _checked_rederived(rebuild, entry)
         return
     definition = rebuild.definition
-    if entry.event == MIGRATE_EVENT:
+    if event == MIGRATE_EVENT:
         _expect(entry.seq, "version migrated from", entry.payload.get("from_version"), definition.version)
-    elif (entry.pathway, entry.version) != (definition.name, definition.version):
+    elif entry.pathway != definition.name or entry.version != definition.version:
         raise _diverged(
             entry.seq,
             f"entry names {entry.pathway} v{entry.version}, patient is on {definition.name} v{definition.version}",
         )
     if entry.at < rebuild.last_event_at:
         raise _diverged(entry.seq, f"at {entry.at.isoformat()} is before the previous entry's")
-    _expect(entry.seq, "configuration before", entry.config_before, list(rebuild.configuration))
+    # Each check compares first and spells the difference only when there is one (`_expect`).
+    if entry.config_before != list(rebuild.configuration):
+        _expect(entry.seq, "configuration before", entry.config_before, list(rebuild.configuration))
     try:
         step = rebuild.step(entry)
     except UnknownDefinition:
@@ -274,12 +277,17 @@ def _checked_step(rebuild: _Rebuild, entry: AuditEntry) -> None:
     except StatesError as err:  # not allowed in the replayed state, or the payload no longer valid
         raise _diverged(entry.seq, str(err)) from None
     if not step.changed:
-        raise _diverged(entry.seq, f"{entry.event} changes nothing on replay, yet it was recorded")
-    _expect(entry.seq, "configuration after", entry.config_after, list(step.configuration_after))
-    replayed_rule = step.decision.rule.name if step.decision and step.decision.rule else None
-    _expect(entry.seq, "decided rule", (entry.decision or {}).get("rule"), replayed_rule)
-    _expect(entry.seq, "transitions", entry.transitions, [dict(t) for t in step.transitions])
-    if not _same(entry.decision, step.decision_record()):
+        raise _diverged(entry.seq, f"{event} changes nothing on replay, yet it was recorded")
+    if entry.config_after != list(step.configuration_after):
+        _expect(entry.seq, "configuration after", entry.config_after, list(step.configuration_after))
+    decision = step.decision
+    replayed_rule = decision.rule.name if decision and decision.rule else None
+    recorded = entry.decision
+    if (recorded or {}).get("rule") != replayed_rule:
+        _expect(entry.seq, "decided rule", (recorded or {}).get("rule"), replayed_rule)
+    if entry.transitions != list(step.transitions):  # the chart's transitions are plain dicts
+        _expect(entry.seq, "transitions", entry.transitions, [dict(t) for t in step.transitions])
+    if not _same(recorded, step.decision_record()):
         raise _diverged(entry.seq, "recorded guard values differ from the replayed ones")
     rebuild.advance(entry, step)
 
@@ -683,7 +691,7 @@ class _Checked:
 def _check_chain(entry: AuditEntry, expected: int, previous: str, sealer: Sealer) -> None:
     if entry.seq != expected:
         raise _Mismatch(expected, SEQUENCE_GAP, f"expected seq {expected}, found {entry.seq}")
-    wrong = sealer.check(entry.stored_row())
+    wrong = sealer.check_entry(entry)
     if wrong is not None:
         raise _Mismatch(entry.seq, *wrong)
     if entry.prev_hash != previous:
@@ -701,6 +709,9 @@ def _compare_head(stored: Snapshot | None, seq: int, head: str) -> None:
         raise _Mismatch(seq, f"{SNAPSHOT_DIFFERS}: last_hash stored {stored.last_hash[:16]}, chain {head[:16]}")
 
 
+_SNAPSHOT_FIELDS = tuple(f.name for f in fields(Snapshot))
+
+
 def _compare_snapshot(stored: Snapshot | None, replayed: Snapshot | None) -> None:
     """Raise when the stored snapshot is not the one the replayed log produces."""
     if replayed is None:
@@ -711,7 +722,9 @@ def _compare_snapshot(stored: Snapshot | None, replayed: Snapshot | None) -> Non
         # The first entry one side has and the other lacks (deleted or appended out of band).
         seq = min(stored.last_seq, replayed.last_seq) + 1
         raise _Mismatch(seq, f"{SNAPSHOT_DIFFERS}: last_seq stored {stored.last_seq}, replayed {replayed.last_seq}")
-    for name in (f.name for f in fields(Snapshot)):
+    if stored == replayed:  # the usual case: every field equal, nothing to read as instants
+        return
+    for name in _SNAPSHOT_FIELDS:
         mine, theirs = getattr(stored, name), getattr(replayed, name)
         if not _same(mine, theirs):
             raise _Mismatch(replayed.last_seq, f"{SNAPSHOT_DIFFERS}: {name} {_difference(name, mine, theirs)}")

@@ -10,6 +10,7 @@ PostgreSQL (psycopg 3): timestamptz and json; the driver parses json results its
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import MISSING, fields
 from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import combinations
@@ -226,13 +227,37 @@ def _converters(
 def _compile_decoder(
     record: type[Any], columns: Sequence[str], converters: Mapping[str, Callable[[Any], Any]]
 ) -> Callable[[Sequence[Any]], Any]:
-    """`record(name=value, ...)` from a row of `columns` in that order, converting where `converters` say."""
-    args = ", ".join(
-        f"{name}=_{name}(row[{i}])" if name in converters else f"{name}=row[{i}]" for i, name in enumerate(columns)
+    """`record(name=value, ...)` from a row of `columns` in that order, converting where `converters` say.
+
+    The record is a `quick_init` frozen dataclass, whose `__init__` only fills the instance's
+    `__dict__` with every field in order: the decoder fills it the same way without the call
+    and its keyword arguments (a replay decodes every row of the log). Fields that are no column
+    take their defaults.
+    """
+    position = {name: i for i, name in enumerate(columns)}
+    unknown = set(columns) - {f.name for f in fields(record)}
+    if unknown:
+        raise TypeError(f"{record.__name__} has no field for the columns {sorted(unknown)}")
+    namespace: dict[str, Any] = {"_new": object.__new__, "_record": record}
+    items = []
+    for f in fields(record):
+        if f.name not in position:
+            if f.default is MISSING:
+                raise TypeError(f"{record.__name__}.{f.name}: no column and no default")
+            namespace[f"_default_{f.name}"] = f.default
+            items.append(f"{f.name!r}: _default_{f.name}")
+        elif f.name in converters:
+            namespace[f"_{f.name}"] = converters[f.name]
+            items.append(f"{f.name!r}: _{f.name}(row[{position[f.name]}])")
+        else:
+            items.append(f"{f.name!r}: row[{position[f.name]}]")
+    source = (
+        "def decode(row):\n"
+        "    made = _new(_record)\n"
+        f"    made.__dict__.update({{{', '.join(items)}}})\n"
+        "    return made\n"
     )
-    namespace: dict[str, Any] = {f"_{name}": converters[name] for name in columns if name in converters}
-    namespace["_record"] = record
-    exec(f"def decode(row):\n    return _record({args})\n", namespace)
+    exec(source, namespace)
     decode: Callable[[Sequence[Any]], Any] = namespace["decode"]
     return decode
 

@@ -27,8 +27,8 @@ from ._compile import (
     is_stay,
 )
 from ._errors import EventNotAllowed, MigrationFailed, NoMigration, UnknownEvent
-from ._guards import Decision, Rule, decide
-from ._inputs import compile_derived, compile_inputs, compile_updates, expression
+from ._guards import Decision, Rule, RuleBook, remember
+from ._inputs import UpdateFn, compile_derived, compile_inputs, compile_updates, expression, isoformat
 from ._model import PathwayModel, Presentation, Review
 from ._payloads import Payload, parse_payload
 from ._plan import PlanBook, PlanItem
@@ -95,6 +95,7 @@ class ChartRunner:
         self._lock = threading.Lock()
         self._machine = self._new_machine()
         self._order = {state_id: i for i, state_id in enumerate(chart.states_map)}
+        self._ordered: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._memo: dict[
             tuple[tuple[str, ...], str, str | None], tuple[tuple[str, ...], tuple[dict[str, str], ...]]
         ] = {}
@@ -114,8 +115,13 @@ class ChartRunner:
         return (initial.id,)
 
     def ordered(self, ids: Sequence[str]) -> tuple[str, ...]:
-        """State ids in document order, the canonical stored form."""
-        return tuple(sorted(ids, key=self._order.__getitem__))
+        """State ids in document order, the canonical stored form (memoised: configurations are few)."""
+        key = ids if type(ids) is tuple else tuple(ids)
+        ordered = self._ordered.get(key)
+        if ordered is None:
+            ordered = tuple(sorted(key, key=self._order.__getitem__))
+            remember(self._ordered, key, ordered)
+        return ordered
 
     def run(
         self, configuration: tuple[str, ...], event: str, decision: Decision
@@ -162,18 +168,21 @@ class Pathway:
         self.rules: tuple[Rule, ...] = build_rules(model)
         self.policy_model = build_policy_model(model)
         self.policy = policy if policy is not None else self.policy_model()
+        self._book = RuleBook(self.rules, self.policy)
         self._inputs = compile_inputs(model)
-        self._updates = compile_updates(model, self._stays)
-        # The updates that can apply to each event, in declaration order (the others return at once).
-        self._updates_by_event = {
-            event: tuple(fn for fn, spec in zip(self._updates, model.updates, strict=True) if event in spec.events)
-            for event in model.events
-        }
+        self._updates = compile_updates(model)
+        # Per (event, id of the decided rule): the steps of the updates that apply, in declaration order.
+        self._updates_by_rule: dict[tuple[str, int], tuple[UpdateFn, ...]] = {}
+        self._idle = {event: frozenset(spec.idle_states()) for event, spec in model.events.items()}
+        # The context keys a patient's enrolment time starts.
+        self._stamped_at_start = tuple(key for key, value in model.context.items() if value == "at")
         self._derived = compile_derived(model) if model.derived else None
-        self._by_event: dict[str, tuple[Rule, ...]] = {}
         self._status_regions = frozenset(model.status_regions)
         self._finals = frozenset(s for s in model.state_ids() if (spec := model.find_state(s)) and spec.final)
         self._plan = PlanBook(model)
+        # Per configuration: its state name, and the schedules that can make it due.
+        self._state_names: dict[tuple[str, ...], str] = {}
+        self._due_plans: dict[tuple[str, ...], tuple[_Due, ...]] = {}
 
     @cached_property
     def chart(self) -> type[StateChart[Any]]:
@@ -208,12 +217,16 @@ class Pathway:
     def _stays(self, decision: Decision) -> bool:
         return decision.rule is not None and is_stay(decision.rule, self._parents)
 
-    def _rules_for(self, event: str) -> tuple[Rule, ...]:
-        """The rules of one event, in evaluation order (indexed once per event)."""
-        rules = self._by_event.get(event)
-        if rules is None:
-            rules = self._by_event[event] = tuple(rule for rule in self.rules if rule.event == event)
-        return rules
+    def _updates_for(self, event: str, rule: Rule) -> tuple[UpdateFn, ...]:
+        """The steps of the context updates `event` decided by `rule` runs (selected once per pair)."""
+        key = (event, id(rule))  # the rules live as long as the definition, so an id is not reused
+        updates = self._updates_by_rule.get(key)
+        if updates is None:
+            stays = is_stay(rule, self._parents)
+            applying = [update for update in self._updates if update.applies(event, rule, stays)]
+            updates = tuple(step for update in applying for step in update.steps)
+            self._updates_by_rule[key] = updates
+        return updates
 
     # -- validation -----------------------------------------------------------
 
@@ -236,13 +249,17 @@ class Pathway:
         """Configuration and context of a newly enrolled patient."""
         factors = getattr(enrollment, "factors")  # noqa: B009  # a dynamic model's field
         context: Context = {"factors": factors.model_dump(mode="json", exclude_defaults=True)}
-        context.update(copy.deepcopy(self.model.context))
         for key, value in self.model.context.items():
-            if value == "at":
-                context[key] = at.isoformat()
+            context[key] = value if type(value) in _IMMUTABLE else _json_copy(value)
+        for key in self._stamped_at_start:
+            context[key] = isoformat(at)
         if self._derived is not None:
             context.update(self._derived(enrollment, context, at, self.policy))
-        return self.runner.ordered(self._completed(self.runner.initial_configuration())), context
+        return self._start_configuration, context
+
+    @cached_property
+    def _start_configuration(self) -> tuple[str, ...]:
+        return self.runner.ordered(self._completed(self.runner.initial_configuration()))
 
     def inputs(self, event: str, payload: Payload, context: Context, at: datetime) -> dict[str, Any]:
         """The named values the rules' conditions read."""
@@ -255,9 +272,9 @@ class Pathway:
         if event not in self.payloads:
             raise UnknownEvent(event, self.event_names())
         inputs = self.inputs(event, payload, context, at)
-        decision = decide(self._rules_for(event), event, frozenset(before), inputs, self.policy)
-        idle = self.model.events[event].idle_states()
-        if decision.rule is None and any(state in before for state in idle):
+        decision = self._book.decide(event, before, inputs)
+        idle = self._idle[event]
+        if decision.rule is None and not idle.isdisjoint(before):
             return Step(event, before, before, context, (), decision, changed=False)
         try:
             after, transitions = self.runner.run(before, event, decision)
@@ -273,7 +290,7 @@ class Pathway:
     ) -> Decision:
         """The rule decision for an event, without applying it."""
         inputs = self.inputs(event, payload, context, at)
-        return decide(self._rules_for(event), event, frozenset(configuration), inputs, self.policy)
+        return self._book.decide(event, tuple(configuration), inputs)
 
     def _update_context(
         self, context: Context, event: str, payload: Payload, at: datetime, decision: Decision, inputs: dict[str, Any]
@@ -281,8 +298,8 @@ class Pathway:
         rule = decision.rule
         assert rule is not None  # the chart refused the event otherwise
         ctx = dict(context)
-        for update in self._updates_by_event.get(event, ()):
-            update(ctx, event, payload, at, decision, inputs, self.policy)
+        for step in self._updates_for(event, rule):
+            step(ctx, payload, at, inputs, self.policy)
         if self._derived is not None:
             ctx.update(self._derived(payload, ctx, at, self.policy))
         if rule.target in self._finals:
@@ -302,6 +319,14 @@ class Pathway:
 
     def state_name(self, configuration: Sequence[str]) -> str:
         """The one name status reports: the active state of a status region, else the top-level state."""
+        key = configuration if type(configuration) is tuple else tuple(configuration)
+        name = self._state_names.get(key)
+        if name is None:
+            name = self._find_state_name(key)
+            remember(self._state_names, key, name)
+        return name
+
+    def _find_state_name(self, configuration: tuple[str, ...]) -> str:
         for state_id in configuration:
             if self._parents.get(state_id) in self._status_regions:
                 return state_id
@@ -384,20 +409,49 @@ class Pathway:
 
     def next_due_at(self, configuration: Sequence[str], context: Context) -> datetime | None:
         """The earliest time a tick could change the patient, or None."""
+        key = configuration if type(configuration) is tuple else tuple(configuration)
+        plan = self._due_plans.get(key)
+        if plan is None:
+            plan = self._due_plan(key)
+            remember(self._due_plans, key, plan)
         due: list[datetime] = []
+        for since_key, unless, weeks in plan:
+            since = context.get(since_key)
+            if since is not None and (unless is None or not context.get(unless)):
+                due.append(datetime.fromisoformat(since) + getattr(self.policy, weeks) * WEEK)
+        return min(due) if due else None
+
+    def _due_plan(self, configuration: tuple[str, ...]) -> tuple[_Due, ...]:
+        """The schedules that can make `configuration` due, in the order they are read."""
+        plan: list[_Due] = []
         for schedule in self.model.schedules:
-            since = context.get(schedule.since)
-            if since is None:
-                continue
             if schedule.after is not None:
-                if not context.get(schedule.unless or "") and any(s in configuration for s in schedule.states):
-                    due.append(datetime.fromisoformat(since) + getattr(self.policy, schedule.after) * WEEK)
+                if any(s in configuration for s in schedule.states):
+                    plan.append((schedule.since, schedule.unless or "", schedule.after))
                 continue
             for state_id in configuration:
                 field = schedule.due.get(state_id)
                 if field is not None and self._parents.get(state_id) == schedule.region:
-                    due.append(datetime.fromisoformat(since) + getattr(self.policy, field) * WEEK)
-        return min(due) if due else None
+                    plan.append((schedule.since, None, field))
+        return tuple(plan)
 
 
 WEEK = timedelta(weeks=1)
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+
+
+def _json_copy(value: Any) -> Any:
+    """`copy.deepcopy` of JSON-shaped data at a fraction of its cost; anything else is deep-copied."""
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if kind is dict:
+        return {key: item if type(item) in _IMMUTABLE else _json_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [item if type(item) in _IMMUTABLE else _json_copy(item) for item in value]
+    return copy.deepcopy(value)
+
+
+# A schedule as one configuration reads it: the context time it counts from, the context key
+# that suspends it (None: none), and the policy field giving its weeks.
+_Due = tuple[str, str | None, str]

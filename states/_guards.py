@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -20,6 +20,7 @@ __all__ = [
     "Decision",
     "Guard",
     "Rule",
+    "RuleBook",
     "RuleResult",
     "decide",
     "evaluate_rule",
@@ -27,6 +28,8 @@ __all__ = [
 ]
 
 Inputs = Mapping[str, Any]
+K = TypeVar("K")
+V = TypeVar("V")
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
@@ -155,6 +158,11 @@ class RuleResult:
         }
 
 
+# The parts of a decision record fixed by the rules checked and the policy: the thresholds they
+# read and each checked rule's name with whether it won.
+RecordParts = tuple[dict[str, Any], tuple[tuple[str, bool], ...]]
+
+
 @dataclass(frozen=True)
 class Decision:
     """The first rule that held (or None), the rules checked before it, and the values they saw."""
@@ -163,6 +171,8 @@ class Decision:
     checked: tuple[Rule, ...]
     inputs: Mapping[str, Any]
     policy: BaseModel
+    # Given by a RuleBook, which computes them once per (rules checked, winner); not part of the value.
+    record_parts: RecordParts | None = field(default=None, compare=False, repr=False)
 
     @property
     def evaluated(self) -> list[RuleResult]:
@@ -171,11 +181,14 @@ class Decision:
 
     def as_record(self) -> dict[str, Any]:
         """What the audit log keeps: the rule that won, the inputs and thresholds, each rule checked."""
+        rule = self.rule
+        inputs = _jsonable_inputs(self.inputs)
+        thresholds, checked = self.record_parts or _record_parts(self.checked, rule, self.policy)
         return {
-            "rule": self.rule.name if self.rule else None,
-            "inputs": {name: _jsonable(value) for name, value in self.inputs.items()},
-            "thresholds": _thresholds(self.checked, self.policy),
-            "checked": [[rule.name, rule is self.rule] for rule in self.checked],
+            "rule": rule.name if rule else None,
+            "inputs": inputs,
+            "thresholds": dict(thresholds),
+            "checked": [[name, won] for name, won in checked],
         }
 
 
@@ -198,6 +211,94 @@ def decide(rules: Sequence[Rule], event: str, active: frozenset[str], inputs: In
         if rule.guard is None or _guard_holds(rule.guard, inputs, policy):
             return Decision(rule, tuple(checked), inputs, policy)
     return Decision(None, tuple(checked), inputs, policy)
+
+
+# One condition as the rule book tests it: (input, comparison, threshold in force).
+_Test = tuple[str, Callable[[Any, Any], bool], Any]
+# One rule the configuration lets the event try: its guard's clauses (None: no guard), the rules
+# checked when it wins, and its decision record's fixed parts.
+_Candidate = tuple[Rule, tuple[tuple[_Test, ...], ...] | None, tuple[Rule, ...], RecordParts | None]
+# An (event, configuration)'s candidates in order, then the checked rules and record parts when none holds.
+_Table = tuple[tuple[_Candidate, ...], tuple[Rule, ...], RecordParts | None]
+
+
+class RuleBook:
+    """A definition's rules compiled for one policy; `decide` gives what the module's `decide` gives.
+
+    Per (event, configuration) the rules that can apply are found once, with the checked-rules
+    tuples and record parts of each possible winner; conditions become (input, comparison,
+    threshold) tuples tested in one loop. Policies are frozen, so thresholds are read once.
+    """
+
+    def __init__(self, rules: Sequence[Rule], policy: BaseModel) -> None:
+        self.rules = tuple(rules)
+        self.policy = policy
+        self._tables: dict[tuple[str, tuple[str, ...]], _Table] = {}
+
+    def decide(self, event: str, configuration: tuple[str, ...], inputs: Inputs) -> Decision:
+        """The decision of `decide(rules, event, frozenset(configuration), inputs, policy)`."""
+        table = self._tables.get((event, configuration))
+        if table is None:
+            table = self._table(event, configuration)
+            remember(self._tables, (event, configuration), table)
+        get = inputs.get
+        for rule, clauses, checked, parts in table[0]:
+            if clauses is None:
+                return Decision(rule, checked, inputs, self.policy, parts)
+            for clause in clauses:
+                for name, compare, threshold in clause:
+                    value = get(name)
+                    if value is None or not compare(value, threshold):
+                        break
+                else:
+                    return Decision(rule, checked, inputs, self.policy, parts)
+        return Decision(None, table[1], inputs, self.policy, table[2])
+
+    def _table(self, event: str, configuration: tuple[str, ...]) -> _Table:
+        active = frozenset(configuration)
+        rules = tuple(rule for rule in self.rules if rule.event == event and not rule.sources.isdisjoint(active))
+        candidates = tuple(
+            (rule, self._clauses(rule.guard), rules[: i + 1], self._parts(rules[: i + 1], rule))
+            for i, rule in enumerate(rules)
+        )
+        return candidates, rules, self._parts(rules, None)
+
+    def _clauses(self, guard: Guard | None) -> tuple[tuple[_Test, ...], ...] | None:
+        if guard is None:
+            return None
+        return tuple(tuple(self._test(condition) for condition in clause) for clause in guard.clauses)
+
+    def _test(self, condition: Condition) -> _Test:
+        compare = _COMPARE[condition.op]
+        field = condition.policy_field
+        if field is None:
+            return condition.input, compare, condition.threshold
+        if not hasattr(self.policy, field):
+            # Not resolvable now: read it when tested, failing there as `Condition.holds` would.
+            policy = self.policy
+            return condition.input, lambda value, _unused: compare(value, getattr(policy, field)), None
+        return condition.input, compare, getattr(self.policy, field)
+
+    def _parts(self, checked: tuple[Rule, ...], winner: Rule | None) -> RecordParts | None:
+        try:
+            return _record_parts(checked, winner, self.policy)
+        except AttributeError:
+            return None  # a policy field missing: `as_record` fails when asked, as it would without a book
+
+
+# Memos keyed by configurations hold the few a definition's patients are in; configurations read
+# from a damaged database could be many, so a memo stops growing at this size.
+MEMO_LIMIT = 4096
+
+
+def remember(memo: dict[K, V], key: K, value: V) -> None:
+    """Keep `value` in `memo` unless the memo is full."""
+    if len(memo) < MEMO_LIMIT:
+        memo[key] = value
+
+
+def _record_parts(checked: tuple[Rule, ...], winner: Rule | None, policy: BaseModel) -> RecordParts:
+    return _thresholds(checked, policy), tuple((rule.name, rule is winner) for rule in checked)
 
 
 # Keyed by the rules' identities; the value keeps the rules alive so an id is never reused.
@@ -247,6 +348,18 @@ def format_value(value: Any, *, percent: bool = False) -> str:
     if isinstance(value, (list, tuple, set, frozenset)):
         return ", ".join(sorted(map(str, value))) or "none"
     return str(value)
+
+
+# Values a record keeps as they are (the fast path of `_jsonable`).
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _jsonable_inputs(inputs: Inputs) -> dict[str, Any]:
+    # `_jsonable` of each value, plain values and floats (most inputs) without its call.
+    return {
+        name: value if type(value) in _PLAIN else round(value, 6) if type(value) is float else _jsonable(value)
+        for name, value in inputs.items()
+    }
 
 
 def _jsonable(value: Any) -> Any:

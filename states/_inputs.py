@@ -6,7 +6,8 @@ the payload's attributes and the stored context directly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -15,15 +16,16 @@ from pydantic import BaseModel
 
 from ._compile import condition
 from ._functions import named_function
-from ._guards import Condition, Decision
+from ._guards import Condition, Rule
 from ._model import InputSpec, PathwayModel, UpdateSpec
 
-__all__ = ["InputFn", "UpdateFn", "compile_derived", "compile_inputs", "compile_updates", "plain"]
+__all__ = ["InputFn", "Update", "UpdateFn", "compile_derived", "compile_inputs", "compile_updates", "plain"]
 
 Context = dict[str, Any]
 # (payload, context, time, policy, the event's inputs computed before this one)
 InputFn = Callable[[BaseModel, Context, datetime, BaseModel, Mapping[str, Any]], Any]
-UpdateFn = Callable[[Context, str, BaseModel, datetime, Decision, Mapping[str, Any], BaseModel], None]
+# (context to change, payload, time, the event's inputs, policy)
+UpdateFn = Callable[[Context, BaseModel, datetime, Mapping[str, Any], BaseModel], None]
 WEEK = timedelta(weeks=1)
 
 
@@ -37,15 +39,15 @@ def plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value._value_  # `.value` is a descriptor costing a Python call per read
     if isinstance(value, list):
-        return [plain(v) for v in value]
+        return [v._value_ if isinstance(v, Enum) else plain(v) for v in value]  # mostly terms: no call each
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", exclude_none=True)  # a stored payload lists every field
     return value
 
 
-def _time(context: Mapping[str, Any], key: str) -> datetime | None:
-    value = context.get(key)
-    return datetime.fromisoformat(value) if value is not None else None
+def _plain_set(values: Iterable[Any]) -> set[Any]:
+    """`{plain(v) for v in values}`, terms read without a call each."""
+    return {v._value_ if isinstance(v, Enum) else plain(v) for v in values}
 
 
 def _input(spec: InputSpec, model: PathwayModel) -> InputFn:  # one branch per input kind
@@ -61,7 +63,14 @@ def _input(spec: InputSpec, model: PathwayModel) -> InputFn:  # one branch per i
                 return plain(value) if value is not None else ctx.get(otherwise)
 
             return given_or_remembered
-        return lambda payload, ctx, at, policy, known: plain(getattr(payload, field))
+
+        def given(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, known: Mapping[str, Any]) -> Any:
+            value = getattr(payload, field)
+            if type(value) in _SCALARS:  # `plain` for the common values, without its call
+                return value
+            return value._value_ if isinstance(value, Enum) else plain(value)
+
+        return given
     if kind == "context":
         key = spec.context or ""
         return lambda payload, ctx, at, policy, known: ctx.get(key)
@@ -69,27 +78,27 @@ def _input(spec: InputSpec, model: PathwayModel) -> InputFn:  # one branch per i
         field = spec.count or ""
         of = spec.of
         terms = frozenset(model.term_sets[of] if isinstance(of, str) else (of or ()))
-        return lambda payload, ctx, at, policy, known: len({plain(v) for v in getattr(payload, field)} & terms)
+        return lambda payload, ctx, at, policy, known: len(_plain_set(getattr(payload, field)) & terms)
     if kind == "classes":
         field = spec.classes or ""
         groups = tuple(frozenset(group) for group in spec.of_classes or ())
 
         def classes(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, known: Any) -> int:
-            found = {plain(v) for v in getattr(payload, field)}
+            found = _plain_set(getattr(payload, field))
             return sum(1 for group in groups if group & found)
 
         return classes
     if kind == "has":
         field, term = spec.has or "", spec.term
-        return lambda payload, ctx, at, policy, known: term in {plain(v) for v in getattr(payload, field)}
+        return lambda payload, ctx, at, policy, known: term in _plain_set(getattr(payload, field))
     if kind == "weeks_since":
         key, plus = spec.weeks_since or "", spec.plus
 
         def weeks(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, known: Any) -> float | None:
-            since = _time(ctx, key)
+            since = ctx.get(key)
             if since is None:
                 return None
-            elapsed = (at - since) / WEEK
+            elapsed = (at - datetime.fromisoformat(since)) / WEEK
             if plus is not None:
                 extra = ctx.get(plus)
                 return None if extra is None else elapsed + extra
@@ -109,7 +118,14 @@ def _input(spec: InputSpec, model: PathwayModel) -> InputFn:  # one branch per i
         return fall
     if kind == "holds":
         conditions = tuple(condition(c, model.term_sets) for c in spec.holds or ())
-        return lambda payload, ctx, at, policy, known: all(c.holds(known, policy) for c in conditions)
+
+        def holds(payload: BaseModel, ctx: Context, at: datetime, policy: BaseModel, known: Mapping[str, Any]) -> bool:
+            for c in conditions:  # noqa: SIM110  # `all` without a generator: this runs for every event
+                if not c.holds(known, policy):
+                    return False
+            return True
+
+        return holds
     if kind in ("streak", "streak_weeks"):
         return _streak(spec, kind)
     if kind == "recent":
@@ -196,10 +212,15 @@ def compile_derived(
 def expression(text: Any) -> Callable[[BaseModel | None, Mapping[str, Any], datetime, Mapping[str, Any]], Any]:
     """A value from `payload.<field>`, `context.<key>`, `input.<name>`, `at`, or a literal."""
     if isinstance(text, str) and text == "at":
-        return lambda payload, ctx, at, inputs: at.isoformat()
+        return lambda payload, ctx, at, inputs: isoformat(at)
     if isinstance(text, str) and text.startswith("payload."):
         field = text.removeprefix("payload.")
-        return lambda payload, ctx, at, inputs: plain(getattr(payload, field, None))
+
+        def given(payload: BaseModel | None, ctx: Mapping[str, Any], at: datetime, inputs: Mapping[str, Any]) -> Any:
+            value = getattr(payload, field, None)
+            return value if type(value) in _SCALARS else plain(value)  # `plain` for the common values, without its call
+
+        return given
     if isinstance(text, str) and text.startswith("context."):
         key = text.removeprefix("context.")
         return lambda payload, ctx, at, inputs: ctx.get(key)
@@ -209,59 +230,148 @@ def expression(text: Any) -> Callable[[BaseModel | None, Mapping[str, Any], date
     return lambda payload, ctx, at, inputs: text
 
 
-def _update(spec: UpdateSpec, stays: Callable[[Decision], bool]) -> UpdateFn:
-    events = frozenset(spec.events)
+@dataclass(frozen=True)
+class Update:
+    """One context update: when it applies (the event, the decided rule) and the steps it runs then.
+
+    Whether it applies depends on the event and the rule alone, so a definition selects the
+    updates of each (event, rule) once and runs only their steps, in declaration order.
+    """
+
+    events: frozenset[str]
+    rules: frozenset[str] | None
+    entering: frozenset[str] | None
+    steps: tuple[UpdateFn, ...]
+
+    def applies(self, event: str, rule: Rule, stays: bool) -> bool:
+        """Whether the update runs for `event` decided by `rule` (`stays`: the rule keeps the patient in place)."""
+        if event not in self.events:
+            return False
+        if self.rules is not None and rule.name not in self.rules:
+            return False
+        return self.entering is None or (rule.target in self.entering and not stays)
+
+
+def _update(spec: UpdateSpec) -> Update:
+    """An update as steps each changing one context key (the factors: two), run one after the other."""
+    steps: list[UpdateFn] = [_setter(key, value, spec.if_given) for key, value in spec.set.items()]
+    steps += [_counter(key, condition(c)) for key, c in spec.count.items()]
+    steps += [_record(key, fields) for key, fields in spec.record.items()]
+    steps += [_streak_step(key, flag) for key, flag in spec.streak.items()]
+    steps += [_append(key, value) for key, value in spec.append.items()]
+    if spec.set_factors is not None or spec.clear_factors is not None:
+        steps.append(_factors(spec.set_factors, spec.clear_factors))
+    if spec.when:
+        steps = [_when(tuple(condition(c) for c in spec.when), tuple(steps))]
     entering = frozenset(spec.entering) if spec.entering is not None else None
     rules = frozenset(spec.rules) if spec.rules is not None else None
-    setters = tuple((key, expression(value)) for key, value in spec.set.items())
-    counters: tuple[tuple[str, Condition], ...] = tuple((key, condition(c)) for key, c in spec.count.items())
-    conditions = tuple(condition(c) for c in spec.when)
-    records = tuple((key, tuple((f, expression(v)) for f, v in fields.items())) for key, fields in spec.record.items())
-    streaks = tuple(spec.streak.items())
-    appends = tuple((key, expression(value)) for key, value in spec.append.items())
-    set_factors = expression(spec.set_factors) if spec.set_factors is not None else None
-    clear_factors = expression(spec.clear_factors) if spec.clear_factors is not None else None
-    if_given = spec.if_given
+    return Update(frozenset(spec.events), rules, entering, tuple(steps))
 
-    def update(
-        ctx: Context,
-        event: str,
-        payload: BaseModel,
-        at: datetime,
-        decision: Decision,
-        inputs: Mapping[str, Any],
-        policy: BaseModel,
-    ) -> None:
-        rule = decision.rule
-        if event not in events or rule is None:
-            return
-        if rules is not None and rule.name not in rules:
-            return
-        if entering is not None and (rule.target not in entering or stays(decision)):
-            return
-        if not all(c.holds(inputs, policy) for c in conditions):
-            return
-        for key, value in setters:
-            result = value(payload, ctx, at, inputs)
-            if not (if_given and result is None):
-                ctx[key] = result
-        for key, counted in counters:
-            ctx[key] = ctx.get(key, 0) + 1 if counted.holds(inputs, policy) else 0
-        for key, fields in records:
-            ctx[key] = {name: value(payload, ctx, at, inputs) for name, value in fields}
-        for key, flag in streaks:
-            ctx[key] = [*(ctx.get(key) or []), at.isoformat()] if inputs.get(flag) else []
-        for key, value in appends:
-            ctx[key] = [*(ctx.get(key) or []), value(payload, ctx, at, inputs)]
-        if set_factors is not None or clear_factors is not None:
-            _change_factors(
-                ctx,
-                at,
-                set_factors and set_factors(payload, ctx, at, inputs),
-                clear_factors and clear_factors(payload, ctx, at, inputs),
-            )
 
-    return update
+def _when(conditions: tuple[Condition, ...], steps: tuple[UpdateFn, ...]) -> UpdateFn:
+    def when(ctx: Context, payload: BaseModel, at: datetime, inputs: Mapping[str, Any], policy: BaseModel) -> None:
+        for c in conditions:
+            if not c.holds(inputs, policy):
+                return
+        for step in steps:
+            step(ctx, payload, at, inputs, policy)
+
+    return when
+
+
+def _setter(key: str, text: Any, if_given: bool) -> UpdateFn:
+    """`key: expression`; with `if_given`, a value that is None leaves the key as it is."""
+    if isinstance(text, str) and text == "at":
+
+        def stamp(ctx: Context, payload: BaseModel, at: datetime, inputs: Mapping[str, Any], policy: BaseModel) -> None:
+            ctx[key] = isoformat(at)
+
+        return stamp
+    if isinstance(text, str) and text.startswith("payload."):
+        field = text.removeprefix("payload.")
+
+        def copy(ctx: Context, payload: BaseModel, at: datetime, inputs: Mapping[str, Any], policy: BaseModel) -> None:
+            value = getattr(payload, field, None)
+            if type(value) not in _SCALARS:  # `plain` for the common values, without its call
+                value = value._value_ if isinstance(value, Enum) else plain(value)
+            if not (if_given and value is None):
+                ctx[key] = value
+
+        return copy
+    compute = expression(text)
+
+    def assign(ctx: Context, payload: BaseModel, at: datetime, inputs: Mapping[str, Any], policy: BaseModel) -> None:
+        value = compute(payload, ctx, at, inputs)
+        if not (if_given and value is None):
+            ctx[key] = value
+
+    return assign
+
+
+def _counter(key: str, counted: Condition) -> UpdateFn:
+    """One more while `counted` holds, back to 0 when it does not."""
+
+    def count(ctx: Context, payload: BaseModel, at: datetime, inputs: Mapping[str, Any], policy: BaseModel) -> None:
+        ctx[key] = ctx.get(key, 0) + 1 if counted.holds(inputs, policy) else 0
+
+    return count
+
+
+def _record(key: str, fields: Mapping[str, Any]) -> UpdateFn:
+    computed = tuple((name, expression(value)) for name, value in fields.items())
+
+    def record(ctx: Context, payload: BaseModel, at: datetime, inputs: Mapping[str, Any], policy: BaseModel) -> None:
+        ctx[key] = {name: value(payload, ctx, at, inputs) for name, value in computed}
+
+    return record
+
+
+def _streak_step(key: str, flag: str) -> UpdateFn:
+    """The times of consecutive events whose input `flag` held; emptied when it does not."""
+
+    def streak(ctx: Context, payload: BaseModel, at: datetime, inputs: Mapping[str, Any], policy: BaseModel) -> None:
+        ctx[key] = [*(ctx.get(key) or []), isoformat(at)] if inputs.get(flag) else []
+
+    return streak
+
+
+def _append(key: str, text: Any) -> UpdateFn:
+    compute = expression(text)
+
+    def append(ctx: Context, payload: BaseModel, at: datetime, inputs: Mapping[str, Any], policy: BaseModel) -> None:
+        ctx[key] = [*(ctx.get(key) or []), compute(payload, ctx, at, inputs)]
+
+    return append
+
+
+def _factors(set_text: Any, clear_text: Any) -> UpdateFn:
+    set_factors = expression(set_text) if set_text is not None else None
+    clear_factors = expression(clear_text) if clear_text is not None else None
+
+    def factors(ctx: Context, payload: BaseModel, at: datetime, inputs: Mapping[str, Any], policy: BaseModel) -> None:
+        _change_factors(
+            ctx,
+            at,
+            set_factors and set_factors(payload, ctx, at, inputs),
+            clear_factors and clear_factors(payload, ctx, at, inputs),
+        )
+
+    return factors
+
+
+# The last time written as text: the updates of one event often stamp the same time several times.
+_LAST_ISOFORMAT: tuple[datetime | None, str] = (None, "")
+
+
+def isoformat(at: datetime) -> str:
+    """`at.isoformat()`, remembered for the last `at` (the same object, so the same text)."""
+    global _LAST_ISOFORMAT  # one pair replaced whole: safe across threads
+    last = _LAST_ISOFORMAT
+    if last[0] is at:
+        return last[1]
+    text = at.isoformat()
+    _LAST_ISOFORMAT = (at, text)
+    return text
 
 
 def _change_factors(ctx: Context, at: datetime, given: Any, cleared: Any) -> None:
@@ -278,5 +388,5 @@ def _change_factors(ctx: Context, at: datetime, given: Any, cleared: Any) -> Non
         ctx["factors_at"] = stamps
 
 
-def compile_updates(model: PathwayModel, stays: Callable[[Decision], bool]) -> tuple[UpdateFn, ...]:
-    return tuple(_update(spec, stays) for spec in model.updates)
+def compile_updates(model: PathwayModel) -> tuple[Update, ...]:
+    return tuple(_update(spec) for spec in model.updates)
