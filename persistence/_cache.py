@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
@@ -72,16 +72,21 @@ class SnapshotCache:
         with self._lock:
             return sum(len(patient.enrolments) for patient in self._patients.values())
 
-    def validate(self, info: MutableMapping[str, Any], data_version: int, total_changes: int) -> CacheView:
-        """The cache as a command on the connection whose record is `info` may read it: emptied first
-        when another connection committed, or this one wrote, since it last checked."""
+    def view(self, info: MutableMapping[str, Any], versions: Callable[[], tuple[int, int]]) -> CacheView:
+        """The cache for one command on the connection whose record is `info`; `versions` reads the
+        connection's (PRAGMA data_version, total_changes), once, before the command's first lookup."""
+        return CacheView(self, info, versions)
+
+    def _validate(self, info: MutableMapping[str, Any], data_version: int, total_changes: int) -> int:
+        """Empty the cache when another connection committed, or this one wrote, since this connection
+        last checked; the epoch the checking command reads and puts under."""
         seen = (data_version, total_changes)
         if info.get(_SEEN) != seen:
             with self._lock:
                 self._clear()
                 info[_SEEN] = seen
         # Read after the clear: a thread clearing later only makes this command's puts refused.
-        return CacheView(self, self._epoch, info, data_version)
+        return self._epoch
 
     def clear(self) -> None:
         with self._lock:
@@ -110,7 +115,9 @@ class SnapshotCache:
             if len(self._patients) > self.capacity:
                 self._patients.popitem(last=False)
 
-    def _committed(self, epoch: int, snapshots: Iterable[Snapshot], info: MutableMapping[str, Any], seen: Any) -> None:
+    def _committed(
+        self, epoch: int, snapshots: Iterable[Snapshot], info: MutableMapping[str, Any], seen: tuple[int, int] | None
+    ) -> None:
         entries = [(snap.patient_id, snap.pathway, _freeze(snap, self._codec)) for snap in snapshots]
         with self._lock:
             current = epoch == self._epoch
@@ -125,7 +132,8 @@ class SnapshotCache:
                 elif patient is not None:
                     # Cleared or written meanwhile: what is cached may predate this commit.
                     del self._patients[patient_id]
-            info[_SEEN] = seen
+            if seen is not None:
+                info[_SEEN] = seen
             while len(self._patients) > self.capacity:
                 self._patients.popitem(last=False)
 
@@ -162,18 +170,30 @@ def _thaw(entry: _Entry) -> Snapshot:
 
 
 class CacheView:
-    """The cache as one command sees it (the epoch it was validated at)."""
+    """The cache as one command sees it. It is validated on the command's first lookup, so a command
+    that looks nothing up (an enrolment, which reads the database) runs no PRAGMA."""
 
-    __slots__ = ("_cache", "_data_version", "_epoch", "_info")
+    __slots__ = ("_cache", "_data_version", "_epoch", "_info", "_start_changes", "_versions")
 
-    def __init__(self, cache: SnapshotCache, epoch: int, info: MutableMapping[str, Any], data_version: int) -> None:
+    def __init__(
+        self, cache: SnapshotCache, info: MutableMapping[str, Any], versions: Callable[[], tuple[int, int]]
+    ) -> None:
         self._cache = cache
-        self._epoch = epoch
         self._info = info
-        self._data_version = data_version
+        self._versions = versions
+        self._epoch = cache._epoch  # puts of database reads made before the first lookup go under it
+        self._data_version: int | None = None
+        self._start_changes: int | None = None
+
+    def _validated(self) -> None:
+        if self._data_version is None:
+            data_version, total_changes = self._versions()
+            self._epoch = self._cache._validate(self._info, data_version, total_changes)
+            self._data_version = data_version
 
     def enrolments(self, patient_id: str) -> list[Snapshot] | None:
         """Every enrolment of the patient, when all are known (possibly none), else None."""
+        self._validated()
         patient = self._cache._patient(patient_id)
         if patient is None or not patient.complete:
             return None
@@ -181,6 +201,7 @@ class CacheView:
 
     def enrolment(self, patient_id: str, pathway: str) -> tuple[bool, Snapshot | None]:
         """(known, snapshot): whether the cache knows the enrolment, and it (None: not enrolled)."""
+        self._validated()
         patient = self._cache._patient(patient_id)
         if patient is None:
             return False, None
@@ -193,6 +214,20 @@ class CacheView:
         """Keep snapshots just read: one enrolment, or (complete) every enrolment of the patient."""
         self._cache._remember(self._epoch, patient_id, snapshots, complete)
 
+    def writing(self, total_changes: int) -> None:
+        """The connection's total_changes as its write transaction starts (before this command's writes)."""
+        self._start_changes = total_changes
+
     def committed(self, snapshots: Iterable[Snapshot], total_changes: int) -> None:
-        """Keep the snapshots this command has just committed; `total_changes` counts its writes."""
-        self._cache._committed(self._epoch, snapshots, self._info, (self._data_version, total_changes))
+        """Keep the snapshots this command has just committed; `total_changes` counts its writes.
+
+        The connection's check is moved past this command's writes: to the data_version read by
+        its validation, or, for a command that looked nothing up, kept at the one last checked,
+        so another connection's commit since is still seen (and unless this connection wrote on
+        another path since that check, in which case the next check empties the cache)."""
+        if self._data_version is not None:
+            seen: tuple[int, int] | None = (self._data_version, total_changes)
+        else:
+            last = self._info.get(_SEEN)
+            seen = (last[0], total_changes) if last is not None and last[1] == self._start_changes else None
+        self._cache._committed(self._epoch, snapshots, self._info, seen)

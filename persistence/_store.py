@@ -304,22 +304,26 @@ class Store:
         (snapshot revision, unique sequence and enrolment keys), so a writer in between means
         ConcurrentUpdate, never a lost update.
 
-        Snapshots come from the store's cache where it holds them (validated first on this
-        connection), and what was committed goes into it."""
+        Snapshots come from the store's cache where it holds them (validated on this connection
+        before the command's first lookup), and what was committed goes into it."""
         fairy = self._checkout()
         dbapi_connection = fairy.dbapi_connection
         cache = self._cache
         assert cache is not None  # a writable SQLite store has one
         tx = Transaction(dbapi_connection, self.engine.dialect, self.codec, self.sealer, lock=False, notify=self.notify)
-        try:
+
+        def versions() -> tuple[int, int]:
             (data_version,) = tx._execute("PRAGMA data_version", ()).fetchone()
-            view = cache.validate(fairy.info, data_version, dbapi_connection.total_changes)
-            tx._cache = view
+            return data_version, dbapi_connection.total_changes
+
+        try:
+            view = tx._cache = cache.view(fairy.info, versions)
             result = work(tx)
             if tx.staged:
                 written = tx._staged_snapshots()
                 try:
                     tx.control("BEGIN IMMEDIATE")
+                    view.writing(dbapi_connection.total_changes)
                     tx.flush()
                     tx.control("COMMIT")
                 except BaseException:
@@ -808,14 +812,11 @@ class Transaction:
     def _enrolled_elsewhere(self, patient_id: str, pathway: str) -> bool:
         """Whether the enrolment exists in the database. With a cache, a patient found with no
         enrolment at all is kept as such, so the commands after their enrolment find every
-        enrolment of theirs cached."""
-        if self._cache is not None:
-            known, cached = self._cache.enrolment(patient_id, pathway)
-            if known:
-                return cached is not None
-            if self._execute(self._codec.patient_exists, (patient_id,)).fetchone() is None:
-                self._cache.remember(patient_id, (), complete=True)
-                return False
+        enrolment of theirs cached. (The cache is not looked up: a new patient is not in it, and a
+        command that looks nothing up needs no validation of it.)"""
+        if self._cache is not None and self._execute(self._codec.patient_exists, (patient_id,)).fetchone() is None:
+            self._cache.remember(patient_id, (), complete=True)
+            return False
         return self._execute(self._codec.enrolment_exists, (patient_id, pathway)).fetchone() is not None
 
     def append(self, snapshot: Snapshot, entry: NewEntry, update: SnapshotUpdate, recorded_at: datetime) -> AuditEntry:

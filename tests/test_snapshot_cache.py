@@ -91,6 +91,29 @@ def test_a_correction_is_seen(strict: Engine) -> None:
     _refused_as_resolved(strict)
 
 
+def test_an_enrolment_in_between_hides_no_other_write(strict: Engine, sqlite_url: str) -> None:
+    """An enrolment (which looks nothing up in the cache) between another engine's write and the
+    next command does not make the cache pass for checked: the next command still sees the write."""
+    _first_line(strict)
+    other = Engine(sqlite_url, FakeClock(NOW))
+    try:
+        _resolve(other)
+    finally:
+        other.store.dispose()
+    strict.enroll("q", T0, version=1)
+    _refused_as_resolved(strict)
+
+
+def test_an_enrolment_after_an_own_write_on_another_path_hides_nothing(strict: Engine) -> None:
+    """A sweep, then an enrolment, then a send: the send builds on what the sweep wrote."""
+    _first_line(strict)
+    _tick(strict)
+    strict.enroll("q", T0, version=1)
+    stored = strict.status("p")
+    result = strict.send("p", "reassess", T0 + 7 * WEEK, reassess_data(pain=7))
+    assert result.status.revision == stored.revision + 1
+
+
 def _tick(engine: Engine) -> None:
     assert engine.tick(T0 + 6 * WEEK).advanced == 1
 
