@@ -27,25 +27,33 @@ __all__ = ["KINDS", "notices"]
 KINDS = ("enrolled", "escalated", "resolved", "ended", "due", "overdue", "flagged", "migrated")
 
 _MONITORING: dict[tuple[str, int], Monitoring] = {}
+# The registry's definitions by (name, version), which never names another definition once
+# registered: classifying runs for every appended entry, after the command looked it up already.
+_DEFINITIONS: dict[tuple[str, int], Pathway] = {}
 
 
 def notices(before: Snapshot, entry: AuditEntry, after: Snapshot) -> list[tuple[str, dict[str, Any]]]:
     """The (kind, details) of what `entry` did to the enrolment (empty when nothing to tell)."""
-    if entry.event == "enroll":
+    event = entry.event
+    if event == "enroll":
         return [("enrolled", {})]
-    definition = get_pathway(after.pathway, after.version)
-    if entry.event == MIGRATE_EVENT:
+    definition = _DEFINITIONS.get((after.pathway, after.version)) or _definition(after.pathway, after.version)
+    if event == MIGRATE_EVENT:
         return [("migrated", {"from_version": before.version, "to_version": after.version})]
+    flags = definition.presentation.flags
+    configuration = after.configuration
+    unmoved = after.state == before.state and configuration == before.configuration
+    if unmoved and (not flags or after.context is before.context):
+        return []  # the most common entry: no state entered, and no flag could have turned on
     found: list[tuple[str, dict[str, Any]]] = []
     if after.state != before.state:
         found += _state_change(definition, before.state, after.state)
-    entered = set(after.configuration) - set(before.configuration)
+    entered = set(configuration).difference(before.configuration)
     if entered:
         schedules = _monitoring(definition)
         found += [("due", {"state": state}) for state in sorted(entered & schedules.due)]
         found += [("overdue", {"state": state}) for state in sorted(entered & schedules.overdue)]
-    presentation = definition.presentation
-    if presentation.flags:
+    if flags:
         raised = set(definition.flags(after.context)) - set(definition.flags(before.context))
         found += [("flagged", {"flag": flag}) for flag in sorted(raised)]
     return found
@@ -62,6 +70,11 @@ def _state_change(definition: Pathway, before: str, after: str) -> list[tuple[st
     if before in stages and after in stages and stages.index(after) > stages.index(before):
         return [("escalated", {"from_stage": before, "to_stage": after})]
     return []
+
+
+def _definition(name: str, version: int) -> Pathway:
+    found = _DEFINITIONS[(name, version)] = get_pathway(name, version)
+    return found
 
 
 def _monitoring(definition: Pathway) -> Monitoring:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -139,8 +140,7 @@ def insert(
     caller's driver cursor (`execute`, `execute_many`), encoded as `codec` encodes the audit rows."""
     if codec.postgres:
         execute(f"SELECT pg_advisory_xact_lock({_OUTBOX_LOCK})", ())
-    marks = ", ".join([codec.mark] * len(_COLUMNS))
-    sql = f"INSERT INTO {OUTBOX_TABLE} ({', '.join(_COLUMNS)}) VALUES ({marks})"
+    sql = _insert_sql(codec.mark)
     encode_time = codec.time
     params = [
         (
@@ -156,6 +156,13 @@ def insert(
         for row in rows
     ]
     execute_many(sql, params)
+
+
+@cache
+def _insert_sql(mark: str) -> str:
+    """The insert statement with the driver's parameter mark (spelled once per mark)."""
+    marks = ", ".join([mark] * len(_COLUMNS))
+    return f"INSERT INTO {OUTBOX_TABLE} ({', '.join(_COLUMNS)}) VALUES ({marks})"
 
 
 def read_outbox(store: Store, cursor: int, limit: int = 100) -> list[OutboxMessage]:
