@@ -455,7 +455,7 @@ class Engine:
             outcome = "duplicate" if result.duplicate else "accepted" if result.changed else "unchanged"
         else:
             outcome = "accepted"
-        metrics = self.metrics
+        metrics = self._metrics if self._metrics is not None else self.metrics
         if type(metrics) is not NoMetrics:  # the default without OpenTelemetry: nothing to build
             metrics.add(COMMANDS_COUNTER, 1, {"command": command, "outcome": outcome})
             metrics.record(DURATION_HISTOGRAM, elapsed, {"command": command})
