@@ -52,7 +52,7 @@ from states._payloads import Payload
 
 from ._clock import Clock, system_clock
 from ._errors import AmbiguousEnrolment, EventInFuture, InvalidCommand, InvalidPatientId, TimeWentBackwards
-from ._observe import COMMANDS_COUNTER, DURATION_HISTOGRAM, Metrics, default_metrics, logger
+from ._observe import COMMANDS_COUNTER, DURATION_HISTOGRAM, Metrics, NoMetrics, default_metrics, logger
 from ._tuning import bulk_allocation, parallel_map
 
 if TYPE_CHECKING:
@@ -455,9 +455,10 @@ class Engine:
             outcome = "duplicate" if result.duplicate else "accepted" if result.changed else "unchanged"
         else:
             outcome = "accepted"
-        metrics = self.metrics
-        metrics.add(COMMANDS_COUNTER, 1, {"command": command, "outcome": outcome})
-        metrics.record(DURATION_HISTOGRAM, elapsed, {"command": command})
+        metrics = self._metrics if self._metrics is not None else self.metrics
+        if type(metrics) is not NoMetrics:  # the default without OpenTelemetry: nothing to build
+            metrics.add(COMMANDS_COUNTER, 1, {"command": command, "outcome": outcome})
+            metrics.record(DURATION_HISTOGRAM, elapsed, {"command": command})
         if not logger.isEnabledFor(logging.INFO):
             return
         before = after = None
@@ -531,21 +532,27 @@ class Engine:
         """
         at = clinical_time(at)
         now = self.clock()
-        work = partial(
-            self._enroll_in,
-            patient_id=patient_id,
-            at=at,
-            pathway=pathway,
-            version=version,
-            allow_unapproved=allow_unapproved,
-            handover_from=handover_from,
-            factors=factors,
-            actor=actor,
-            idempotency_key=idempotency_key,
-            now=now,
+
+        def work(tx: Transaction) -> Status:
+            _check_patient_id(patient_id)
+            return self._stage_enroll(
+                tx,
+                patient_id,
+                at,
+                pathway,
+                version,
+                allow_unapproved,
+                handover_from,
+                factors,
+                actor,
+                idempotency_key,
+                now,
+            )
+
+        store, retries = self.store, self.retries
+        return self._observed(
+            "enroll", "enroll", patient_id, pathway, factors, lambda: store.run_read_first(work, retries=retries)
         )
-        run = partial(self.store.run_read_first, work, retries=self.retries)
-        return self._observed("enroll", "enroll", patient_id, pathway, factors, run)
 
     def send(
         self,
@@ -568,21 +575,15 @@ class Engine:
         """
         at = clinical_time(at)
         now = self.clock()
-        work = partial(
-            self._send_in,
-            patient_id=patient_id,
-            event=event,
-            at=at,
-            data=data,
-            pathway=pathway,
-            actor=actor,
-            idempotency_key=idempotency_key,
-            late=late,
-            now=now,
-        )
+
+        def work(tx: Transaction) -> SendResult:
+            return self._stage_send(tx, patient_id, event, at, data, pathway, actor, idempotency_key, late, now)
+
         # Decided before the write lock is taken: a rejected event takes none.
-        run = partial(self.store.run_read_first, work, retries=self.retries)
-        return self._observed("send", event, patient_id, pathway, data, run)
+        store, retries = self.store, self.retries
+        return self._observed(
+            "send", event, patient_id, pathway, data, lambda: store.run_read_first(work, retries=retries)
+        )
 
     def correct(
         self,
@@ -723,30 +724,52 @@ class Engine:
         """Stage an enrolment in `tx`; raises and stages nothing when the input is bad."""
         _check_patient_id(patient_id)
         at = clinical_time(at)
+        return self._stage_enroll(
+            tx, patient_id, at, pathway, version, allow_unapproved, handover_from, factors, actor, idempotency_key, now
+        )
+
+    def _stage_enroll(
+        self,
+        tx: Transaction,
+        patient_id: str,
+        at: datetime,
+        pathway: str,
+        version: int | None,
+        allow_unapproved: bool,
+        handover_from: str | None,
+        factors: Mapping[str, Any] | None,
+        actor: str | None,
+        idempotency_key: str | None,
+        now: datetime,
+    ) -> Status:
+        """`_enroll_in` past its first checks: a valid patient id and `at` a UTC instant already."""
         definition = definition_for_enrolment(pathway, version, allow_unapproved=allow_unapproved)
-        _check_text(actor, "actor")
-        _check_text(idempotency_key, "idempotency_key")
+        if actor is not None:
+            _check_text(actor, "actor")
+        if idempotency_key is not None:
+            _check_text(idempotency_key, "idempotency_key")
         data: dict[str, Any] = {"factors": factors if factors is not None else {}}
         if handover_from is not None:
             data.update(self._handover(tx, patient_id, definition, handover_from, factors))
         enrollment = definition.validate_enrollment(data)
         _check_not_future(at, now)
+        payload = enrollment.model_dump(mode="json")
         if idempotency_key is not None:
             earlier = tx.find_entry(patient_id, definition.name, idempotency_key)
             if earlier is not None:
                 same = (
                     earlier.event == "enroll"
-                    and earlier.payload == enrollment.model_dump(mode="json")
+                    and earlier.payload == payload
                     and earlier.at == at
                     and earlier.version == definition.version
                 )
                 if not same:
                     raise IdempotencyConflict(patient_id, idempotency_key, definition.name)
-                return self._status(tx.load(patient_id, definition.name))
+                return Status(tx.load(patient_id, definition.name))
         configuration, context = definition.start(enrollment, at)
         entry = NewEntry(
             event="enroll",
-            payload=enrollment.model_dump(mode="json"),
+            payload=payload,
             payload_schema=PAYLOAD_SCHEMA,
             at=at,
             actor=actor,
@@ -759,7 +782,7 @@ class Engine:
         tx.enroll(
             patient_id, definition.name, definition.version, _update(definition, configuration, context, at), entry, now
         )
-        return self._status(tx.load(patient_id, definition.name))
+        return Status(tx.load(patient_id, definition.name))
 
     @staticmethod
     def _handover(
@@ -799,12 +822,30 @@ class Engine:
     ) -> SendResult:
         """Stage one event in `tx`; raises and stages nothing when it is rejected."""
         at = clinical_time(at)
+        return self._stage_send(tx, patient_id, event, at, data, pathway, actor, idempotency_key, late, now)
+
+    def _stage_send(
+        self,
+        tx: Transaction,
+        patient_id: str,
+        event: str,
+        at: datetime,
+        data: Mapping[str, Any] | None,
+        pathway: str | None,
+        actor: str | None,
+        idempotency_key: str | None,
+        late: bool,
+        now: datetime,
+    ) -> SendResult:
+        """`_send_in` with `at` a UTC instant already (`clinical_time`)."""
         known = known_events()
         if event not in known:  # input errors come before "unknown patient"
             raise UnknownEvent(event, sorted(known))
         _check_patient_id(patient_id)
-        _check_text(actor, "actor")
-        _check_text(idempotency_key, "idempotency_key")
+        if actor is not None:
+            _check_text(actor, "actor")
+        if idempotency_key is not None:
+            _check_text(idempotency_key, "idempotency_key")
         if pathway is not None:
             _check_text(pathway, "pathway")
             snapshot = tx.load(patient_id, pathway)
@@ -817,19 +858,21 @@ class Engine:
             earlier = tx.find_entry(patient_id, snapshot.pathway, idempotency_key)
             if earlier is not None:
                 return self._repeat(snapshot, earlier, event, payload, at, idempotency_key)
-        if at < snapshot.last_event_at and event != "tick":
+        if at < snapshot.last_event_at:
+            if event == "tick":  # a tick never re-derives: it is simply too early
+                raise TimeWentBackwards(snapshot.patient_id, at, snapshot.last_event_at)
             # Dated before recorded ticks or a later clinical event: folded in at its time.
             return self._send_rederived(tx, snapshot, event, payload, at, actor, idempotency_key, late, now)
-        step = self._apply(definition, snapshot, event, payload, at)
+        step = definition.apply(snapshot.configuration, snapshot.context, event, payload, at)
         if not step.changed:
-            return SendResult(self._status(snapshot), None, changed=False)
+            return SendResult(Status(snapshot), None, changed=False)
         written = tx.append(
             snapshot,
             _entry(step, payload, at, actor, idempotency_key),
             _update(definition, step.configuration_after, step.context, at),
             now,
         )
-        return SendResult(self._status(tx.load(patient_id, snapshot.pathway)), written, changed=True)
+        return SendResult(Status(tx.load(patient_id, snapshot.pathway)), written, changed=True)
 
     def _send_rederived(
         self,
@@ -1401,6 +1444,13 @@ MAX_PATIENT_ID = 200
 
 
 def _check_patient_id(patient_id: object) -> None:
+    if (
+        type(patient_id) is str
+        and patient_id.strip()
+        and len(patient_id) <= MAX_PATIENT_ID
+        and patient_id.isprintable()
+    ):
+        return  # the common case, a valid id, in one test: the checks below name what is wrong with others
     if not isinstance(patient_id, str):
         raise InvalidPatientId(repr(patient_id), f"it is a {type(patient_id).__name__}, not text")
     if not patient_id.strip():

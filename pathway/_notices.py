@@ -15,10 +15,12 @@ These are the rows of the outbox (persistence/_outbox.py), delivered by webhooks
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from persistence import AuditEntry, Snapshot
 from states import MIGRATE_EVENT, Pathway, get_pathway
+from states._model import StateSpec
 
 from ._hints import Monitoring, monitoring
 
@@ -26,47 +28,78 @@ __all__ = ["KINDS", "notices"]
 
 KINDS = ("enrolled", "escalated", "resolved", "ended", "due", "overdue", "flagged", "migrated")
 
-_MONITORING: dict[tuple[str, int], Monitoring] = {}
+
+@dataclass(frozen=True)
+class _Classifier:
+    """What classifying reads from one definition, looked up once: classifying runs for every
+    appended entry, and walking the states or the stages for each cost more than the rest."""
+
+    definition: Pathway
+    goal: str | None
+    final: dict[str, bool]  # state id -> whether it is final (the first state of that id, as find_state)
+    stages: dict[str, int]  # stage -> its place among the stages (the first, as list.index)
+    schedules: Monitoring
+    flags: bool
+
+    @classmethod
+    def of(cls, definition: Pathway) -> _Classifier:
+        final: dict[str, bool] = {}
+
+        def walk(states: tuple[StateSpec, ...]) -> None:
+            for state in states:
+                final.setdefault(state.id, state.final)
+                walk(state.states)
+
+        walk(definition.model.states)
+        presentation = definition.presentation
+        stages: dict[str, int] = {}
+        for place, stage in enumerate(presentation.stages):
+            stages.setdefault(stage, place)
+        return cls(definition, presentation.goal, final, stages, monitoring(definition), bool(presentation.flags))
+
+
+# By (name, version), which never names another definition once registered.
+_CLASSIFIERS: dict[tuple[str, int], _Classifier] = {}
 
 
 def notices(before: Snapshot, entry: AuditEntry, after: Snapshot) -> list[tuple[str, dict[str, Any]]]:
     """The (kind, details) of what `entry` did to the enrolment (empty when nothing to tell)."""
-    if entry.event == "enroll":
+    event = entry.event
+    if event == "enroll":
         return [("enrolled", {})]
-    definition = get_pathway(after.pathway, after.version)
-    if entry.event == MIGRATE_EVENT:
+    classifier = _CLASSIFIERS.get((after.pathway, after.version)) or _classifier(after.pathway, after.version)
+    if event == MIGRATE_EVENT:
         return [("migrated", {"from_version": before.version, "to_version": after.version})]
+    configuration = after.configuration
+    unmoved = after.state == before.state and configuration == before.configuration
+    if unmoved and (not classifier.flags or after.context is before.context):
+        return []  # the most common entry: no state entered, and no flag could have turned on
     found: list[tuple[str, dict[str, Any]]] = []
     if after.state != before.state:
-        found += _state_change(definition, before.state, after.state)
-    entered = set(after.configuration) - set(before.configuration)
+        found += _state_change(classifier, before.state, after.state)
+    entered = set(configuration).difference(before.configuration)
     if entered:
-        schedules = _monitoring(definition)
+        schedules = classifier.schedules
         found += [("due", {"state": state}) for state in sorted(entered & schedules.due)]
         found += [("overdue", {"state": state}) for state in sorted(entered & schedules.overdue)]
-    presentation = definition.presentation
-    if presentation.flags:
+    if classifier.flags:
+        definition = classifier.definition
         raised = set(definition.flags(after.context)) - set(definition.flags(before.context))
         found += [("flagged", {"flag": flag}) for flag in sorted(raised)]
     return found
 
 
-def _state_change(definition: Pathway, before: str, after: str) -> list[tuple[str, dict[str, Any]]]:
-    presentation = definition.presentation
-    if after == presentation.goal:
+def _state_change(classifier: _Classifier, before: str, after: str) -> list[tuple[str, dict[str, Any]]]:
+    if after == classifier.goal:
         return [("resolved", {})]
-    spec = definition.model.find_state(after)
-    if spec is not None and spec.final:
+    if classifier.final.get(after):
         return [("ended", {})]
-    stages = list(presentation.stages)
-    if before in stages and after in stages and stages.index(after) > stages.index(before):
+    stages = classifier.stages
+    if before in stages and after in stages and stages[after] > stages[before]:
         return [("escalated", {"from_stage": before, "to_stage": after})]
     return []
 
 
-def _monitoring(definition: Pathway) -> Monitoring:
-    key = (definition.name, definition.version)
-    found = _MONITORING.get(key)
-    if found is None:
-        found = _MONITORING[key] = monitoring(definition)
+def _classifier(name: str, version: int) -> _Classifier:
+    found = _CLASSIFIERS[(name, version)] = _Classifier.of(get_pathway(name, version))
     return found

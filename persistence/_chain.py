@@ -40,6 +40,7 @@ __all__ = [
 
 GENESIS = "0" * 64
 
+
 @lru_cache(maxsize=4096)  # the same `at` and `recorded_at` recur across a command's rows
 def iso_utc(value: datetime) -> str:
     """One spelling per instant: UTC, microseconds, explicit offset."""
@@ -63,42 +64,40 @@ def canonical_json(value: Any) -> str:
 _HASHED_TIMES = tuple(name for name in HASHED_FIELDS if name in AUDIT.of_kind("time"))
 
 
-def _material(row: Mapping[str, Any], key_id: str | None = None) -> bytes:
-    material = {name: row[name] for name in HASHED_FIELDS}
-    for name in _HASHED_TIMES:  # the only datetimes of a row: spelled once, without a generic walk
-        material[name] = iso_utc(material[name])
-    if key_id is not None:  # keyed entries also bind the key they were written under
-        material["key_id"] = key_id
-    return orjson.dumps(material, option=_CANONICAL)  # canonical_json's bytes, without a decode and encode
-
-
-def _compile_entry_material() -> Callable[[AuditEntry, str | None], bytes]:
-    """`_material` of an entry read back with clear columns, from its attributes: verify hashes every
-    entry of the log, and building its row first (every column, then the hashed ones) cost as much
-    as the hash. One generated function names every hashed field once, as the row codecs do."""
+def _compile_material(spell: str) -> Callable[[Any, str | None], bytes]:
+    """The hashed material of a source, its fields read as `spell` says (`source[{name!r}]` for a
+    row, `source.{name}` for an entry): canonical_json's bytes of the hashed fields, times spelled
+    with `iso_utc`, plus `key_id` when keyed. One generated function names every hashed field once,
+    as the row codecs do: a loop over the fields cost as much as the hash, on every append and in
+    verify, which hashes every entry of the log."""
+    read = {name: spell.format(name=name) for name in HASHED_FIELDS}
     values = ", ".join(
-        f"{name!r}: _iso(entry.{name})" if name in _HASHED_TIMES else f"{name!r}: entry.{name}"
+        f"{name!r}: _iso({read[name]})" if name in _HASHED_TIMES else f"{name!r}: {read[name]}"
         for name in HASHED_FIELDS
     )
     source = (
-        "def material(entry, key_id):\n"
+        "def material(source, key_id):\n"
         f"    material = {{{values}}}\n"
-        "    if key_id is not None:\n"
+        "    if key_id is not None:  # keyed entries also bind the key they were written under\n"
         "        material['key_id'] = key_id\n"
-        "    return _dumps(material, option=_option)\n"
+        "    return _dumps(material, option=_option)  # canonical_json's bytes, without a decode and encode\n"
     )
     namespace: dict[str, Any] = {"_iso": iso_utc, "_dumps": orjson.dumps, "_option": _CANONICAL}
     exec(source, namespace)
-    material: Callable[[AuditEntry, str | None], bytes] = namespace["material"]
+    material: Callable[[Any, str | None], bytes] = namespace["material"]
     return material
 
 
-_entry_material = _compile_entry_material()
+# `_material(row, key_id)` of a row (a mapping holding every field of HASHED_FIELDS);
+# `_entry_material(entry, key_id)` of an entry read back with clear columns, from its attributes.
+_material = _compile_material("source[{name!r}]")
+_entry_material = _compile_material("source.{name}")
+_sha256 = hashlib.sha256
 
 
 def entry_hash(row: Mapping[str, Any]) -> str:
     """The unkeyed hash of an audit row; `row` must hold every field of HASHED_FIELDS."""
-    return hashlib.sha256(_material(row)).hexdigest()
+    return _sha256(_material(row, None)).hexdigest()
 
 
 def keyed_hash(row: Mapping[str, Any], keys: AuditKeys, key_id: str) -> str:
@@ -127,7 +126,7 @@ class Sealer:
         """(key_id, hash) of a new row: one hash computation, under the newest key if any."""
         keys = self.keys
         if keys is None:
-            return None, entry_hash(row)
+            return None, _sha256(_material(row, None)).hexdigest()
         return keys.current, keys.sign(keys.current, _material(row, keys.current))
 
     def check(self, row: Mapping[str, Any]) -> tuple[str, str] | None:

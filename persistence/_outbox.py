@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -94,36 +95,35 @@ def create(conn: Connection) -> None:
 
 def rows_for(before: Snapshot, entry: AuditEntry, after: Snapshot, notify: Notify) -> list[dict[str, Any]]:
     """The outbox rows of one appended entry (none when the classifier finds nothing to tell)."""
-    rows = []
-    for kind, details in notify(before, entry, after):
-        body = {
-            "kind": kind,
+    found = notify(before, entry, after)
+    if not found:
+        return []
+    common = {
+        "patient_id": entry.patient_id,
+        "pathway": entry.pathway,
+        "version": after.version,
+        "seq": entry.seq,
+        "event": entry.event,
+        "at": entry.at.isoformat(),
+        "recorded_at": entry.recorded_at.isoformat(),
+        "state_before": before.state or None,
+        "state_after": after.state,
+    }
+    return [
+        {
+            # The same entry and kind always get the same id, so a redelivery is recognisable.
+            "event_id": hashlib.sha256(f"{entry.hash}:{kind}".encode()).hexdigest()[:32],
             "patient_id": entry.patient_id,
             "pathway": entry.pathway,
-            "version": after.version,
             "seq": entry.seq,
-            "event": entry.event,
-            "at": entry.at.isoformat(),
-            "recorded_at": entry.recorded_at.isoformat(),
-            "state_before": before.state or None,
-            "state_after": after.state,
-            **details,
+            "kind": kind,
+            "at": entry.at,
+            "recorded_at": entry.recorded_at,
+            "body": {"kind": kind, **common, **details},
+            "delivered_at": None,
         }
-        rows.append(
-            {
-                # The same entry and kind always get the same id, so a redelivery is recognisable.
-                "event_id": hashlib.sha256(f"{entry.hash}:{kind}".encode()).hexdigest()[:32],
-                "patient_id": entry.patient_id,
-                "pathway": entry.pathway,
-                "seq": entry.seq,
-                "kind": kind,
-                "at": entry.at,
-                "recorded_at": entry.recorded_at,
-                "body": body,
-                "delivered_at": None,
-            }
-        )
-    return rows
+        for kind, details in found
+    ]
 
 
 _COLUMNS = ("event_id", "patient_id", "pathway", "seq", "kind", "at", "recorded_at", "body")
@@ -139,8 +139,7 @@ def insert(
     caller's driver cursor (`execute`, `execute_many`), encoded as `codec` encodes the audit rows."""
     if codec.postgres:
         execute(f"SELECT pg_advisory_xact_lock({_OUTBOX_LOCK})", ())
-    marks = ", ".join([codec.mark] * len(_COLUMNS))
-    sql = f"INSERT INTO {OUTBOX_TABLE} ({', '.join(_COLUMNS)}) VALUES ({marks})"
+    sql = _insert_sql(codec.mark)
     encode_time = codec.time
     params = [
         (
@@ -156,6 +155,13 @@ def insert(
         for row in rows
     ]
     execute_many(sql, params)
+
+
+@cache
+def _insert_sql(mark: str) -> str:
+    """The insert statement with the driver's parameter mark (spelled once per mark)."""
+    marks = ", ".join([mark] * len(_COLUMNS))
+    return f"INSERT INTO {OUTBOX_TABLE} ({', '.join(_COLUMNS)}) VALUES ({marks})"
 
 
 def read_outbox(store: Store, cursor: int, limit: int = 100) -> list[OutboxMessage]:

@@ -48,13 +48,10 @@ def toy(name: str) -> dict[str, Any]:
     }
 
 
-def test_check_passes_the_built_in_definitions(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_check_passes_the_built_in_definitions(capsys: pytest.CaptureFixture[str]) -> None:
     """`carepath check` on the package's own folder finds no problem (exit 0)."""
-    monkeypatch.setenv("COLUMNS", "300")  # one line per definition, however long the checkout's path
     assert main(["check", str(BUILTIN_DIR)]) == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # a long checkout path wraps the lines
     assert "piriformis version 1): ok" in out and "sciatica version 1): ok" in out
 
 
