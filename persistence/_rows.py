@@ -9,11 +9,10 @@ PostgreSQL (psycopg 3): timestamptz and json; the driver parses json results its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, fields
 from datetime import UTC, datetime
 from functools import lru_cache
-from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -73,16 +72,7 @@ def _pg_time_in(value: datetime | None) -> datetime | None:
 class RowCodec:
     """SQL text and value conversions of one dialect ("sqlite" or "postgresql")."""
 
-    def __init__(
-        self,
-        dialect: str,
-        patients: str,
-        audit: str,
-        cipher: DataCipher | None = None,
-        *,
-        indexed: Collection[str] = (),
-    ) -> None:
-        """`indexed`: snapshot columns an index covers, which an UPDATE leaves out when unchanged."""
+    def __init__(self, dialect: str, patients: str, audit: str, cipher: DataCipher | None = None) -> None:
         # Encrypts payloads, decisions and contexts on write and decrypts them on read (None: clear).
         self.cipher = cipher
         self.postgres = dialect == "postgresql"
@@ -134,22 +124,6 @@ class RowCodec:
         self._update_out = _compile_encoder(
             "snap", (*_UPDATED, *_KEY), encode_patient, from_record=sealed, extra="revision"
         )
-        # The same without the indexed columns an update leaves as they are: SQLite rewrites the
-        # entries of every index on a column the SET names, even to the same value, and those
-        # index pages are most of what a command's commit writes.
-        self._indexed = tuple(name for name in _UPDATED if name in indexed)
-        self._updates: dict[tuple[str, ...], tuple[str, Callable[..., tuple[Any, ...]]]] = {}
-        for size in range(len(self._indexed) + 1):
-            for kept in combinations(self._indexed, size):
-                columns = tuple(c for c in _UPDATED if c not in kept)
-                sql = (
-                    f"UPDATE {patients} SET {', '.join(f'{c} = {mark}' for c in columns)} "
-                    f"WHERE {' AND '.join(f'{c} = {mark}' for c in (*_KEY, 'revision'))}"
-                )
-                encode = _compile_encoder(
-                    "snap", (*columns, *_KEY), encode_patient, from_record=sealed, extra="revision"
-                )
-                self._updates[kept] = (sql, encode)
 
     def claim_due(self, *, low: bool, high: bool, lock: bool) -> str:
         """Due enrolments, earliest first, optionally within a patient-id range; locked rows skipped."""
@@ -203,14 +177,6 @@ class RowCodec:
         """The UPDATE's values: the changed columns, then the row's key and the revision read."""
         params: tuple[Any, ...] = self._update_out(snap, original_revision)
         return params
-
-    def update_from(self, before: Snapshot, original_revision: int, snap: Snapshot) -> tuple[str, tuple[Any, ...]]:
-        """An UPDATE of the row read as `before` (at `original_revision`) to `snap`, and its values;
-        indexed columns `snap` leaves as `before` has them are not written (the revision check
-        guarantees the row still holds them)."""
-        kept = tuple(name for name in self._indexed if getattr(before, name) == getattr(snap, name))
-        sql, encode = self._updates[kept]
-        return sql, encode(snap, original_revision)
 
 
 def _converters(

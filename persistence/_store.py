@@ -30,7 +30,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlch
 from sqlalchemy.pool import QueuePool
 
 from . import _outbox as outbox
-from ._cache import CacheView, SnapshotCache
 from ._chain import GENESIS, Sealer
 from ._crypto import DataCipher, EncryptedData, is_sealed
 from ._errors import (
@@ -56,8 +55,6 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # FULL: every commit reaches the disk before `send` returns (WAL + NORMAL could lose the last
 # commits on power loss). The default; a URL chooses another level with `?synchronous=normal`.
 SQLITE_SYNCHRONOUS = "FULL"
-# Patients whose snapshots a SQLite store keeps between read-first commands (persistence/_cache.py).
-SNAPSHOT_CACHE_PATIENTS = 2048
 
 
 T = TypeVar("T")
@@ -113,13 +110,9 @@ class Store:
         self.engine: Engine = (
             self._create_engine(self.url, echo, self._pool) if create else self._open_engine(self.url, echo)
         )
-        # On SQLite an UPDATE leaves out the indexed columns it does not change (RowCodec.update_from).
-        indexed = {c.name for index in patients.indexes for c in index.columns} if self.dialect == "sqlite" else ()
-        self.codec = RowCodec(self.engine.dialect.name, patients.name, audit.name, self.cipher, indexed=indexed)
+        self.codec = RowCodec(self.engine.dialect.name, patients.name, audit.name, self.cipher)
         # Writable SQLite: write transactions are run on the driver's connection directly.
         self._direct = create and self.engine.dialect.name == "sqlite"
-        # Snapshots kept between read-first commands (SQLite; validated on every command).
-        self._cache: SnapshotCache | None = SnapshotCache(self.codec, SNAPSHOT_CACHE_PATIENTS) if self._direct else None
         self._kept: list[Any] = []
         self._schema_ready = False
         self._schema_lock = threading.Lock()
@@ -224,8 +217,6 @@ class Store:
         self._schema_ready = True
 
     def dispose(self) -> None:
-        if self._cache is not None:
-            self._cache.clear()
         while self._kept:
             self._kept.pop().close()
         self.engine.dispose()
@@ -302,34 +293,17 @@ class Store:
         """`work` reading without a transaction (each statement sees the latest commit), then what
         it staged written under BEGIN IMMEDIATE; every write is checked against what was read
         (snapshot revision, unique sequence and enrolment keys), so a writer in between means
-        ConcurrentUpdate, never a lost update.
-
-        Snapshots come from the store's cache where it holds them (validated on this connection
-        before the command's first lookup), and what was committed goes into it."""
+        ConcurrentUpdate, never a lost update."""
         fairy = self._checkout()
-        dbapi_connection = fairy.dbapi_connection
-        cache = self._cache
-        assert cache is not None  # a writable SQLite store has one
-        tx = Transaction(dbapi_connection, self.engine.dialect, self.codec, self.sealer, lock=False, notify=self.notify)
-
-        def versions() -> tuple[int, int]:
-            (data_version,) = tx._execute("PRAGMA data_version", ()).fetchone()
-            return data_version, dbapi_connection.total_changes
-
+        tx = Transaction(
+            fairy.dbapi_connection, self.engine.dialect, self.codec, self.sealer, lock=False, notify=self.notify
+        )
         try:
-            view = tx._cache = cache.view(fairy.info, versions)
             result = work(tx)
             if tx.staged:
-                written = tx._staged_snapshots()
-                try:
-                    tx.control("BEGIN IMMEDIATE")
-                    view.writing(dbapi_connection.total_changes)
-                    tx.flush()
-                    tx.control("COMMIT")
-                except BaseException:
-                    cache.clear()  # a stale read, or a commit whose outcome is unknown
-                    raise
-                view.committed(written, dbapi_connection.total_changes)
+                tx.control("BEGIN IMMEDIATE")
+                tx.flush()
+                tx.control("COMMIT")
             return result
         finally:
             tx.end()
@@ -597,8 +571,6 @@ class Transaction:
         self._dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         # Keyed by enrolment (patient_id, pathway): the revision first read and the staged snapshot.
         self._pending: dict[EnrolmentKey, tuple[int, Snapshot]] = {}
-        # The snapshot each staged update was first made from (the row as read, at that revision).
-        self._before: dict[EnrolmentKey, Snapshot] = {}
         self._entries: list[dict[str, Any]] = []
         self._keys: dict[tuple[str, str, str], AuditEntry] = {}
         # The entries staged so far by enrolment, as written (decrypted), for `history` and `entries_at`.
@@ -610,8 +582,6 @@ class Transaction:
         self._complete: set[str] = set()
         # The pathways of each patient among the loaded and staged enrolments (an index of both).
         self._pathways: dict[str, set[str]] = {}
-        # Snapshots kept between commands (SQLite read-first commands only; set by the store).
-        self._cache: CacheView | None = None
 
     # -- the driver -----------------------------------------------------------------------
 
@@ -652,10 +622,6 @@ class Transaction:
         """Whether anything waits to be written."""
         return bool(self._entries or self._enrolled or self._pending)
 
-    def _staged_snapshots(self) -> list[Snapshot]:
-        """The snapshots `flush` will write (the store caches them once committed)."""
-        return [snap for _, snap in self._pending.values()]
-
     def _snapshot(self, row: Sequence[Any]) -> Snapshot:
         """A snapshot to write from: its context must be in clear (never re-stored undecrypted)."""
         snap = self._codec.snapshot(row)
@@ -684,15 +650,9 @@ class Transaction:
     def enrolments(self, patient_id: str) -> list[Snapshot]:
         """Every enrolment of the patient as this transaction sees it, by pathway, locked (may be empty)."""
         if patient_id not in self._complete:
-            cached = self._cache.enrolments(patient_id) if self._cache is not None else None
-            if cached is not None:
-                read = cached
-            else:
-                query = self._codec.lock_patient if self._lock else self._codec.select_patient
-                read = [self._snapshot(row) for row in self._execute(query, (patient_id,)).fetchall()]
-                if self._cache is not None:
-                    self._cache.remember(patient_id, read, complete=True)
-            for snap in read:
+            rows = self._execute(self._codec.lock_patient if self._lock else self._codec.select_patient, (patient_id,))
+            for row in rows.fetchall():
+                snap = self._snapshot(row)
                 self._loaded.setdefault(snap.key, snap)
                 self._pathways.setdefault(patient_id, set()).add(snap.pathway)
             self._complete.add(patient_id)
@@ -713,20 +673,11 @@ class Transaction:
             return self._loaded[key]
         if patient_id in self._complete:
             raise UnknownPatient(patient_id, pathway)
-        if self._cache is not None:
-            known, cached = self._cache.enrolment(patient_id, pathway)
-            if known:
-                if cached is None:
-                    raise UnknownPatient(patient_id, pathway)
-                return cached
         query = self._codec.lock_enrolment if self._lock else self._codec.select_enrolment
         row = self._execute(query, key).fetchone()
         if row is None:
             raise UnknownPatient(patient_id, pathway)
-        snap = self._snapshot(row)
-        if self._cache is not None:
-            self._cache.remember(patient_id, [snap], complete=False)
-        return snap
+        return self._snapshot(row)
 
     def load_many(self, patient_ids: Sequence[str]) -> dict[EnrolmentKey, Snapshot]:
         """Snapshots of every enrolment of the patients among `patient_ids` that are enrolled, locked."""
@@ -786,7 +737,7 @@ class Transaction:
         key = (patient_id, pathway)
         if key in self._pending or key in self._loaded:
             raise DuplicateEnrolment(patient_id, pathway)
-        if patient_id not in self._complete and self._enrolled_elsewhere(patient_id, pathway):
+        if patient_id not in self._complete and self._execute(self._codec.enrolment_exists, key).fetchone():
             raise DuplicateEnrolment(patient_id, pathway)
         seed = Snapshot(
             patient_id=patient_id,
@@ -808,16 +759,6 @@ class Transaction:
         self._pending[key] = (0, seed)
         self._pathways.setdefault(patient_id, set()).add(pathway)
         return self.append(seed, entry, update, recorded_at)
-
-    def _enrolled_elsewhere(self, patient_id: str, pathway: str) -> bool:
-        """Whether the enrolment exists in the database. With a cache, a patient found with no
-        enrolment at all is kept as such, so the commands after their enrolment find every
-        enrolment of theirs cached. (The cache is not looked up: a new patient is not in it, and a
-        command that looks nothing up needs no validation of it.)"""
-        if self._cache is not None and self._execute(self._codec.patient_exists, (patient_id,)).fetchone() is None:
-            self._cache.remember(patient_id, (), complete=True)
-            return False
-        return self._execute(self._codec.enrolment_exists, (patient_id, pathway)).fetchone() is not None
 
     def append(self, snapshot: Snapshot, entry: NewEntry, update: SnapshotUpdate, recorded_at: datetime) -> AuditEntry:
         """Chain a new audit entry onto the enrolment and stage the snapshot update."""
@@ -872,7 +813,6 @@ class Transaction:
             updated_at=recorded_at,
         )
         original = self._pending.get(snapshot.key, (snapshot.revision, snapshot))[0]
-        self._before.setdefault(snapshot.key, snapshot)
         self._pending[snapshot.key] = (original, after)
         if self._notify is not None:
             self._outbox += outbox.rows_for(snapshot, written, after, self._notify)
@@ -895,20 +835,14 @@ class Transaction:
             for key, (original, snap) in self._pending.items()
             if key not in enrolled and snap.revision != original
         ]
-        # One executemany per statement (each leaves out the indexed columns its rows keep).
-        updates: dict[str, list[tuple[Any, ...]]] = {}
-        for original, snap in changed:
-            sql, params = codec.update_from(self._before[snap.key], original, snap)
-            updates.setdefault(sql, []).append(params)
-        for sql, rows in updates.items():
-            if self._execute_many(sql, rows) != len(rows):
-                original, snap = changed[0]
-                raise ConcurrentUpdate(snap.patient_id, original, snap.pathway)
+        updates = [codec.update_params(original, snap) for original, snap in changed]
+        if updates and self._execute_many(codec.update_patient, updates) != len(updates):
+            original, snap = changed[0]
+            raise ConcurrentUpdate(snap.patient_id, original, snap.pathway)
         self._loaded.update((key, snap) for key, (_, snap) in self._pending.items())
         self._entries = []
         self._enrolled = []
         self._pending = {}
-        self._before = {}
         self._keys = {}
         self._written = {}
         self._outbox = []

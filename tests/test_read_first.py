@@ -1,6 +1,7 @@
-"""The snapshots a SQLite store keeps between commands (persistence/_cache.py) never decide a command
-on a state that has changed: a write by another connection, another process, or this store on
-another path (correct, tick, ingest, migrate) is seen by the next command.
+"""SQLite's read-first commands (`send`, `enroll`: decided before the write lock is taken) never
+decide on a state that has changed: a write by another connection, another process, or this store
+on another path (correct, tick, ingest, migrate) is seen by the next command, and a status a
+command returned shares nothing with what the next one decides on.
 
 The engines under test take no retries, so a command decided on a stale snapshot would fail with
 ConcurrentUpdate instead of being retried quietly.
@@ -18,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from pathway import Engine, FakeClock
-from persistence._store import SNAPSHOT_CACHE_PATIENTS
 from states import EventNotAllowed
 from tests.conftest import NOW, T0
 from tests.helpers import assess_data, reassess_data
@@ -37,7 +37,7 @@ def strict(sqlite_url: str) -> Iterator[Engine]:
 
 
 def _first_line(engine: Engine, patient: str = "p") -> None:
-    """Enrolled and assessed, then one reassessment that keeps the line: the snapshot is cached."""
+    """Enrolled and assessed, then one reassessment that keeps the line."""
     engine.enroll(patient, T0, version=1)
     engine.send(patient, "assess", T0, assess_data(pain=8))
     engine.send(patient, "reassess", T0 + WEEK, reassess_data(pain=6))
@@ -92,8 +92,7 @@ def test_a_correction_is_seen(strict: Engine) -> None:
 
 
 def test_an_enrolment_in_between_hides_no_other_write(strict: Engine, sqlite_url: str) -> None:
-    """An enrolment (which looks nothing up in the cache) between another engine's write and the
-    next command does not make the cache pass for checked: the next command still sees the write."""
+    """An enrolment between another engine's write and the next command hides nothing from it."""
     _first_line(strict)
     other = Engine(sqlite_url, FakeClock(NOW))
     try:
@@ -141,7 +140,7 @@ def test_own_writes_on_other_paths_are_seen(strict: Engine, write: Callable[[Eng
     assert strict.status("p").snapshot == result.status.snapshot
 
 
-def test_a_returned_status_shares_nothing_with_the_cache(strict: Engine) -> None:
+def test_a_returned_status_shares_nothing_with_the_next_command(strict: Engine) -> None:
     """Changing a status a command returned changes nothing the next command decides on or returns."""
     _first_line(strict)
     first = strict.send("p", "reassess", T0 + 2 * WEEK, reassess_data(pain=6), idempotency_key="k")
@@ -155,25 +154,3 @@ def test_a_returned_status_shares_nothing_with_the_cache(strict: Engine) -> None
     third = strict.send("p", "reassess", T0 + 3 * WEEK, reassess_data(pain=6))
     assert third.changed
     assert third.status.context["line_baseline"] == expected.context["line_baseline"] == 8
-
-
-def test_the_cache_is_bounded(strict: Engine) -> None:
-    """The cache holds a bounded number of patients; those it dropped are read again, correctly."""
-    cache = strict.store._cache
-    assert cache is not None
-    assert 1_000 <= SNAPSHOT_CACHE_PATIENTS <= 10_000
-    cache.capacity = 3
-    patients = [f"p{i}" for i in range(8)]
-    for patient in patients:
-        strict.enroll(patient, T0, version=1)
-        assert len(cache) <= 3
-    for patient in patients:
-        result = strict.send(patient, "assess", T0, assess_data())
-        assert result.status.revision == 2
-        assert len(cache) <= 3
-    assert {strict.status(patient).state for patient in patients} == {"first_line"}
-
-
-def test_postgresql_keeps_no_cache(engine: Engine) -> None:
-    """Only SQLite's read-first commands use it; PostgreSQL locks and reads its rows in each command."""
-    assert (engine.store._cache is None) == (engine.store.dialect == "postgresql")
