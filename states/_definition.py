@@ -174,6 +174,8 @@ class Pathway:
         # Per (event, id of the decided rule): the steps of the updates that apply, in declaration order.
         self._updates_by_rule: dict[tuple[str, int], tuple[UpdateFn, ...]] = {}
         self._idle = {event: frozenset(spec.idle_states()) for event, spec in model.events.items()}
+        # (event, configuration) pairs no rule can decide and the chart refuses: refused at once
+        self._refused: dict[tuple[str, tuple[str, ...]], bool] = {}
         # The context keys a patient's enrolment time starts.
         self._stamped_at_start = tuple(key for key, value in model.context.items() if value == "at")
         self._derived = compile_derived(model) if model.derived else None
@@ -271,6 +273,8 @@ class Pathway:
         before = self.runner.ordered(configuration)
         if event not in self.payloads:
             raise UnknownEvent(event, self.event_names())
+        if (event, before) in self._refused:  # whatever the inputs: no rule applies, the chart refuses
+            raise EventNotAllowed(event, before)
         inputs = self.inputs(event, payload, context, at)
         decision = self._book.decide(event, before, inputs)
         idle = self._idle[event]
@@ -280,6 +284,8 @@ class Pathway:
             after, transitions = self.runner.run(before, event, decision)
         except EventNotAllowed:
             if not self._stays(decision):
+                if not decision.checked:
+                    remember(self._refused, (event, before), True)
                 raise
             after, transitions = before, ()  # a decided stay the chart has no transition for
         new_context = self._update_context(context, event, payload, at, decision, inputs)

@@ -102,3 +102,23 @@ def test_memos_keyed_by_configuration_stop_growing_and_keep_answering() -> None:
         assert definition.state_name(configuration) == f"unknown_{i}"
         assert definition.next_due_at(configuration, {}) is None
     assert len(definition._state_names) == len(definition._due_plans) == MEMO_LIMIT
+
+
+def test_an_event_the_state_refuses_is_refused_again_whatever_its_values() -> None:
+    """A refusal no rule could change is remembered: later payloads are refused the same way, unread."""
+    from datetime import UTC, datetime
+
+    from states import EventNotAllowed
+
+    definition = get_pathway("piriformis", 1)
+    at = datetime(2026, 1, 5, tzinfo=UTC)
+    resolved = definition.runner.ordered(("resolved",))
+    for pain in (1, 9):
+        payload = definition.validate("reassess", {"pain": pain, "fasciculations": "stable", "red_flags": []})
+        try:
+            definition.apply(resolved, {}, "reassess", payload, at)
+        except EventNotAllowed as refused:
+            assert refused.configuration == resolved
+        else:
+            raise AssertionError("a reassessment after resolution was applied")
+    assert ("reassess", resolved) in definition._refused
