@@ -3,6 +3,7 @@ problem details, and a bounded concurrent load followed by a clean verify."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -277,6 +278,20 @@ def test_an_oversized_body_is_refused_unread(client: httpx.Client, server: Runni
     body = {"patient_id": "p-1", "at": T0.isoformat(), "factors": {"note": "x" * MAX_BODY_BYTES}}
     response = client.post("/enrolments", json=body, headers=server.headers("clinician"))
     assert_problem(response, 413, "payload_too_large")
+    assert_problem(client.get("/patients/p-1", headers=server.headers("auditor")), 404, "unknown_patient")
+
+
+def test_a_body_without_a_length_is_refused_unread(client: httpx.Client, server: Running) -> None:
+    """A chunked body (no Content-Length, so no size known before reading) is a 411 problem; nothing is enrolled."""
+    body = json.dumps({"patient_id": "p-1", "at": T0.isoformat(), "factors": {}}).encode()
+
+    def chunks() -> Iterator[bytes]:
+        yield body[:10]
+        yield body[10:]
+
+    headers = {**server.headers("clinician"), "Content-Type": "application/json"}
+    response = client.post("/enrolments", content=chunks(), headers=headers)
+    assert_problem(response, 411, "length_required")
     assert_problem(client.get("/patients/p-1", headers=server.headers("auditor")), 404, "unknown_patient")
 
 

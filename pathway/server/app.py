@@ -119,6 +119,9 @@ def create_app(
             if principal is None:
                 return problem_response(_unauthorised(request))
             request.state.principal = principal
+        if "transfer-encoding" in request.headers:  # a body of unknown length could be any size
+            detail = f"a request body must come with a Content-Length (at most {MAX_BODY_BYTES} bytes)"
+            return problem_response(Problem(411, "length_required", "Length required", detail))
         length = request.headers.get("content-length", "0")
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
             detail = f"the request body must be at most {MAX_BODY_BYTES} bytes, with a Content-Length"
