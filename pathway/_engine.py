@@ -496,6 +496,8 @@ class Engine:
                     already_applied=result.already_applied,
                     rejected=len(result.rejected),
                 )
+        elif command == "migrate_patients" and isinstance(result, list):
+            fields["moved"] = len(result)
         if self.log_payloads and data is not None:
             fields["data"] = dict(data)
         what = command if event == command else f"{command} {event}"
@@ -628,6 +630,12 @@ class Engine:
         are. With `dry_run` nothing is written and the result lists exactly what would change.
         Raises NoMigration, MigrationFailed (before anything is written) or UnknownDefinition.
         """
+        work = partial(self._migrate_patients, pathway, from_version, to_version, dry_run, actor)
+        return self._observed("migrate_patients", "dry_run" if dry_run else "migrate", None, pathway, None, work)
+
+    def _migrate_patients(
+        self, pathway: str, from_version: int, to_version: int, dry_run: bool, actor: str | None
+    ) -> list[MigrationChange]:
         earlier = get_pathway(pathway, from_version)
         target = get_pathway(pathway, to_version)
         if target.model.migration_from(from_version) is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -86,6 +87,19 @@ def test_migration_appends_one_entry_per_patient_and_verifies(engine: Engine) ->
     report = verify(engine.store)
     assert report.ok, report.to_json()
     assert engine.migrate_patients("piriformis", 1, DRAFT) == []  # nobody left to move
+
+
+def test_a_migration_logs_one_record_with_what_it_moved(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    """A dry run and a migration each log one record naming the pathway and how many enrolments they moved."""
+    cohort(engine)
+    caplog.set_level(logging.INFO, logger="carepath")
+    engine.migrate_patients("piriformis", 1, DRAFT, dry_run=True)
+    engine.migrate_patients("piriformis", 1, DRAFT)
+    records = [r for r in caplog.records if r.name == "carepath.engine"]
+    assert [(r.command, r.event, r.pathway, r.moved, r.outcome) for r in records] == [  # type: ignore[attr-defined]
+        ("migrate_patients", "dry_run", "piriformis", 3, "accepted"),
+        ("migrate_patients", "migrate", "piriformis", 3, "accepted"),
+    ]
 
 
 def test_migrated_patients_follow_the_new_version(engine: Engine) -> None:
