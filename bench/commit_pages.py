@@ -22,10 +22,10 @@ os.environ.setdefault("PEER_PATIENTS", sys.argv[1] if len(sys.argv) > 1 else "10
 
 import common
 from peer_carepath import commands
+from profile_send import run_command
 
 from pathway import Engine, FakeClock
 from persistence._store import Transaction
-from states import EventNotAllowed
 
 FRAME_BYTES = 4096 + 24  # a page and its WAL frame header
 
@@ -104,15 +104,9 @@ def run(cmds: list[Any], edits: list[Edit]) -> str:
         for pid, at, cmd in cmds:
             clock.set(at)
             before, commits = os.path.getsize(db + "-wal"), len(_commit_cpu)
-            if cmd is None:
-                engine.enroll(pid, at, version=1, factors={})
-                kind = "enroll"
-            else:
-                try:
-                    engine.send(pid, cmd[0], at, cmd[1])
-                    kind = "send"
-                except EventNotAllowed:
-                    continue  # nothing written
+            kind = run_command(engine, pid, at, cmd).removesuffix(" accepted")
+            if kind == "send rejected":
+                continue  # nothing written
             frames[kind].append((os.path.getsize(db + "-wal") - before) / FRAME_BYTES)
             cpu[kind].extend(_commit_cpu[commits:])
         engine.close()

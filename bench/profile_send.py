@@ -10,7 +10,9 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 os.environ.setdefault("PEER_PATIENTS", sys.argv[1] if len(sys.argv) > 1 else "500")
@@ -22,6 +24,18 @@ from pathway import Engine, FakeClock
 from states import EventNotAllowed
 
 
+def run_command(engine: Engine, pid: str, at: datetime, cmd: tuple[str, dict[str, Any]] | None) -> str:
+    """One command of the workload: "enroll", "send accepted" or "send rejected" (nothing written)."""
+    if cmd is None:
+        engine.enroll(pid, at, version=1, factors={})
+        return "enroll"
+    try:
+        engine.send(pid, cmd[0], at, cmd[1])
+    except EventNotAllowed:
+        return "send rejected"
+    return "send accepted"
+
+
 def workload(url: str, cmds: list[tuple], costs: dict[str, list[int]] | None) -> None:
     clock = FakeClock(cmds[0][1])
     engine = Engine(url, clock)
@@ -30,15 +44,7 @@ def workload(url: str, cmds: list[tuple], costs: dict[str, list[int]] | None) ->
     for pid, at, cmd in cmds:
         clock.set(at)
         start = cpu()
-        if cmd is None:
-            engine.enroll(pid, at, version=1, factors={})
-            kind = "enroll"
-        else:
-            try:
-                engine.send(pid, cmd[0], at, cmd[1])
-                kind = "send accepted"
-            except EventNotAllowed:
-                kind = "send rejected"
+        kind = run_command(engine, pid, at, cmd)
         if costs is not None:
             costs[kind].append(cpu() - start)
     engine.close()

@@ -47,6 +47,15 @@ def _resolve(engine: Engine, patient: str = "p") -> None:
     engine.send(patient, "reassess", T0 + 2 * WEEK, reassess_data(pain=2, fasciculations="improving"))
 
 
+def _resolve_elsewhere(sqlite_url: str) -> None:
+    """Resolve patient "p" through another engine on the same file (another connection)."""
+    other = Engine(sqlite_url, FakeClock(NOW))
+    try:
+        _resolve(other)
+    finally:
+        other.store.dispose()
+
+
 def _refused_as_resolved(engine: Engine, patient: str = "p") -> None:
     with pytest.raises(EventNotAllowed) as refused:
         engine.send(patient, "reassess", T0 + 3 * WEEK, reassess_data(pain=6))
@@ -56,11 +65,7 @@ def _refused_as_resolved(engine: Engine, patient: str = "p") -> None:
 def test_another_engine_on_the_same_file_is_seen(strict: Engine, sqlite_url: str) -> None:
     """Resolved by another engine (another connection) between two commands: the next one is refused."""
     _first_line(strict)
-    other = Engine(sqlite_url, FakeClock(NOW))
-    try:
-        _resolve(other)
-    finally:
-        other.store.dispose()
+    _resolve_elsewhere(sqlite_url)
     _refused_as_resolved(strict)
     assert strict.status("p").state == "resolved"
 
@@ -94,11 +99,7 @@ def test_a_correction_is_seen(strict: Engine) -> None:
 def test_an_enrolment_in_between_hides_no_other_write(strict: Engine, sqlite_url: str) -> None:
     """An enrolment between another engine's write and the next command hides nothing from it."""
     _first_line(strict)
-    other = Engine(sqlite_url, FakeClock(NOW))
-    try:
-        _resolve(other)
-    finally:
-        other.store.dispose()
+    _resolve_elsewhere(sqlite_url)
     strict.enroll("q", T0, version=1)
     _refused_as_resolved(strict)
 
