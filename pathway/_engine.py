@@ -48,7 +48,7 @@ from states import (
     known_events,
     require_aware,
 )
-from states._payloads import Payload
+from states._payloads import Payload, stored_payload
 
 from ._clock import Clock, system_clock
 from ._errors import AmbiguousEnrolment, EventInFuture, InvalidCommand, InvalidPatientId, TimeWentBackwards
@@ -761,7 +761,7 @@ class Engine:
             data.update(self._handover(tx, patient_id, definition, handover_from, factors))
         enrollment = definition.validate_enrollment(data)
         _check_not_future(at, now)
-        payload = enrollment.model_dump(mode="json")
+        payload = stored_payload(enrollment)
         if idempotency_key is not None:
             earlier = tx.find_entry(patient_id, definition.name, idempotency_key)
             if earlier is not None:
@@ -1563,7 +1563,7 @@ def _check_not_future(at: datetime, now: datetime) -> None:
 def _entry(step: Step, payload: Payload, at: datetime, actor: str | None, key: str | None) -> NewEntry:
     return NewEntry(
         event=step.event,
-        payload=payload.model_dump(mode="json"),
+        payload=stored_payload(payload),
         payload_schema=PAYLOAD_SCHEMA,
         at=at,
         actor=actor,
