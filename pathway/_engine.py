@@ -34,6 +34,7 @@ from persistence import (
     UnknownPatient,
 )
 from persistence._reader import light_reader
+from persistence._records import quick_init
 from persistence._urls import is_private_memory
 from states import (
     MIGRATE_EVENT,
@@ -101,6 +102,7 @@ Workers = int | Literal["auto"]
 T = TypeVar("T")
 
 
+@quick_init
 @dataclass(frozen=True)
 class Status:
     """What a patient's snapshot says, with the plan of its state (computed when first read)."""
@@ -225,6 +227,7 @@ class Rederivation:
         }
 
 
+@quick_init
 @dataclass(frozen=True)
 class SendResult:
     """The audit entry an event produced (or the earlier one, for a repeated idempotency key).

@@ -32,6 +32,7 @@ from ._inputs import UpdateFn, compile_derived, compile_inputs, compile_updates,
 from ._model import PathwayModel, Presentation, Review
 from ._payloads import Payload, parse_payload
 from ._plan import PlanBook, PlanItem
+from ._records import quick_init
 
 if TYPE_CHECKING:
     from statemachine import StateChart
@@ -44,6 +45,7 @@ MIGRATE_EVENT = "migrate"
 Context = dict[str, Any]
 
 
+@quick_init
 @dataclass(frozen=True)
 class Step:
     """The result of applying one event: what changed and why."""

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from ._records import quick_init
+
 __all__ = [
     "Condition",
     "ConditionResult",
@@ -163,6 +165,7 @@ class RuleResult:
 RecordParts = tuple[dict[str, Any], tuple[tuple[str, bool], ...]]
 
 
+@quick_init
 @dataclass(frozen=True)
 class Decision:
     """The first rule that held (or None), the rules checked before it, and the values they saw."""
