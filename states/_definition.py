@@ -252,7 +252,9 @@ class Pathway:
     def start(self, enrollment: Payload, at: datetime) -> tuple[tuple[str, ...], Context]:
         """Configuration and context of a newly enrolled patient."""
         factors = getattr(enrollment, "factors")  # noqa: B009  # a dynamic model's field
-        context: Context = {"factors": factors.model_dump(mode="json", exclude_defaults=True)}
+        # `model_dump` without its wrapper's keyword plumbing: the same serializer call.
+        dumped = factors.__pydantic_serializer__.to_python(factors, mode="json", exclude_defaults=True)
+        context: Context = {"factors": dumped}
         for key, value in self.model.context.items():
             context[key] = value if type(value) in _IMMUTABLE else _json_copy(value)
         for key in self._stamped_at_start:
