@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from carepath._records import quick_init
 from persistence import (
     DEFAULT_URL,
     AuditEntry,
@@ -34,7 +35,6 @@ from persistence import (
     UnknownPatient,
 )
 from persistence._reader import light_reader
-from persistence._records import quick_init
 from persistence._urls import is_private_memory
 from states import (
     MIGRATE_EVENT,

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from carepath._records import quick_init
+
 from ._compile import (
     build_chart,
     build_enroll_payload,
@@ -32,7 +34,6 @@ from ._inputs import UpdateFn, compile_derived, compile_inputs, compile_updates,
 from ._model import PathwayModel, Presentation, Review
 from ._payloads import Payload, parse_payload
 from ._plan import PlanBook, PlanItem
-from ._records import quick_init
 
 if TYPE_CHECKING:
     from statemachine import StateChart

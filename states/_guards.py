@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from ._records import quick_init
+from carepath._records import quick_init
 
 __all__ = [
     "Condition",
