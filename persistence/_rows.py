@@ -241,17 +241,20 @@ def _compile_encoder(
     converted where `converters` say; `from_record` computes a column from the whole record instead.
     `extra` names one more argument, appended to the tuple."""
     from_record = from_record or {}
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"_dumps": orjson.dumps}
     values = []
     for name in columns:
+        read = f"{source}[{name!r}]" if by_key else f"{source}.{name}"
         if name in from_record:
             namespace[f"_{name}"] = from_record[name]
             values.append(f"_{name}({source})")
+        elif converters.get(name) is _json_out:  # inlined: a send encodes seven JSON values
+            values.append(f"(None if (_v := {read}) is None else _dumps(_v).decode())")
         elif name in converters:
             namespace[f"_{name}"] = converters[name]
-            values.append(f"_{name}({source}[{name!r}])" if by_key else f"_{name}({source}.{name})")
+            values.append(f"_{name}({read})")
         else:
-            values.append(f"{source}[{name!r}]" if by_key else f"{source}.{name}")
+            values.append(read)
     params = source if extra is None else f"{source}, {extra}"
     if extra is not None:
         values.append(extra)

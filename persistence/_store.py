@@ -59,6 +59,9 @@ SQLITE_SYNCHRONOUS = "FULL"
 
 T = TypeVar("T")
 
+# Makes a `quick_init` record (persistence/_records.py) whose `__dict__` is then filled directly.
+_new: Any = object.__new__
+
 # "Read the keys from the environment" (persistence/_keys.py), the default of `Store`.
 FROM_ENVIRONMENT: Any = object()
 
@@ -343,8 +346,10 @@ class Store:
         if self._direct:
             self.ensure_schema()
             try:
-                with self._guard():
+                try:  # `_guard`, spelled out: its context manager cost a command a microsecond
                     return self._sqlite_read_first(work)
+                except SQLAlchemyError as err:
+                    raise _persistence_error(err) from None
             except ConcurrentUpdate:
                 if retries == 0:
                     raise
@@ -534,16 +539,8 @@ class Store:
     def _guard(self) -> Iterator[None]:
         try:
             yield
-        except PersistenceError:
-            raise
-        except (IntegrityError, OperationalError) as err:
-            # A unique key (patient, seq / idempotency key / id) taken by another writer, a
-            # serialization failure or a deadlock: the caller retries. Anything else is a fault.
-            if _is_conflict(err):
-                raise ConcurrentUpdate(_patient_from(err), -1) from None
-            raise StorageUnavailable(_one_line(err.orig) or _one_line(err)) from None
-        except (DBAPIError, SQLAlchemyError) as err:
-            raise StorageUnavailable(_one_line(getattr(err, "orig", err))) from None
+        except SQLAlchemyError as err:
+            raise _persistence_error(err) from None
 
 
 class Transaction:
@@ -768,37 +765,56 @@ class Transaction:
         ):
             raise IdempotencyConflict(snapshot.patient_id, entry.idempotency_key, snapshot.pathway)
         version = update.version if update.version is not None else snapshot.version
+        patient_id, pathway = snapshot.patient_id, snapshot.pathway
+        # The row in AuditEntry's field order, so it can become the entry's own `__dict__` (what
+        # AuditEntry(**row) would build, without a second dict and the keyword call).
         row: dict[str, Any] = {
-            **entry.__dict__,  # the audit columns the application supplies (NewEntry's fields)
-            "patient_id": snapshot.patient_id,
+            "patient_id": patient_id,
             "seq": snapshot.last_seq + 1,
+            "event": entry.event,
+            "payload": entry.payload,
+            "payload_schema": entry.payload_schema,
+            "at": entry.at,
             "recorded_at": recorded_at,
-            "pathway": snapshot.pathway,
+            "actor": entry.actor,
+            "pathway": pathway,
             "version": version,
+            "config_before": entry.config_before,
+            "config_after": entry.config_after,
+            "transitions": entry.transitions,
+            "decision": entry.decision,
+            "idempotency_key": entry.idempotency_key,
             "prev_hash": snapshot.last_hash,
         }
         cipher = self._codec.cipher
         if cipher is None:
-            row["key_id"], row["hash"] = self._sealer.seal(row)
-            written = AuditEntry(**row)
+            key_id, row["hash"] = self._sealer.seal(row)
+            row["key_id"] = key_id
             self._entries.append(row)
+            written: AuditEntry = _new(AuditEntry)
+            written.__dict__.update(row, sealed=None)
         else:  # hashed as stored: the chain covers the ciphertext, verifiable without the data key
             stored = cipher.seal_entry(row)
             stored["key_id"], stored["hash"] = self._sealer.seal(stored)
             sealed = {"payload": stored["payload"], "decision": stored["decision"]}
             written = AuditEntry(**row, key_id=stored["key_id"], hash=stored["hash"], sealed=sealed)
             self._entries.append(stored)
+        key = (patient_id, pathway)
         if entry.idempotency_key is not None:
-            self._keys[(snapshot.patient_id, snapshot.pathway, entry.idempotency_key)] = written
-        self._written.setdefault(written.key, []).append(written)
-        changed_state = update.state != snapshot.state
+            self._keys[(patient_id, pathway, entry.idempotency_key)] = written
+        staged = self._written.get(key)
+        if staged is None:
+            self._written[key] = [written]
+        else:
+            staged.append(written)
         if update.state_since is not None:
             since = update.state_since
         else:
-            since = entry.at if changed_state else snapshot.state_since
-        after = Snapshot(
-            patient_id=snapshot.patient_id,
-            pathway=snapshot.pathway,
+            since = entry.at if update.state != snapshot.state else snapshot.state_since
+        after: Snapshot = _new(Snapshot)
+        after.__dict__.update(  # Snapshot(...) without the keyword call (its fields, in order)
+            patient_id=patient_id,
+            pathway=pathway,
             version=version,
             configuration=update.configuration,
             context=update.context,
@@ -812,34 +828,44 @@ class Transaction:
             created_at=snapshot.created_at,
             updated_at=recorded_at,
         )
-        original = self._pending.get(snapshot.key, (snapshot.revision, snapshot))[0]
-        self._pending[snapshot.key] = (original, after)
+        pending = self._pending.get(key)
+        self._pending[key] = (snapshot.revision if pending is None else pending[0], after)
         if self._notify is not None:
             self._outbox += outbox.rows_for(snapshot, written, after, self._notify)
-        self._pathways.setdefault(snapshot.patient_id, set()).add(snapshot.pathway)
+        pathways = self._pathways.get(patient_id)
+        if pathways is None:
+            self._pathways[patient_id] = {pathway}
+        else:
+            pathways.add(pathway)
         return written
 
     def flush(self) -> None:
         """Write the staged entries and snapshot updates; a stale revision aborts everything."""
-        enrolled = set(self._enrolled)
         codec = self._codec
+        pending = self._pending
+        enrolled: set[EnrolmentKey] | tuple[()] = ()
         if self._enrolled:
-            rows = [codec.snapshot_params(self._pending[key][1]) for key in enrolled]
+            enrolled = set(self._enrolled)
+            rows = [codec.snapshot_params(pending[key][1]) for key in enrolled]
             self._execute_many(codec.insert_patient, rows)
         if self._entries:
-            self._execute_many(codec.insert_entry, [codec.entry_params(row) for row in self._entries])
+            encode = codec.entry_params
+            self._execute_many(codec.insert_entry, [encode(row) for row in self._entries])
         if self._outbox:
             outbox.insert(self._execute, self._execute_many, codec, self._outbox)
         changed = [
             (original, snap)
-            for key, (original, snap) in self._pending.items()
-            if key not in enrolled and snap.revision != original
+            for key, (original, snap) in pending.items()
+            if snap.revision != original and key not in enrolled
         ]
-        updates = [codec.update_params(original, snap) for original, snap in changed]
-        if updates and self._execute_many(codec.update_patient, updates) != len(updates):
-            original, snap = changed[0]
-            raise ConcurrentUpdate(snap.patient_id, original, snap.pathway)
-        self._loaded.update((key, snap) for key, (_, snap) in self._pending.items())
+        if changed:
+            updates = [codec.update_params(original, snap) for original, snap in changed]
+            if self._execute_many(codec.update_patient, updates) != len(updates):
+                original, snap = changed[0]
+                raise ConcurrentUpdate(snap.patient_id, original, snap.pathway)
+        loaded = self._loaded
+        for key, (_, snap) in pending.items():
+            loaded[key] = snap
         self._entries = []
         self._enrolled = []
         self._pending = {}
@@ -943,6 +969,17 @@ def _sqlite_on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         conn.exec_driver_sql("BEGIN")
+
+
+def _persistence_error(err: SQLAlchemyError) -> PersistenceError:
+    """The error a driver or SQLAlchemy error surfaces as above the store."""
+    if isinstance(err, (IntegrityError, OperationalError)):
+        # A unique key (patient, seq / idempotency key / id) taken by another writer, a
+        # serialization failure or a deadlock: the caller retries. Anything else is a fault.
+        if _is_conflict(err):
+            return ConcurrentUpdate(_patient_from(err), -1)
+        return StorageUnavailable(_one_line(err.orig) or _one_line(err))
+    return StorageUnavailable(_one_line(getattr(err, "orig", err)))
 
 
 def _is_conflict(err: DBAPIError) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -381,6 +382,22 @@ def test_run_gives_up_after_bounded_retries(store: Store) -> None:
     with pytest.raises(ConcurrentUpdate):
         store.run(work, retries=2)
     assert len(attempts) == 3
+
+
+def test_appended_records_are_the_records_read_back(store: Store) -> None:
+    """The entry `append` returns and the snapshot it stages (built field by field) are whole
+    records, their fields in declaration order, equal to what is read back once committed."""
+    enroll(store, "p1")
+
+    def work(tx: Transaction) -> tuple[AuditEntry, Snapshot]:
+        written = tx.append(tx.load("p1", "piriformis"), new_entry(), new_update(), NOW)
+        return written, tx.load("p1", "piriformis")
+
+    written, staged = store.run(work)
+    assert list(vars(written)) == [f.name for f in dataclasses.fields(AuditEntry)]
+    assert list(vars(staged)) == [f.name for f in dataclasses.fields(Snapshot)]
+    assert written == store.history("p1", "piriformis")[-1]
+    assert staged == store.snapshot("p1", "piriformis")
 
 
 def test_error_inside_a_transaction_rolls_everything_back(store: Store) -> None:
