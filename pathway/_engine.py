@@ -1009,7 +1009,7 @@ class Engine:
         return self._observed("tick", "tick", None, None, None, sweep)
 
     def _tick_parallel(self, at: datetime, now: datetime, batch: int, workers: int) -> SweepReport:
-        bounds = self.store.id_boundaries(workers)
+        bounds = self.store.id_boundaries(workers, due_at=at)  # an even share of the due patients each
         ranges = list(zip([None, *bounds], [*bounds, None], strict=True))
         report = SweepReport(at)
         calls = [(self.url, at, now, batch, id_range) for id_range in ranges]

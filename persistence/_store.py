@@ -469,14 +469,20 @@ class Store:
                 f"{sql} ORDER BY {order}", params
             )
 
-    def id_boundaries(self, parts: int) -> list[str]:
+    def id_boundaries(self, parts: int, *, due_at: datetime | None = None) -> list[str]:
         """Patient ids that cut the enrolments into `parts` ranges of about equal size.
 
-        A range holds every enrolment of its patients (low <= patient_id < high).
+        A range holds every enrolment of its patients (low <= patient_id < high). With `due_at`
+        the ranges share out the enrolments due by then (a sweep's work), read through the due
+        index rather than by counting and walking every enrolment.
         """
-        total = self.count_patients()
         query = select(patients.c.patient_id).order_by(patients.c.patient_id).limit(1)
+        count = select(func.count()).select_from(patients)
+        if due_at is not None:
+            query = query.where(patients.c.next_due_at <= due_at)
+            count = count.where(patients.c.next_due_at <= due_at)
         with self._read() as conn:
+            total = int(conn.execute(count).scalar_one())
             cuts = [conn.execute(query.offset(total * k // parts)).scalar() for k in range(1, parts)]
         return sorted({cut for cut in cuts if cut is not None})
 

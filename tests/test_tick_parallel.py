@@ -50,3 +50,16 @@ def test_parallel_and_single_sweeps_write_the_same_log(engine: Engine, tmp_path:
         pid = f"p{i:03d}"
         assert [e.hash for e in engine.history(pid)] == [e.hash for e in single.history(pid)]
     single.close()
+
+
+def test_a_parallel_sweep_shares_out_the_due_patients(engine: Engine) -> None:
+    """The ranges of a parallel sweep cut the due enrolments, not all of them, into even shares."""
+    for i in range(30):
+        engine.enroll(f"p{i:03d}", T0, version=1)
+        # Only the last ten were assessed early enough to be due at T0 + 15 days.
+        engine.send(f"p{i:03d}", "assess", T0 + timedelta(weeks=0 if i >= 20 else 1), assess_data(pain=8))
+    sweep_at = T0 + timedelta(days=15)
+    due = sorted(patient for patient, _pathway in engine.store.due_ids(sweep_at))
+    assert due == [f"p{i:03d}" for i in range(20, 30)]
+    assert engine.store.id_boundaries(2, due_at=sweep_at) == ["p025"]  # five due on each side
+    assert engine.store.id_boundaries(2) == ["p015"]  # every enrolment, when no time is given
