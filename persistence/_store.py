@@ -476,14 +476,22 @@ class Store:
         the ranges share out the enrolments due by then (a sweep's work), read through the due
         index rather than by counting and walking every enrolment.
         """
-        query = select(patients.c.patient_id).order_by(patients.c.patient_id).limit(1)
-        count = select(func.count()).select_from(patients)
+        where: str = ""
+        params: tuple[Any, ...] = ()
         if due_at is not None:
-            query = query.where(patients.c.next_due_at <= due_at)
-            count = count.where(patients.c.next_due_at <= due_at)
+            where, params = f" WHERE next_due_at <= {self.codec.mark}", (self.codec.time(due_at),)
         with self._read() as conn:
-            total = int(conn.execute(count).scalar_one())
-            cuts = [conn.execute(query.offset(total * k // parts)).scalar() for k in range(1, parts)]
+            total = int(conn.exec_driver_sql(f"SELECT count(*) FROM {patients.name}{where}", params).scalar_one())
+            # Offsets as literals: given as parameters, SQLite's planner walks every enrolment in
+            # primary-key order rather than sorting the few the due index finds.
+            cuts = [
+                conn.exec_driver_sql(
+                    f"SELECT patient_id FROM {patients.name}{where} ORDER BY patient_id "
+                    f"LIMIT 1 OFFSET {int(total * k // parts)}",
+                    params,
+                ).scalar()
+                for k in range(1, parts)
+            ]
         return sorted({cut for cut in cuts if cut is not None})
 
     def count_by_state(self) -> dict[str, int]:
