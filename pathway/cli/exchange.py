@@ -76,8 +76,9 @@ def import_(
             sys.stderr.write(f"line {rejection.line}: {escape_controls(rejection.error)}\n")
     if stopped is not None:
         sys.stderr.write(
-            f"carepath: error: import stopped: {stopped}; lines not reported as applied were not applied "
-            "(run the same file again to apply them)\n"
+            f"carepath: error: import stopped: {stopped}; lines not reported as applied may not have been "
+            "(a batch committed as the database failed is reported by the next run as already applied): "
+            "run the same file again to apply the rest\n"
         )
         raise typer.Exit(exit_code(stopped))
     if report.rejected:
