@@ -501,6 +501,8 @@ class Engine:
                 )
         elif command == "migrate_patients" and isinstance(result, list):
             fields["moved"] = len(result)
+        elif command == "prune_outbox" and isinstance(result, int):
+            fields["pruned"] = result
         if self.log_payloads and data is not None:
             fields["data"] = dict(data)
         what = command if event == command else f"{command} {event}"
@@ -1319,6 +1321,22 @@ class Engine:
     def migrate(self) -> list[str]:
         """Create or upgrade the database schema (idempotent); returns what was upgraded."""
         return self.store.migrate()
+
+    # -- the outbox --------------------------------------------------------------------
+
+    def prune_outbox(self, delivered_before: datetime) -> int:
+        """Delete the outbox messages delivered strictly before `delivered_before`; returns how many.
+
+        Undelivered messages stay whatever their age; the audit log is untouched (the outbox is no
+        part of its hash chain). A poller whose cursor is older than the cut misses the pruned messages.
+        """
+        cut = clinical_time(delivered_before, "delivered_before")
+        return self._observed("prune_outbox", "prune_outbox", None, None, None, partial(self._prune_outbox, cut))
+
+    def _prune_outbox(self, cut: datetime) -> int:
+        from persistence import prune_outbox
+
+        return prune_outbox(self.store, cut)
 
     # -- internals ---------------------------------------------------------------------
 

@@ -32,7 +32,14 @@ from ._urls import DEFAULT_URL, is_private_memory, normalise_url
 if TYPE_CHECKING:
     from ._anchors import AnchorError
     from ._crypto import EncryptedData
-    from ._outbox import OutboxMessage, count_outbox_pending, mark_outbox_delivered, pending_outbox, read_outbox
+    from ._outbox import (
+        OutboxMessage,
+        count_outbox_pending,
+        mark_outbox_delivered,
+        pending_outbox,
+        prune_outbox,
+        read_outbox,
+    )
     from ._store import Store, Transaction
 
 # Loaded on first use, by the module defining each name.
@@ -40,7 +47,15 @@ _LAZY = {"Store": "_store", "Transaction": "_store", "AnchorError": "_anchors", 
 # The outbox of transitions for webhooks and polling (persistence/_outbox.py).
 _LAZY.update(
     dict.fromkeys(
-        ("OutboxMessage", "count_outbox_pending", "mark_outbox_delivered", "pending_outbox", "read_outbox"), "_outbox"
+        (
+            "OutboxMessage",
+            "count_outbox_pending",
+            "mark_outbox_delivered",
+            "pending_outbox",
+            "prune_outbox",
+            "read_outbox",
+        ),
+        "_outbox",
     )
 )
 
@@ -89,6 +104,7 @@ __all__ = [
     "count_outbox_pending",
     "mark_outbox_delivered",
     "pending_outbox",
+    "prune_outbox",
     "read_outbox",
     "entry_hash",
     "is_private_memory",

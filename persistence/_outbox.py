@@ -6,6 +6,9 @@ Which transitions count is not decided here: the store calls the classifier it i
 returns becomes one row. Row ids are the stream's cursor. On PostgreSQL a transaction takes a
 transaction-level advisory lock before inserting its rows, so ids are handed out in commit
 order and a reader polling "after cursor N" never skips a row committed late.
+
+Delivered rows may be pruned (`prune_outbox`); the audit log is untouched, the outbox being no
+part of its hash chain.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ __all__ = [
     "insert",
     "mark_outbox_delivered",
     "pending_outbox",
+    "prune_outbox",
     "read_outbox",
     "rows_for",
 ]
@@ -46,6 +50,9 @@ __all__ = [
 OUTBOX_TABLE = "carepath_outbox"
 # Serialises outbox writers between their insert and commit (PostgreSQL), see the module docstring.
 _OUTBOX_LOCK = 72514004
+
+# Rows `prune_outbox` deletes per transaction, so a large prune never holds the write lock for long.
+PRUNE_BATCH = 1000
 
 # (kind, details) for each notice an appended entry gives rise to.
 Notify = Callable[[Snapshot, AuditEntry, Snapshot], list[tuple[str, dict[str, Any]]]]
@@ -190,6 +197,31 @@ def mark_outbox_delivered(store: Store, ids: Sequence[int], at: datetime) -> Non
         return
     with _connect(store) as conn, conn.begin():
         conn.execute(outbox.update().where(outbox.c.id.in_(list(ids))).values(delivered_at=at))
+
+
+def prune_outbox(store: Store, delivered_before: datetime, batch: int = PRUNE_BATCH) -> int:
+    """Delete the messages delivered strictly before `delivered_before`, `batch` rows per
+    transaction; returns how many. Undelivered messages stay whatever their age, and so does the
+    newest message: SQLite numbers a new row after the highest id present, so keeping it means no
+    id (a poller's cursor) is ever handed out twice."""
+    with _connect(store) as conn:
+        with conn.begin():
+            newest = conn.execute(select(func.max(outbox.c.id))).scalar_one()
+        if newest is None:
+            return 0
+        doomed = (
+            select(outbox.c.id)
+            .where(outbox.c.delivered_at < delivered_before, outbox.c.id < newest)
+            .order_by(outbox.c.delivered_at, outbox.c.id)
+            .limit(batch)
+        )
+        pruned = 0
+        while True:
+            with conn.begin():
+                deleted = conn.execute(outbox.delete().where(outbox.c.id.in_(doomed))).rowcount
+            pruned += deleted
+            if deleted < batch:
+                return pruned
 
 
 @contextmanager

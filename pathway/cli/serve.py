@@ -1,20 +1,23 @@
-"""Server commands: serve, deliver, token add, openapi."""
+"""Server commands: serve, deliver, prune-outbox, token add, openapi."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from .. import InvalidCommand, MissingExtra
-from .app import app, settings
+from .app import JsonOption, app, emit_json, engine, settings
 from .render import console
 
 SECRET_ENV = "CAREPATH_WEBHOOK_SECRET"
+# The longest retention the outbox commands take (a century): beyond it the cut is no date at all.
+MAX_RETENTION_DAYS = 36_500
 
 token_app = typer.Typer(help="Manage the API's bearer tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
@@ -87,22 +90,60 @@ def deliver(
     ] = None,
     poll: Annotated[float, typer.Option("--poll", min=0.05, help="Seconds between looks at an empty outbox.")] = 1.0,
     drain: Annotated[bool, typer.Option("--drain", help="Stop once nothing is pending.")] = False,
+    prune_after_days: Annotated[
+        int | None,
+        typer.Option(
+            "--prune-after-days",
+            min=1,
+            max=MAX_RETENTION_DAYS,
+            help="Also delete messages delivered more than this many days ago (at start, then hourly).",
+        ),
+    ] = None,
 ) -> None:
     """Deliver the outbox (enrolled, escalated, resolved, ended, due, overdue, flagged, migrated) to a webhook.
 
     In order, at least once, signed with HMAC-SHA256 (Carepath-Signature: t=...,v1=...), retried
     with back-off; a message delivered again after a crash carries the same id.
 
-    Example: carepath deliver --webhook https://example.org/hooks/carepath --secret "$SECRET"
+    Example: carepath deliver --webhook https://example.org/hooks/carepath --secret "$SECRET" --prune-after-days 30
     """
     from ..server import Deliverer
 
-    deliverer = Deliverer(settings().db, webhook, secret, log=_log)
+    deliverer = Deliverer(settings().db, webhook, secret, prune_after_days=prune_after_days, log=_log)
     try:
         count = deliverer.run(poll=poll, drain=drain)
     finally:
         deliverer.stop()
     console().print(f"delivered {count} messages")
+
+
+@app.command("prune-outbox")
+def prune_outbox(
+    delivered_before_days: Annotated[
+        int,
+        typer.Option(
+            "--delivered-before-days",
+            min=1,
+            max=MAX_RETENTION_DAYS,
+            help="Delete the messages delivered more than this many days ago.",
+        ),
+    ],
+    json_: JsonOption = False,
+) -> None:
+    """Delete outbox messages delivered more than N days ago (undelivered ones always stay).
+
+    The audit log is untouched; a poller of GET /events further behind than N days misses the
+    pruned messages.
+
+    Example: carepath prune-outbox --delivered-before-days 30
+    """
+    opened = engine()
+    before = opened.clock() - timedelta(days=delivered_before_days)
+    pruned = opened.prune_outbox(before)
+    if json_:
+        emit_json({"pruned": pruned, "before": before})
+    else:
+        console().print(f"pruned {pruned} outbox messages delivered before {before.isoformat()}")
 
 
 def _log(line: str) -> None:

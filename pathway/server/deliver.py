@@ -3,7 +3,8 @@
 Messages are posted one at a time in stream order (so in order per patient) and marked
 delivered after the receiver answered 2xx. A crash between the answer and the mark means the
 message is posted again on restart, with the same id (`Carepath-Event-Id` and the body's `id`):
-receivers deduplicate on it. Run one deliverer per database.
+receivers deduplicate on it. Run one deliverer per database. With `prune_after_days` it also
+deletes the messages delivered more than that many days ago, at start and then at most once an hour.
 
 Signature (when a secret is set): `Carepath-Signature: t=<unix seconds>,v1=<hex>`, where hex is
 HMAC-SHA256(secret, "<t>." + raw body). `verify_signature` checks one.
@@ -19,7 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -66,21 +67,29 @@ class Deliverer:
     timeout: float = 10.0
     first_delay: float = 0.5
     max_delay: float = 30.0
+    prune_after_days: int | None = None
+    prune_every: float = 3600.0
     log: Callable[[str], None] = lambda _line: None
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         if not self.webhook.startswith(("http://", "https://")):
             raise InvalidCommand(f"--webhook: {self.webhook!r} is not an http(s) URL")
+        days = self.prune_after_days
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days < 1):
+            raise InvalidCommand(f"--prune-after-days: give a whole number of days, 1 or more (got {days!r})")
         from .. import Engine
 
         self._engine = Engine(self.url)
         self._engine.store.ensure_schema()
         self.delivered = 0
+        self.pruned = 0
+        self._last_prune: float | None = None
 
     def run(self, *, poll: float = 1.0, drain: bool = False) -> int:
         """Deliver until stopped (or, with `drain`, until nothing is pending); returns how many were delivered."""
         while not self.stopping.is_set():
+            self.prune_when_due()
             sent = self.deliver_pending()
             if sent == 0:
                 if drain:
@@ -98,6 +107,22 @@ class Deliverer:
             sent += 1
             self.delivered += 1
         return sent
+
+    def prune_when_due(self) -> int:
+        """With `prune_after_days`, prune the messages delivered longer ago than that, unless the
+        last prune was less than `prune_every` seconds ago; returns how many were pruned."""
+        if self.prune_after_days is None:
+            return 0
+        now = time.monotonic()
+        if self._last_prune is not None and now - self._last_prune < self.prune_every:
+            return 0
+        self._last_prune = now
+        cut = self._engine.clock() - timedelta(days=self.prune_after_days)
+        pruned = self._engine.prune_outbox(cut)
+        self.pruned += pruned
+        if pruned:
+            self.log(f"pruned {pruned} messages delivered before {cut.isoformat()}")
+        return pruned
 
     def _post_until_accepted(self, message: OutboxMessage) -> bool:
         body = orjson.dumps(message.to_json())
