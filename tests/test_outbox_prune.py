@@ -114,6 +114,8 @@ def test_prune_outbox_command(engine: Engine, db_url: str, capsys: pytest.Captur
         ("prune-outbox", "--delivered-before-days", "36501"),
         ("prune-outbox", "--json"),
         ("deliver", "--webhook", "http://127.0.0.1:9/hook", "--prune-after-days", "0", "--drain"),
+        ("serve", "--webhook", "http://127.0.0.1:9/hook", "--prune-after-days", "0"),
+        ("serve", "--prune-after-days", "30"),  # nothing delivers, so nothing to prune
     ],
 )
 def test_bad_retention_exits_2_and_prunes_nothing(

@@ -27,6 +27,16 @@ TokensOption = Annotated[
     typer.Option("--tokens", help="Token file (default: $CAREPATH_TOKENS_FILE, else $CAREPATH_TOKENS as JSON)."),
 ]
 
+PruneAfterDaysOption = Annotated[
+    int | None,
+    typer.Option(
+        "--prune-after-days",
+        min=1,
+        max=MAX_RETENTION_DAYS,
+        help="Also delete messages delivered more than this many days ago (at start, then hourly).",
+    ),
+]
+
 
 @app.command()
 def serve(
@@ -41,6 +51,7 @@ def serve(
         str | None, typer.Option("--webhook", help="Also deliver the outbox to this URL (see `deliver`).")
     ] = None,
     secret: Annotated[str | None, typer.Option("--secret", help="Webhook signing secret.", envvar=SECRET_ENV)] = None,
+    prune_after_days: PruneAfterDaysOption = None,
 ) -> None:
     """Serve the HTTP API and the web view (needs the `server` extra).
 
@@ -54,6 +65,9 @@ def serve(
         raise MissingExtra("carepath serve", err.name or "fastapi") from None
     from ..server import DB_ENV, IN_FLIGHT_ENV, TOKENS_FILE_ENV, load_tokens
 
+    if prune_after_days is not None and webhook is None:
+        raise InvalidCommand("--prune-after-days prunes what the deliverer delivered: give --webhook URL too")
+
     if tokens is not None:
         os.environ[TOKENS_FILE_ENV] = str(tokens.resolve())
     found = load_tokens(Path(os.environ[TOKENS_FILE_ENV]) if os.environ.get(TOKENS_FILE_ENV) else None)
@@ -65,7 +79,7 @@ def serve(
     if webhook is not None:
         from ..server import Deliverer
 
-        deliverer = Deliverer(settings().db, webhook, secret, log=_log)
+        deliverer = Deliverer(settings().db, webhook, secret, prune_after_days=prune_after_days, log=_log)
         deliverer.start()
     try:
         uvicorn.run(
@@ -90,15 +104,7 @@ def deliver(
     ] = None,
     poll: Annotated[float, typer.Option("--poll", min=0.05, help="Seconds between looks at an empty outbox.")] = 1.0,
     drain: Annotated[bool, typer.Option("--drain", help="Stop once nothing is pending.")] = False,
-    prune_after_days: Annotated[
-        int | None,
-        typer.Option(
-            "--prune-after-days",
-            min=1,
-            max=MAX_RETENTION_DAYS,
-            help="Also delete messages delivered more than this many days ago (at start, then hourly).",
-        ),
-    ] = None,
+    prune_after_days: PruneAfterDaysOption = None,
 ) -> None:
     """Deliver the outbox (enrolled, escalated, resolved, ended, due, overdue, flagged, migrated) to a webhook.
 
