@@ -198,11 +198,7 @@ class _Rebuild:
         if state != self.state:
             self.state, self.state_since = state, entry.at
         self.last_event_at = entry.at
-        self.updated_at = entry.recorded_at
-        self.seq = entry.seq
-        self.last_hash = entry.hash
-        self.applied += 1
-        self.entries.append(entry)
+        self._took(entry)
 
     def adopt(self, entry: AuditEntry, folded: Folded) -> None:
         """Take the state re-derived from the whole log after `entry`."""
@@ -211,6 +207,10 @@ class _Rebuild:
         self.context = folded.context
         self.state, self.state_since = folded.state, folded.state_since
         self.last_event_at = folded.last_event_at
+        self._took(entry)
+
+    def _took(self, entry: AuditEntry) -> None:
+        """Count `entry` as applied: the chain head and the record times move to it."""
         self.updated_at = entry.recorded_at
         self.seq = entry.seq
         self.last_hash = entry.hash
