@@ -2,6 +2,8 @@
 
 Writes bench/results.json: {"machine": {...}, "results": [{"name", "value", "unit", "floor", "ratio"}]}.
 Run with `make bench`. Sizes can be reduced for a quick look with CAREPATH_BENCH_SCALE=0.1.
+The floors are absolute; the machine line printed first (a pure-Python reference and a raw SQLite
+commit) says how fast the machine is, so runs on different machines can be told apart.
 """
 
 from __future__ import annotations
@@ -388,6 +390,38 @@ def postgres_results(n_send: int) -> list[Result]:
     return results
 
 
+def python_reference_ms() -> float:
+    """Best of five runs of a fixed pure-Python workload (dicts, strings, calls): how fast this
+    interpreter runs on this machine, so figures taken on different machines can be compared."""
+
+    def work() -> None:
+        table: dict[str, int] = {}
+        for i in range(100_000):
+            key = f"p{i % 997:04d}"
+            table[key] = table.get(key, 0) + len(key)
+
+    return min(timed(work) for _ in range(5)) * 1000
+
+
+def sqlite_commit_us() -> float:
+    """Median CPU microseconds of one raw sqlite3 BEGIN IMMEDIATE + one-row INSERT + COMMIT (WAL,
+    synchronous=NORMAL): what a durable write transaction costs this machine's kernel and SQLite."""
+    with tempfile.TemporaryDirectory(prefix="carepath-calibrate-") as tmp:
+        db = sqlite3.connect(Path(tmp) / "c.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+        costs = []
+        for _ in range(2000):
+            start = time.process_time()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t (body) VALUES (?)", ("x" * 200,))
+            db.execute("COMMIT")
+            costs.append(time.process_time() - start)
+        db.close()
+    return statistics.median(costs) * 1e6
+
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
@@ -404,10 +438,18 @@ def machine() -> dict[str, Any]:
         "cpu_model": model,
         "sqlite": sqlite3.sqlite_version,
         "scale": SCALE,
+        "python_reference_ms": round(python_reference_ms(), 2),
+        "sqlite_commit_cpu_us": round(sqlite_commit_us(), 1),
     }
 
 
 def main() -> int:
+    host = machine()  # first, on a machine not yet warmed by the figures
+    print(
+        f"machine: {host['cpus']} x {host['cpu_model'] or 'unknown CPU'}, Python {host['python']}, "
+        f"SQLite {host['sqlite']}; Python reference {host['python_reference_ms']:.1f} ms, "
+        f"SQLite commit {host['sqlite_commit_cpu_us']:.1f} us CPU (lower is a faster machine)"
+    )
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="carepath-bench-") as tmp:
         workdir = Path(tmp)
@@ -490,7 +532,7 @@ def main() -> int:
         mark = "ok " if r.ratio >= 1 else "LOW"
         print(f"{r.name:22} {r.value:12.2f} {r.unit:11} {r.floor:10.2f} {r.ratio:7.2f} {mark} {r.note}")
     out = ROOT / "results.json"
-    out.write_text(json.dumps({"machine": machine(), "results": [r.as_json() for r in results]}, indent=2) + "\n")
+    out.write_text(json.dumps({"machine": host, "results": [r.as_json() for r in results]}, indent=2) + "\n")
     print(f"\nwritten {out}")
     return 0
 
