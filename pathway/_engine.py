@@ -1231,12 +1231,15 @@ class Engine:
 
     # -- bulk work, exchange and pictures ----------------------------------------------------
 
-    def ingest(self, lines: Iterable[str], *, batch: int = 1_000, workers: int = 1) -> IngestReport:
+    def ingest(
+        self, lines: Iterable[str], *, batch: int = 1_000, workers: int = 1, allow_unapproved: bool = False
+    ) -> IngestReport:
         """Apply every event of a JSON Lines stream, `batch` events per transaction; a bad line is
-        rejected alone. `workers` > 1 shares the patients among that many processes."""
+        rejected alone. `workers` > 1 shares the patients among that many processes.
+        `allow_unapproved` lets enrolment lines name a version not approved, as `enroll` does."""
         from ._ingest import ingest
 
-        work = partial(ingest, self, lines, batch=batch, workers=workers)
+        work = partial(ingest, self, lines, batch=batch, workers=workers, allow_unapproved=allow_unapproved)
         return self._observed("ingest", "ingest", None, None, None, work)
 
     @contextmanager

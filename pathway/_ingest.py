@@ -165,26 +165,39 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | Inv
         yield number, value
 
 
-def ingest(engine: Engine, lines: Iterable[str], *, batch: int = 1_000, workers: int = 1) -> IngestReport:
+@dataclass(frozen=True)
+class _Terms:
+    """What holds for every line of one import: the engine's clock read once, and whether an
+    enrolment line may name a version not approved (a draft or one under review)."""
+
+    now: datetime
+    allow_unapproved: bool = False
+
+
+def ingest(
+    engine: Engine, lines: Iterable[str], *, batch: int = 1_000, workers: int = 1, allow_unapproved: bool = False
+) -> IngestReport:
     """Apply every event of a JSON Lines stream, `batch` events per transaction.
 
     With `workers` > 1 the patients are shared out (by a hash of their id, so each patient's
     events stay in order in one process) over that many processes, which compute their batches
     in parallel and write them optimistically (revision-checked); the report is the same.
+    An enrolment line naming a version not approved is rejected (UnapprovedDefinition) unless
+    `allow_unapproved`, as for `Engine.enroll`.
     Raises ImportStopped (with the report so far) when the database stops answering.
     """
-    now = engine.clock()
+    terms = _Terms(engine.clock(), allow_unapproved)
     if workers > 1:
         try:
             engine.store.ensure_schema()  # once, here: the workers take it as done
         except StorageUnavailable as err:
             raise ImportStopped(err.detail, IngestReport()) from None
-        return _ingest_parallel(engine.store.url, read_jsonl(lines), batch, workers, now, engine.retries)
+        return _ingest_parallel(engine.store.url, read_jsonl(lines), batch, workers, terms, engine.retries)
     report = IngestReport()
     records = read_jsonl(lines)
     try:
         while chunk := list(islice(records, batch)):
-            report.merge(_commit_chunk(engine, chunk, now, optimistic=False))
+            report.merge(_commit_chunk(engine, chunk, terms, optimistic=False))
     except StorageUnavailable as err:
         if isinstance(err, ImportStopped):  # the lines of the chunk written before it stopped
             report.merge(err.report)
@@ -197,11 +210,11 @@ def ingest(engine: Engine, lines: Iterable[str], *, batch: int = 1_000, workers:
 Chunk = list[tuple[int, Any]]
 
 
-def _commit_chunk(engine: Engine, chunk: Chunk, now: datetime, *, optimistic: bool) -> IngestReport:
+def _commit_chunk(engine: Engine, chunk: Chunk, terms: _Terms, *, optimistic: bool) -> IngestReport:
     """Write a chunk in one transaction; if that fails as a whole, one line per transaction, so a
     line the database refuses is rejected alone. Raises StorageUnavailable when the database is gone."""
     try:
-        work = partial(_apply_chunk, engine, chunk=chunk, now=now)
+        work = partial(_apply_chunk, engine, chunk=chunk, terms=terms)
         return engine.store.run(work, retries=1 if len(chunk) > 1 else engine.retries, optimistic=optimistic)
     except (ConcurrentUpdate, StorageUnavailable):
         if len(chunk) == 1:
@@ -209,7 +222,9 @@ def _commit_chunk(engine: Engine, chunk: Chunk, now: datetime, *, optimistic: bo
     part = IngestReport()
     for item in chunk:
         try:
-            part.merge(engine.store.run(partial(_apply_chunk, engine, chunk=[item], now=now), retries=engine.retries))
+            part.merge(
+                engine.store.run(partial(_apply_chunk, engine, chunk=[item], terms=terms), retries=engine.retries)
+            )
         except StorageUnavailable as err:
             if _out_of_space(err) or not _reachable(engine):
                 raise ImportStopped(err.detail, part) from None
@@ -233,7 +248,7 @@ def _reachable(engine: Engine) -> bool:
 
 
 def _ingest_parallel(
-    url: str, records: Iterator[tuple[int, Any]], batch: int, workers: int, now: datetime, retries: int
+    url: str, records: Iterator[tuple[int, Any]], batch: int, workers: int, terms: _Terms, retries: int
 ) -> IngestReport:
     context = worker_context()
     inboxes = [context.Queue(maxsize=4) for _ in range(workers)]  # bounded: memory stays flat
@@ -241,7 +256,7 @@ def _ingest_parallel(
     stop = context.Event()
     processes = [
         context.Process(
-            target=_ingest_worker, args=(index, url, inbox, results, stop, now, retries, os.getpid()), daemon=True
+            target=_ingest_worker, args=(index, url, inbox, results, stop, terms, retries, os.getpid()), daemon=True
         )
         for index, inbox in enumerate(inboxes)
     ]
@@ -349,10 +364,10 @@ def _hand_over(inbox: Any, chunk: Chunk | None, process: Any, collector: _Collec
 
 
 def _ingest_worker(
-    index: int, url: str, inbox: Any, results: Any, stop: Any, now: datetime, retries: int, parent: int
+    index: int, url: str, inbox: Any, results: Any, stop: Any, terms: _Terms, retries: int, parent: int
 ) -> None:
     tie_to_parent(parent)
-    engine = Engine(url, lambda: now, retries=retries)
+    engine = Engine(url, lambda: terms.now, retries=retries)
     engine.store.schema_known()  # the command ensured it before starting the workers
     try:
         with bulk_allocation():
@@ -363,7 +378,7 @@ def _ingest_worker(
                     continue
                 if chunk is None:
                     break
-                results.put((index, "part", _commit_chunk(engine, chunk, now, optimistic=True)))
+                results.put((index, "part", _commit_chunk(engine, chunk, terms, optimistic=True)))
         results.put((index, "done", None))
     except BaseException as err:  # reported as text: the parent only needs the message
         if isinstance(err, ImportStopped):
@@ -383,7 +398,7 @@ def _reject_unrouted(number: int, record: Any) -> IngestReport:
     return part
 
 
-def _apply_chunk(engine: Engine, tx: Transaction, *, chunk: list[tuple[int, Any]], now: datetime) -> IngestReport:
+def _apply_chunk(engine: Engine, tx: Transaction, *, chunk: list[tuple[int, Any]], terms: _Terms) -> IngestReport:
     part = IngestReport()
     tx.prefetch(
         [
@@ -397,7 +412,7 @@ def _apply_chunk(engine: Engine, tx: Transaction, *, chunk: list[tuple[int, Any]
         try:
             if isinstance(record, Exception):
                 raise record
-            part.note(number, patient, _apply_line(engine, tx, record, now))
+            part.note(number, patient, _apply_line(engine, tx, record, terms))
         except Exception as err:  # every rejection is reported, never silently dropped
             if not _is_line_error(err):
                 raise
@@ -405,7 +420,7 @@ def _apply_chunk(engine: Engine, tx: Transaction, *, chunk: list[tuple[int, Any]
     return part
 
 
-def _apply_line(engine: Engine, tx: Transaction, record: dict[str, Any], now: datetime) -> str:
+def _apply_line(engine: Engine, tx: Transaction, record: dict[str, Any], terms: _Terms) -> str:
     unknown = set(record) - _ENVELOPE
     if unknown:
         raise InvalidCommand(f"unknown keys {sorted(unknown)}; expected some of {sorted(_ENVELOPE)}")
@@ -427,9 +442,10 @@ def _apply_line(engine: Engine, tx: Transaction, record: dict[str, Any], now: da
                 at,
                 pathway=pathway if pathway is not None else DEFAULT_PATHWAY,
                 version=record.get("version"),
+                allow_unapproved=terms.allow_unapproved,
                 factors=record.get("factors"),
                 actor=record.get("actor"),
-                now=now,
+                now=terms.now,
             )
         except DuplicatePatient:
             if _enrolled_alike(tx, record, patient, pathway or DEFAULT_PATHWAY, at):
@@ -447,7 +463,7 @@ def _apply_line(engine: Engine, tx: Transaction, record: dict[str, Any], now: da
         pathway=pathway,
         actor=record.get("actor"),
         idempotency_key=record.get("idempotency_key"),
-        now=now,
+        now=terms.now,
     )
     if result.duplicate:
         return DUPLICATE

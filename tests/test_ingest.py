@@ -151,3 +151,38 @@ def test_parallel_import_stops_with_an_error_when_the_database_fails(tmp_path: P
     lines = [line for i in range(30) for line in _course(f"p{i:02d}")]
     with pytest.raises(StorageUnavailable):
         engine.ingest(lines, batch=1, workers=2)
+
+
+def test_enrolment_lines_on_an_unapproved_version_need_allow_unapproved(engine: Engine) -> None:
+    """An enrolment line on a version under review is rejected and writes nothing unless the import allows it."""
+    lines = [_line("s1", "enroll", T0.isoformat(), pathway="sciatica"), _line("s2", "enroll", T0.isoformat())]
+    refused = engine.ingest(lines)
+    assert [(r.line, r.code, r.exit_code) for r in refused.rejected] == [(1, "unapproved_definition", 2)]
+    assert "under review" in refused.rejected[0].error
+    assert [s.patient_id for s in engine.patients()] == ["s2"]
+    allowed = engine.ingest(lines, allow_unapproved=True)
+    assert (allowed.accepted, allowed.already_applied, allowed.rejected) == (1, 1, [])
+    assert engine.status("s1", pathway="sciatica").version == 1
+    again = engine.ingest(lines, allow_unapproved=True)
+    assert (again.accepted, again.already_applied) == (0, 2)
+
+
+def test_parallel_import_workers_apply_allow_unapproved(engine: Engine) -> None:
+    """Worker processes enrol on an unapproved version when the import allows it, and refuse it otherwise."""
+    lines = [_line(f"s{i}", "enroll", T0.isoformat(), pathway="sciatica") for i in range(6)]
+    assert len(engine.ingest(lines, workers=2).rejected) == 6
+    report = engine.ingest(lines, workers=2, allow_unapproved=True)
+    assert (report.accepted, report.rejected) == (6, [])
+    assert sorted(s.patient_id for s in engine.patients()) == [f"s{i}" for i in range(6)]
+
+
+def test_import_command_takes_allow_unapproved(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`carepath import` exits 2 on an unapproved enrolment line and applies it with --allow-unapproved."""
+    source = tmp_path / "draft.jsonl"
+    source.write_text(_line("s1", "enroll", T0.isoformat(), pathway="sciatica") + "\n")
+    assert main(["--db", sqlite_url, "import", str(source), "--json", "--workers", "1"]) == 2
+    assert json.loads(capsys.readouterr().out)["rejected"][0]["code"] == "unapproved_definition"
+    assert main(["--db", sqlite_url, "import", str(source), "--json", "--workers", "1", "--allow-unapproved"]) == 0
+    assert json.loads(capsys.readouterr().out)["accepted"] == 1

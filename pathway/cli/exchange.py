@@ -32,6 +32,10 @@ def import_(
         Path | None,
         typer.Option("--report", help="Write one JSON line per input line: line, patient, outcome, reason."),
     ] = None,
+    allow_unapproved: Annotated[
+        bool,
+        typer.Option("--allow-unapproved", help="Let enrolment lines name a version that is a draft or under review."),
+    ] = False,
     json_: JsonOption = False,
 ) -> None:
     """Ingest many events, each checked as `send` checks it; a bad line is rejected alone.
@@ -42,7 +46,8 @@ def import_(
 
     Lines look like {"patient": "p-1", "event": "enroll", "at": "2026-01-05T09:00:00+00:00", "factors": {}}
     or {"patient": "p-1", "event": "assess", "at": "...", "data": {...}}; a "pathway" key names the
-    enrolment to enrol or to send to (needed for a patient on several pathways).
+    enrolment to enrol or to send to (needed for a patient on several pathways), a "version" the
+    definition version of an enrolment (one not approved needs --allow-unapproved).
 
     Example: carepath import events.jsonl --report import-report.jsonl
     """
@@ -55,10 +60,10 @@ def import_(
     try:
         with bulk_allocation():
             if str(file) == "-":
-                report = eng.ingest(sys.stdin, batch=batch, workers=workers)
+                report = eng.ingest(sys.stdin, batch=batch, workers=workers, allow_unapproved=allow_unapproved)
             else:
                 with file.open(encoding="utf-8") as handle:
-                    report = eng.ingest(handle, batch=batch, workers=workers)
+                    report = eng.ingest(handle, batch=batch, workers=workers, allow_unapproved=allow_unapproved)
     except ImportStopped as err:
         stopped, report = err, err.report
     if report_file is not None:
