@@ -433,9 +433,7 @@ class Store:
 
         The few columns anchors need, streamed in one read (one consistent view of the log).
         """
-        sql = (
-            f"SELECT patient_id, pathway, seq, hash, CASE WHEN seq = 1 THEN recorded_at END FROM {audit.name}"
-        )
+        sql = f"SELECT patient_id, pathway, seq, hash, CASE WHEN seq = 1 THEN recorded_at END FROM {audit.name}"
         decode = self.codec.time_in
         for patient_id, pathway, seq, digest, first in self._stream(sql, (), None, "patient_id, pathway, seq", batch):
             yield patient_id, pathway, seq, digest, decode(first) if first is not None else None

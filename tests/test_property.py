@@ -38,9 +38,9 @@ pains = st.integers(0, 100).map(lambda tenths: tenths / 10)
 fasciculations = st.sampled_from([f for f in terms("fasciculations") if f != "worsening"] * 2 + ["worsening"])
 # One time in ten a red flag, so that patients live long enough to reach the later rules.
 red_flags = st.integers(0, 9).flatmap(
-    lambda n: st.lists(st.sampled_from(terms("red_flag")), min_size=1, max_size=2, unique=True)
-    if n == 0
-    else st.just([])
+    lambda n: (
+        st.lists(st.sampled_from(terms("red_flag")), min_size=1, max_size=2, unique=True) if n == 0 else st.just([])
+    )
 )
 # Mostly findings that meet the criteria, sometimes any combination.
 any_findings = st.lists(st.sampled_from(terms("finding")), unique=True)
@@ -57,9 +57,7 @@ PAYLOADS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     ),
     "tick": st.just({}),
     "relapse": st.fixed_dictionaries({"pain": pains, "fasciculations": fasciculations}),
-    "override": st.fixed_dictionaries(
-        {"to": st.sampled_from(sorted(LINES)), "reason": texts, "clinician": texts}
-    ),
+    "override": st.fixed_dictionaries({"to": st.sampled_from(sorted(LINES)), "reason": texts, "clinician": texts}),
     "withdraw": st.fixed_dictionaries({"reason": texts}),
 }
 # Weighted towards the events that keep a patient on the pathway.

@@ -473,7 +473,6 @@ def test_claimed_rows_are_skipped_by_a_concurrent_claim(pg_schema_url: str) -> N
     store.dispose()
 
 
-
 # -- the command line on every backend ----------------------------------------------------------
 
 ASSESS = '{"findings": ["buttock_pain", "sitting_aggravation", "fair_test", "pace_sign"], "pain": 8, ' + (

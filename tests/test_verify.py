@@ -260,9 +260,7 @@ def test_cli_verify_ok_exits_0_with_counts(cohort: Engine, capsys: pytest.Captur
     assert json.loads(capsys.readouterr().out) == expected
 
 
-def test_cli_verify_problem_exits_1_naming_patient_and_seq(
-    cohort: Engine, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_verify_problem_exits_1_naming_patient_and_seq(cohort: Engine, capsys: pytest.CaptureFixture[str]) -> None:
     """`verify --json` on a tampered log prints ok false, patient, seq and reason, and exits 1."""
     _execute(cohort, update(audit).where(_row("b", 4)).values(payload=reassess_data(pain=2)))
     assert _cli(cohort, "verify", "--json") == 1

@@ -221,7 +221,7 @@ JsonOption = Annotated[
     bool,
     typer.Option(
         "--json",
-        help="Print one JSON document to stdout (on an error: {\"error\": {code, message, details}}).",
+        help='Print one JSON document to stdout (on an error: {"error": {code, message, details}}).',
         callback=_note_json,
     ),
 ]
