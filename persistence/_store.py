@@ -609,7 +609,10 @@ class Transaction:
         if self._cursor is None:
             self._cursor = self._dbapi_connection.cursor()
         try:
-            self._cursor.executemany(sql, rows)
+            if len(rows) == 1:  # psycopg runs executemany in pipeline mode: one more round trip
+                self._cursor.execute(sql, rows[0])
+            else:
+                self._cursor.executemany(sql, rows)
         except self._dbapi_error as err:
             raise DBAPIError.instance(sql, rows, err, self._dbapi_error, dialect=self._dialect) from err
         return int(self._cursor.rowcount)
