@@ -270,10 +270,11 @@ class _Evaluator:
                 self._inputs[event] = ({}, {})
             else:
                 context = self.snapshot.context
-                self._inputs[event] = (
-                    self.definition.inputs(event, payload, context, self.at),
-                    self.definition.inputs(event, payload, context, self.at + _PROBE),
-                )
+                now = self.definition.inputs(event, payload, context, self.at)
+                probe = _later(self.at)
+                # At the end of the calendar there is no later instant: every input reads as recorded.
+                later = now if probe is None else self.definition.inputs(event, payload, context, probe)
+                self._inputs[event] = (now, later)
         return self._inputs[event]
 
     def _condition(self, result: ConditionResult, later: dict[str, Any]) -> ConditionView:
@@ -332,7 +333,18 @@ def _crossing(result: ConditionResult, later: Any, at: datetime) -> datetime | N
     falling = result.condition.op in ("<=", "<") and slope < 0
     if not (rising or falling):
         return None
-    return at + _PROBE * float((threshold - value) / slope)
+    try:
+        return at + _PROBE * float((threshold - value) / slope)
+    except (OverflowError, ValueError):  # past year 9999, beyond a timedelta, or not a number: none to show
+        return None
+
+
+def _later(at: datetime) -> datetime | None:
+    """`at` one probe step on, or None when that is past the last representable time."""
+    try:
+        return at + _PROBE
+    except OverflowError:
+        return None
 
 
 _RELATION = {"<": "below", "<=": "at or below", ">=": "at or above", ">": "above"}

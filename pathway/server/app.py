@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carepath import Error
@@ -40,6 +40,9 @@ MAX_BODY_BYTES = 1_000_000
 # Paths anyone may reach without a token: the web view's sign-in form.
 OPEN_PATHS = frozenset({"/login"})
 READERS = ("clinician", "auditor")
+# The largest cursor the outbox's 64-bit ids (SQLite INTEGER, PostgreSQL BIGINT) can hold.
+MAX_CURSOR = 2**63 - 1
+ISO_EXAMPLE = "2026-01-05T09:00:00+00:00"
 
 
 class ApiProblem(Exception):
@@ -57,16 +60,38 @@ def problem_response(problem: Problem) -> JSONResponse:
 # -- request bodies ------------------------------------------------------------------------------
 
 
+def _iso_time(value: object) -> object:
+    """Only an ISO 8601 string is a time: pydantic alone reads 0 or "1767600000" as Unix seconds,
+    so a number would become a clinical time nobody wrote (the CLI's `--at` parses the same way)."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"expected an ISO 8601 time as a string, e.g. {ISO_EXAMPLE}")
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_time)]
+
+
 class Enrolment(BaseModel):
     """A new enrolment of a patient on a pathway."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"patient_id": "p-001", "at": ISO_EXAMPLE, "factors": {"age": 70}}]},
+    )
 
     patient_id: str = Field(description="Patient id (1-200 printable characters).")
-    at: datetime = Field(description="Clinical time, ISO 8601 with a zone.")
+    at: IsoTime = Field(description="Clinical time, ISO 8601 with a zone.")
     pathway: str = Field(default=DEFAULT_PATHWAY, description="Pathway definition.")
-    version: int | None = Field(default=None, ge=1, description="Definition version (default: latest approved).")
-    allow_unapproved: bool = Field(default=False, description="Allow a draft or a version under review.")
+    # Strict: "1" is not a version nor "yes" a boolean, as the document's types say.
+    version: int | None = Field(
+        default=None, ge=1, strict=True, description="Definition version (default: latest approved)."
+    )
+    allow_unapproved: bool = Field(default=False, strict=True, description="Allow a draft or a version under review.")
     handover_from: str | None = Field(default=None, description="Hand over from the patient's enrolment on this one.")
     factors: dict[str, Any] | None = Field(default=None, description="Patient factors.")
 
@@ -77,18 +102,18 @@ class Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event: str = Field(description="Event name (assess, reassess, relapse, ...).")
-    at: datetime = Field(description="Clinical time, ISO 8601 with a zone.")
+    at: IsoTime = Field(description="Clinical time, ISO 8601 with a zone.")
     data: dict[str, Any] = Field(default_factory=dict, description="Event data.")
     pathway: str | None = Field(default=None, description="Which enrolment (needed for a patient on several).")
-    late: bool = Field(default=False, description="Record an event dated before the last clinical event.")
+    late: bool = Field(default=False, strict=True, description="Record an event dated before the last clinical event.")
 
 
 class Tick(BaseModel):
     """A sweep of every enrolment due at a time."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"at": ISO_EXAMPLE}]})
 
-    at: datetime = Field(description="Clinical time, ISO 8601 with a zone.")
+    at: IsoTime = Field(description="Clinical time, ISO 8601 with a zone.")
 
 
 # -- the application -------------------------------------------------------------------------------
@@ -148,9 +173,13 @@ def create_app(
         return problem_response(Problem(422, "invalid_payload", "Invalid payload", detail, {"problems": problems}))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_problem(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return problem_response(Problem(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail)))
+        title = code.replace("_", " ").capitalize()
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # RFC 9110: Allow lists the path's methods, of all its routes
+            headers["Allow"] = _allowed_methods(app, request.url.path) or headers.get("Allow", "")
+        return problem_response(Problem(exc.status_code, code, title, str(exc.detail), headers=headers))
 
     async def domain_problem(_request: Request, exc: Exception) -> JSONResponse:
         return problem_response(problem_for(exc))
@@ -197,6 +226,17 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+def _allowed_methods(app: FastAPI, path: str) -> str:
+    """The methods of every route matching `path` (Starlette's own Allow names only the first route's)."""
+    from starlette.routing import Route
+
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.fullmatch(path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def _token_of(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
@@ -238,7 +278,7 @@ Scheduler = Annotated[Principal, Depends(requires("scheduler"))]
 Auditor = Annotated[Principal, Depends(requires("auditor"))]
 Admin = Annotated[Principal, Depends(requires("admin"))]
 PathwayQuery = Annotated[str | None, Query(description="Which enrolment (needed for a patient on several).")]
-AtQuery = Annotated[datetime | None, Query(description="Time to evaluate at (default: now).")]
+AtQuery = Annotated[IsoTime | None, Query(description="Time to evaluate at (default: now).")]
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", description="Repeat-safe key: a repeat returns the first result.")
 ]
@@ -250,6 +290,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
         (404, "Unknown patient or enrolment"),
         (409, "Not allowed in the enrolment's state, or a conflict"),
         (422, "Invalid input"),
+        (500, "The set-up or the stored record is at fault (e.g. Graphviz missing for a diagram)"),
         (503, "Busy (see Retry-After) or storage unavailable"),
     )
 }
@@ -352,8 +393,8 @@ def _routes(app: FastAPI, engine: Engine) -> None:
     def replay(
         patient_id: str,
         _who: Reader,
-        until: Annotated[datetime | None, Query(description="Clinical time: the state then, as known now.")] = None,
-        as_of: Annotated[datetime | None, Query(description="Record time: what the record said then.")] = None,
+        until: Annotated[IsoTime | None, Query(description="Clinical time: the state then, as known now.")] = None,
+        as_of: Annotated[IsoTime | None, Query(description="Record time: what the record said then.")] = None,
         pathway: PathwayQuery = None,
     ) -> dict[str, Any]:
         """Rebuild the enrolment from its audit log, checking every step (`replay --json`)."""
@@ -368,7 +409,7 @@ def _routes(app: FastAPI, engine: Engine) -> None:
     @app.get("/patients/{patient_id}/verify", responses=PROBLEMS, tags=["audit"])
     def verify_patient(patient_id: str, _who: Auditor, pathway: PathwayQuery = None) -> dict[str, Any]:
         """Check one patient's hash chains, replay and snapshots (`verify PATIENT --json`)."""
-        # An unknown patient or enrolment is a 404, not an empty report; without a pathway, every enrolment.
+        # An unknown patient or enrolment is a 404, not an empty report; without a pathway, as `verify PATIENT`.
         if pathway is not None:
             engine.resolve(patient_id, pathway)
         elif not engine.enrolments(patient_id):
@@ -409,7 +450,8 @@ def _routes(app: FastAPI, engine: Engine) -> None:
     def events(
         _who: Reader,
         after: Annotated[
-            int, Query(ge=0, description="Cursor: the `cursor` of the last message seen (0: from the start).")
+            int,
+            Query(ge=0, le=MAX_CURSOR, description="Cursor: the `cursor` of the last message seen (0: the start)."),
         ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000, description="At most this many messages.")] = 100,
     ) -> dict[str, Any]:
