@@ -12,12 +12,18 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
 
 from pathway import Engine, FakeClock
 from tests import second_pathway  # noqa: F401  # registers the test-only second pathway
+
+if TYPE_CHECKING:
+    import httpx
+
+    from tests.server_helpers import Running
 
 # Events in the tests happen in January-May 2026; the clock reads a moment after them.
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -93,6 +99,24 @@ def engine(db_url: str, clock: FakeClock) -> Iterator[Engine]:
     eng = Engine(db_url, clock)
     yield eng
     eng.store.dispose()
+
+
+@pytest.fixture
+def server(engine: Engine) -> Iterator[Running]:
+    """`carepath serve` on the engine's database, on a free port (tests/server_helpers.py)."""
+    from tests.server_helpers import serving  # the server extra: only the HTTP tests import it
+
+    with serving(engine) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: Running) -> Iterator[httpx.Client]:
+    """An HTTP client of that server."""
+    import httpx
+
+    with httpx.Client(base_url=server.base_url, timeout=120) as http:
+        yield http
 
 
 @pytest.fixture

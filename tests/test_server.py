@@ -24,18 +24,6 @@ from tests.server_helpers import Running, serving
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture
-def server(engine: Engine) -> Iterator[Running]:
-    with serving(engine) as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: Running) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=120) as http:
-        yield http
-
-
 def enrol(client: httpx.Client, server: Running, patient: str, **extra: Any) -> httpx.Response:
     body = {"patient_id": patient, "at": T0.isoformat(), "version": 1, **extra}
     return client.post("/enrolments", json=body, headers=server.headers("clinician"))

@@ -4,7 +4,6 @@ against the document's types."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -13,22 +12,9 @@ import pytest
 pytest.importorskip("fastapi", reason="the server extra is not installed (pip install 'carepath[server]')")
 import httpx
 
-from pathway import Engine
 from tests.conftest import T0
-from tests.server_helpers import Running, serving
+from tests.server_helpers import Running
 from tests.test_server import assert_problem
-
-
-@pytest.fixture
-def server(engine: Engine) -> Iterator[Running]:
-    with serving(engine) as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: Running) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=120) as http:
-        yield http
 
 
 def enrol_body(**fields: Any) -> dict[str, Any]:
