@@ -22,12 +22,12 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+sys.path[:0] = [str(ROOT), str(ROOT / "peers")]  # bench/profile_send.py and the peer workload
 # "  1,234 (12.0%)  file:function [/path/to/object.so]" in callgrind_annotate's listing.
 _LINE = re.compile(r"\s*([\d,]+)\s+\([^)]*\)\s+\S+\s+\[([^\]]+)\]")
 
 
 def _events(patients: int) -> int:
-    sys.path.insert(0, str(ROOT / "peers"))
     import common
 
     return len(common.scenario(patients))
@@ -35,14 +35,12 @@ def _events(patients: int) -> int:
 
 def _run_workload(patients: int) -> None:
     """The peer workload on a fresh SQLite file (synchronous=NORMAL), as bench/profile_send.py runs it."""
-    os.environ["PEER_PATIENTS"] = str(patients)
-    sys.path[:0] = [str(ROOT), str(ROOT / "peers")]
     import common
     from peer_carepath import commands
     from profile_send import workload
 
     with tempfile.TemporaryDirectory() as tmp:
-        workload(f"sqlite:///{tmp}/w.db?synchronous=normal", commands(common.scenario()), None)
+        workload(f"sqlite:///{tmp}/w.db?synchronous=normal", commands(common.scenario(patients)), None)
 
 
 def _count(patients: int, out: Path) -> subprocess.Popen[bytes]:
